@@ -1,0 +1,463 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * rsttrace: what the kernel does when TCP connections fail to be established.
+ *
+ * Programs here only observe; they never change a packet or a socket. Each
+ * hook has one always-inline handler and a thin attach wrapper, so other
+ * wrappers (fentry, kprobe) can share the handler on kernels that need them.
+ */
+#include "../vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#include "rsttrace.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+#define PF_EXITING 0x00000004
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define TCPHDR_SYN 0x02
+#define TCPHDR_ACK 0x10
+
+/* Set before load (pwru's habit): the verifier prunes what is not used. */
+const volatile bool filter_ports = false;
+
+/* Force the generated Go types for the enums. */
+const enum event_type *unused_event_type __attribute__((unused));
+const enum event_flag *unused_event_flag __attribute__((unused));
+const struct event *unused_event __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* userspace may resize before load */
+} events SEC(".maps");
+
+/* Records that did not fit in the ring buffer, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* --port filter: ports[port] != 0 means traced. Only read if filter_ports. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+/*
+ * Who called connect() on a socket, recorded at CLOSE->SYN_SENT (process
+ * context; the source port is not chosen yet there, so the key is the socket
+ * address). Read when the RST arrives in softirq, where `current` is
+ * whoever was on the CPU.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct proc_info);
+} connecting SEC(".maps");
+
+struct bind_args {
+	__u8 addr[16];
+	__s32 fd;
+	__u16 family;
+	__u16 port;
+};
+
+/* bind() arguments between sys_enter_bind and sys_exit_bind, per thread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct bind_args);
+} binds SEC(".maps");
+
+static __always_inline bool port_traced(__u16 port)
+{
+	__u32 key = port;
+	__u8 *v;
+
+	if (!filter_ports)
+		return true;
+	v = bpf_map_lookup_elem(&ports, &key);
+	return v && *v;
+}
+
+static __always_inline struct event *reserve(__u8 type)
+{
+	struct event *e;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+
+		if (n)
+			*n += 1;
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = type;
+	e->ts = bpf_ktime_get_ns();
+	return e;
+}
+
+static __always_inline void current_proc(struct proc_info *p)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	p->pid = id >> 32;
+	p->tid = (__u32)id;
+	bpf_get_current_comm(p->comm, sizeof(p->comm));
+}
+
+static __always_inline __u32 sk_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* Inode of the socket's file, as /proc/net/tcp and /proc/PID/fd show it. */
+static __always_inline __u64 sk_ino(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+}
+
+/* Local address and port of sk into daddr/dport (listen and bind events). */
+static __always_inline void sk_local(const struct sock *sk, struct event *e)
+{
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->dport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (e->family == AF_INET) {
+		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_rcv_saddr);
+	} else {
+		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only))
+			e->flags |= EVENT_F_V6ONLY;
+	}
+}
+
+/*
+ * Addresses of the segment a RST answers, from the skb's own headers: for a
+ * refused SYN the socket is NULL, so the skb is all there is.
+ */
+static __always_inline int skb_tuple(const struct sk_buff *skb, struct event *e)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	struct tcphdr tcp;
+	__u8 ver;
+
+	if (bpf_probe_read_kernel(&ver, 1, head + nh))
+		return -1;
+	ver >>= 4;
+	if (ver == 4) {
+		struct iphdr ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			return -1;
+		e->family = AF_INET;
+		__builtin_memcpy(e->saddr, &ip.saddr, 4);
+		__builtin_memcpy(e->daddr, &ip.daddr, 4);
+	} else if (ver == 6) {
+		struct ipv6hdr ip6;
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return -1;
+		e->family = AF_INET6;
+		__builtin_memcpy(e->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(e->daddr, &ip6.daddr, 16);
+	} else {
+		return -1;
+	}
+	if (bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th))
+		return -1;
+	e->sport = bpf_ntohs(tcp.source);
+	e->dport = bpf_ntohs(tcp.dest);
+	e->tcp_flags = ((__u8 *)&tcp)[13];
+	return 0;
+}
+
+/*
+ * A RST leaves this host's TCP stack. Called for every RST from 6.10 on
+ * (tcp_v4_send_reset/tcp_v6_send_reset call trace_tcp_send_reset even when
+ * sk is NULL, commit 19822a980e19 "trace: tcp: fully support
+ * trace_tcp_send_reset"). Only RSTs that refuse a connection are reported:
+ * the answered segment is a SYN (nothing listens), or sk is a listener
+ * (final ACK with tcp_abort_on_overflow).
+ */
+static __always_inline int handle_send_reset(const struct sock *sk,
+					     const struct sk_buff *skb,
+					     __u32 reason)
+{
+	struct event *e;
+	__u8 state = 0;
+
+	if (!skb)
+		return 0; /* active reset of an established socket: not a refusal */
+	if (sk)
+		state = BPF_CORE_READ(sk, __sk_common.skc_state);
+
+	e = reserve(EVENT_RESET_SENT);
+	if (!e)
+		return 0;
+	if (skb_tuple(skb, e) ||
+	    !((e->tcp_flags & TCPHDR_SYN) || state == TCP_LISTEN) ||
+	    !port_traced(e->dport)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	e->reason = reason;
+	e->state = state;
+	if (sk) {
+		e->flags |= EVENT_F_HAS_SK;
+		e->netns = sk_netns(sk);
+		e->sk = (__u64)sk;
+	} else {
+		e->netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tp_btf_tcp_send_reset, const struct sock *sk,
+	     const struct sk_buff *skb, enum sk_rst_reason reason)
+{
+	return handle_send_reset(sk, skb, reason);
+}
+
+/*
+ * Socket state changes (sock:inet_sock_set_state, 4.16+):
+ *  CLOSE->LISTEN in inet_csk_listen_start, in the listen() caller's context;
+ *  LISTEN->CLOSE when the last reference to the listener goes (close(),
+ *    exit, tcp_disconnect), in the context of whoever dropped it;
+ *  CLOSE->SYN_SENT in tcp_v4_connect/tcp_v6_connect, the connect() caller;
+ *  SYN_SENT->anything: the connect attempt is over.
+ * LISTEN->SYN_RECV is a child socket in softirq, not a listener: ignored.
+ */
+static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
+					    int newstate)
+{
+	__u64 key = (__u64)sk;
+	struct event *e;
+	__u16 family;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
+		struct proc_info p = {};
+
+		if (!port_traced(bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
+			return 0;
+		current_proc(&p);
+		bpf_map_update_elem(&connecting, &key, &p, BPF_ANY);
+		return 0;
+	}
+	if (oldstate == TCP_SYN_SENT) {
+		bpf_map_delete_elem(&connecting, &key);
+		return 0;
+	}
+
+	if (oldstate == TCP_CLOSE && newstate == TCP_LISTEN) {
+		e = reserve(EVENT_LISTEN);
+	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
+		e = reserve(EVENT_LISTEN_CLOSE);
+	} else {
+		return 0;
+	}
+	if (!e)
+		return 0;
+	sk_local(sk, e);
+	/* The port of an autobound listener is not known yet at CLOSE->LISTEN
+	 * (get_port runs after the state store); userspace learns it later. */
+	if (e->dport && !port_traced(e->dport)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	e->state = newstate;
+	e->netns = sk_netns(sk);
+	e->ino = sk_ino(sk);
+	e->sk = key;
+	e->backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
+	current_proc(&e->proc);
+	if (newstate == TCP_CLOSE) {
+		struct task_struct *task = (void *)bpf_get_current_task();
+
+		/* do_exit() stores exit_code and sets PF_EXITING before
+		 * exit_files() drops the process's sockets. */
+		if (BPF_CORE_READ(task, flags) & PF_EXITING) {
+			e->flags |= EVENT_F_EXITING;
+			e->exit_code = BPF_CORE_READ(task, exit_code);
+		}
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tp_btf_inet_sock_set_state, const struct sock *sk, int oldstate,
+	     int newstate)
+{
+	return handle_set_state(sk, oldstate, newstate);
+}
+
+/*
+ * A RST reached a local socket (tcp_reset(), tcp:tcp_receive_reset, 4.15+).
+ * In SYN_SENT it is the refusal the client sees as ECONNREFUSED; the client
+ * process is the one recorded at connect().
+ */
+static __always_inline int handle_receive_reset(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct proc_info *p;
+	struct event *e;
+
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
+		return 0;
+	p = bpf_map_lookup_elem(&connecting, &key);
+	if (!p && filter_ports)
+		return 0; /* not traced at connect() */
+
+	e = reserve(EVENT_CLIENT_REFUSED);
+	if (!e)
+		return 0;
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e->family == AF_INET) {
+		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+	e->state = TCP_SYN_SENT;
+	e->netns = sk_netns(sk);
+	e->sk = key;
+	if (p) {
+		e->proc = *p;
+		e->flags |= EVENT_F_PROC_KNOWN;
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tp_btf_tcp_receive_reset, const struct sock *sk)
+{
+	return handle_receive_reset(sk);
+}
+
+/* The file behind fd in the current task, or NULL. */
+static __always_inline struct file *fd_file(int fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *f = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/*
+ * bind() errors are why a service is not listening (EADDRINUSE: another
+ * process holds the port). Syscall tracepoints: the arguments at entry, the
+ * result at exit. No kernel tracepoint reports a failed inet_bind.
+ */
+SEC("tracepoint/syscalls/sys_enter_bind")
+int tp_sys_enter_bind(struct trace_event_raw_sys_enter *ctx)
+{
+	struct sockaddr *uaddr = (void *)ctx->args[1];
+	__u64 id = bpf_get_current_pid_tgid();
+	struct bind_args a = {};
+
+	if (bpf_probe_read_user(&a.family, sizeof(a.family), &uaddr->sa_family))
+		return 0;
+	if (a.family == AF_INET) {
+		struct sockaddr_in sin;
+
+		if (bpf_probe_read_user(&sin, sizeof(sin), uaddr))
+			return 0;
+		a.port = bpf_ntohs(sin.sin_port);
+		__builtin_memcpy(a.addr, &sin.sin_addr, 4);
+	} else if (a.family == AF_INET6) {
+		struct sockaddr_in6 sin6;
+
+		if (bpf_probe_read_user(&sin6, sizeof(sin6), uaddr))
+			return 0;
+		a.port = bpf_ntohs(sin6.sin6_port);
+		__builtin_memcpy(a.addr, &sin6.sin6_addr, 16);
+	} else {
+		return 0;
+	}
+	if (!port_traced(a.port))
+		return 0;
+	a.fd = ctx->args[0];
+	bpf_map_update_elem(&binds, &id, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_bind")
+int tp_sys_exit_bind(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct bind_args *a;
+	struct socket *sock;
+	struct sock *sk;
+	struct file *f;
+	struct event *e;
+	__s32 ret = ctx->ret;
+
+	a = bpf_map_lookup_elem(&binds, &id);
+	if (!a)
+		return 0;
+	/* A successful bind to port 0 (ephemeral) holds nothing anyone asked for. */
+	if (ret == 0 && a->port == 0)
+		goto out;
+	f = fd_file(a->fd);
+	if (!f)
+		goto out;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		goto out;
+	sock = BPF_CORE_READ(f, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
+	    BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+		goto out;
+
+	e = reserve(EVENT_BIND);
+	if (!e)
+		goto out;
+	e->family = a->family;
+	__builtin_memcpy(e->daddr, a->addr, 16);
+	e->dport = a->port;
+	e->ret = ret;
+	e->netns = sk_netns(sk);
+	e->ino = BPF_CORE_READ(f, f_inode, i_ino);
+	e->sk = (__u64)sk;
+	current_proc(&e->proc);
+	bpf_ringbuf_submit(e, 0);
+out:
+	bpf_map_delete_elem(&binds, &id);
+	return 0;
+}

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one header shared by the BPF programs and the Go side.
+ *
+ * Every struct that crosses the kernel/user boundary is here; bpf2go
+ * generates the Go types from it (-type event -type event_type ...), so the
+ * two sides cannot drift apart.
+ */
+#ifndef RSTTRACE_H
+#define RSTTRACE_H
+
+#define RST_COMM_LEN 16
+
+/* What a record in the ring buffer is; userspace dispatches on it. */
+enum event_type {
+	/* The TCP stack sent a RST in answer to a segment (tcp:tcp_send_reset). */
+	EVENT_RESET_SENT = 1,
+	/* A local connect() in SYN_SENT received a RST (tcp:tcp_receive_reset). */
+	EVENT_CLIENT_REFUSED = 2,
+	/* A socket entered LISTEN (sock:inet_sock_set_state CLOSE->LISTEN). */
+	EVENT_LISTEN = 3,
+	/* A listener left LISTEN (sock:inet_sock_set_state LISTEN->CLOSE). */
+	EVENT_LISTEN_CLOSE = 4,
+	/* bind() on a TCP socket returned (syscalls:sys_exit_bind). */
+	EVENT_BIND = 5,
+};
+
+/* Bits of event.flags. */
+enum event_flag {
+	/* proc was recorded when the socket was created/connected/listened,
+	 * not taken from the interrupted context. */
+	EVENT_F_PROC_KNOWN = 1 << 0,
+	/* The closing task was exiting (PF_EXITING): exit_code is valid. */
+	EVENT_F_EXITING = 1 << 1,
+	/* The RST carried no segment to answer (active reset): addresses come
+	 * from the socket. */
+	EVENT_F_NO_SKB = 1 << 2,
+	/* A socket (sk) was given to tcp_send_reset. */
+	EVENT_F_HAS_SK = 1 << 3,
+	/* The IPv6 socket is IPV6_V6ONLY. */
+	EVENT_F_V6ONLY = 1 << 4,
+};
+
+struct proc_info {
+	__u32 pid;  /* thread group id: what users call the pid */
+	__u32 tid;
+	char comm[RST_COMM_LEN];
+};
+
+/*
+ * One fixed-size record for every kind: the common header (type, flags,
+ * timestamp, netns) first, then the connection, then the processes.
+ * Addresses are in network order; AF_INET addresses use the first 4 bytes.
+ *
+ * For EVENT_RESET_SENT, saddr/sport is the peer the RST goes to (the
+ * client) and daddr/dport the local side that refused: the segment being
+ * answered went saddr -> daddr. For EVENT_CLIENT_REFUSED the same
+ * orientation holds: saddr is the local client, daddr the refusing side.
+ * For listen and bind events daddr/dport is the local address.
+ */
+struct event {
+	__u8 type;      /* enum event_type */
+	__u8 family;    /* AF_INET or AF_INET6 */
+	__u8 tcp_flags; /* flags of the segment a RST answers */
+	__u8 state;     /* TCP state of sk, when there is one */
+	__u32 flags;    /* enum event_flag */
+	__u64 ts;       /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u32 netns;    /* inode number of the network namespace */
+	__u32 reason;   /* enum sk_rst_reason value, as this kernel numbers it */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;    /* host order */
+	__u16 dport;    /* host order */
+	__s32 ret;      /* bind(): return value (0 or -errno) */
+	__u32 backlog;  /* listen: sk_max_ack_backlog */
+	__s32 exit_code;/* listen_close while exiting: task->exit_code */
+	__u64 ino;      /* socket inode, as in /proc/PID/fd and /proc/net/tcp */
+	__u64 sk;       /* socket address: a key, never dereferenced */
+	struct proc_info proc;
+};
+
+#endif /* RSTTRACE_H */

@@ -1,0 +1,221 @@
+// Command rsttrace explains every refused TCP connection on this host: what
+// refused it and why, and which processes were involved.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/tracer"
+)
+
+const usage = `rsttrace: explain every refused TCP connection on this host.
+
+Usage: rsttrace [flags]
+
+Traces until interrupted (Ctrl-C) and prints one line per event: every
+connection refused (with its cause and the processes involved), every
+listener opened and closed, every failed bind(). Needs root.
+
+Examples:
+  sudo rsttrace                      # human-readable lines until Ctrl-C
+  sudo rsttrace -o json > rst.jsonl  # JSON Lines for a log pipeline
+  sudo rsttrace --port 80 --port 443 # only these local ports
+  sudo rsttrace --duration 30s -o json | jq 'select(.type=="refused")'
+
+Causes of a refusal: no_listener, listener_closed, wrong_address,
+other_netns, bind_failed, unknown (see the README for what to do about each).
+
+Flags:
+`
+
+// config is everything the flags say.
+type config struct {
+	format   string
+	ports    []uint16
+	duration time.Duration
+	ringSize int
+	verbose  bool
+}
+
+// portList is a repeatable --port flag.
+type portList []uint16
+
+func (p *portList) String() string {
+	s := make([]string, len(*p))
+	for i, v := range *p {
+		s[i] = strconv.Itoa(int(v))
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *portList) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %q out of range: want a number from 1 to 65535", f)
+		}
+		*p = append(*p, uint16(n))
+	}
+	return nil
+}
+
+// parseFlags parses args (without the program name) into a config.
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var cfg config
+	var ports portList
+	fs := flag.NewFlagSet("rsttrace", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.format, "o", "text", "output format: text or json (JSON Lines)")
+	fs.Var(&ports, "port", "trace only this local port (repeatable, or comma-separated)")
+	fs.DurationVar(&cfg.duration, "duration", 0, "stop by itself after this long (e.g. 30s, 5m); 0 means until interrupted")
+	fs.IntVar(&cfg.ringSize, "ring-size", tracer.DefaultRingSize, "kernel ring buffer size in bytes (a power of two)")
+	fs.BoolVar(&cfg.verbose, "v", false, "log diagnostics to stderr")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	if cfg.format != "text" && cfg.format != "json" {
+		return cfg, fmt.Errorf("-o %q: want text or json", cfg.format)
+	}
+	if cfg.duration < 0 {
+		return cfg, fmt.Errorf("--duration %v: must not be negative", cfg.duration)
+	}
+	if r := cfg.ringSize; r < os.Getpagesize() || r&(r-1) != 0 {
+		return cfg, fmt.Errorf("--ring-size %d: want a power of two of at least %d", r, os.Getpagesize())
+	}
+	cfg.ports = ports
+	return cfg, nil
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rsttrace:", err)
+		os.Exit(2)
+	}
+	level := slog.LevelWarn
+	if cfg.verbose {
+		level = slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+
+	// A closed stdout is an ordinary way to stop (rsttrace | head): get
+	// EPIPE from write instead of dying by SIGPIPE, and stop cleanly.
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "rsttrace:", err)
+		os.Exit(1)
+	}
+}
+
+// run traces until ctx is done, the duration passes or out is closed.
+func run(ctx context.Context, cfg config, out *os.File) error {
+	enc, err := events.NewEncoder(cfg.format, out)
+	if err != nil {
+		return err
+	}
+	if cfg.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.duration)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go watchClosed(ctx, out, cancel)
+
+	t, err := tracer.New(tracer.Config{Ports: cfg.ports, RingSize: cfg.ringSize})
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+
+	start := &events.Event{
+		Time:    time.Now(),
+		Type:    events.TypeStart,
+		Version: events.SchemaVersion,
+		Kernel:  t.Kernel(),
+		Plan:    t.Plan(),
+		Ports:   cfg.ports,
+	}
+	if err := writeFlush(enc, start); err != nil {
+		return outputErr(err)
+	}
+	// Events are flushed when the ring is idle (Run's tick) or the buffer
+	// fills; a lone event is visible within a tick.
+	runErr := t.Run(ctx, enc)
+	if runErr != nil && isClosedOutput(runErr) {
+		return nil // the reader went away: nobody to tell
+	}
+	lost, lerr := t.Lost()
+	stopRec := &events.Event{Time: time.Now(), Type: events.TypeStop, Lost: &lost, Events: t.Written()}
+	if err := writeFlush(enc, stopRec); err != nil && !isClosedOutput(err) {
+		return outputErr(err)
+	}
+	return errors.Join(runErr, lerr)
+}
+
+func writeFlush(enc events.Encoder, e *events.Event) error {
+	if err := enc.Encode(e); err != nil {
+		return err
+	}
+	return enc.Flush()
+}
+
+func outputErr(err error) error {
+	if isClosedOutput(err) {
+		return nil
+	}
+	return fmt.Errorf("writing output: %w", err)
+}
+
+func isClosedOutput(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrClosed)
+}
+
+// watchClosed cancels when out is a pipe or socket whose reader has gone,
+// so an idle `rsttrace | head -1` ends without waiting for the next event.
+func watchClosed(ctx context.Context, out *os.File, cancel context.CancelFunc) {
+	var st unix.Stat_t
+	if unix.Fstat(int(out.Fd()), &st) != nil {
+		return
+	}
+	if m := st.Mode & unix.S_IFMT; m != unix.S_IFIFO && m != unix.S_IFSOCK {
+		return
+	}
+	fds := []unix.PollFd{{Fd: int32(out.Fd())}} // POLLERR/POLLHUP are always reported
+	for ctx.Err() == nil {
+		n, err := unix.Poll(fds, 200)
+		if err != nil && err != unix.EINTR {
+			return
+		}
+		if n > 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0 {
+			cancel()
+			return
+		}
+	}
+}

@@ -1,0 +1,149 @@
+// Package events defines what rsttrace reports: the record types, the causes
+// of a refusal, and the text and JSON Lines encoders.
+//
+// The JSON field names are a contract (schema version 1, see the README):
+// fields may be added, none renamed.
+package events
+
+import (
+	"net/netip"
+	"time"
+)
+
+// SchemaVersion is the version of the JSON Lines schema in the start record.
+const SchemaVersion = 1
+
+// Type says what a record is.
+type Type string
+
+const (
+	TypeStart       Type = "start"        // first record, once every program is attached
+	TypeStop        Type = "stop"         // last record, with the loss count
+	TypeLost        Type = "lost"         // records were lost since the previous one
+	TypeRefused     Type = "refused"      // a connection attempt was refused
+	TypeListen      Type = "listen"       // a process started listening
+	TypeListenClose Type = "listen_close" // a listener was closed
+	TypeBindFailed  Type = "bind_failed"  // bind() failed on a TCP socket
+)
+
+// Cause is why a connection was refused.
+type Cause string
+
+const (
+	// Nothing has listened on the port in that network namespace since
+	// the tracer knew of it.
+	CauseNoListener Cause = "no_listener"
+	// A listener on the port was closed; Listener says by whom and when.
+	CauseListenerClosed Cause = "listener_closed"
+	// A listener holds the port in that netns, on another address or
+	// address family.
+	CauseWrongAddress Cause = "wrong_address"
+	// The port is listened on, but in another network namespace.
+	CauseOtherNetns Cause = "other_netns"
+	// A process tried to bind the port and failed; Bind says why and who
+	// holds the port.
+	CauseBindFailed Cause = "bind_failed"
+	// Nothing the tracer knows explains the refusal.
+	CauseUnknown Cause = "unknown"
+)
+
+// Endpoint is one side of a connection.
+type Endpoint struct {
+	Addr netip.Addr `json:"addr"`
+	Port uint16     `json:"port"`
+}
+
+// AddrPort returns the endpoint as a netip.AddrPort.
+func (e Endpoint) AddrPort() netip.AddrPort { return netip.AddrPortFrom(e.Addr, e.Port) }
+
+// Process identifies a process: its pid (thread group id) and command name.
+type Process struct {
+	Pid  uint32 `json:"pid"`
+	Comm string `json:"comm"`
+}
+
+// Exit is how a process ended.
+type Exit struct {
+	// Code is the exit status when the process called exit().
+	Code *int `json:"exit_code,omitempty"`
+	// Signal is the name of the signal that killed it ("SIGSEGV").
+	Signal     string `json:"signal,omitempty"`
+	CoreDumped bool   `json:"core_dumped,omitempty"`
+}
+
+// ExitFromCode decodes a kernel task exit_code (as wait(2) reports it).
+func ExitFromCode(code int32) *Exit {
+	if sig := code & 0x7f; sig != 0 {
+		return &Exit{Signal: SignalName(int(sig)), CoreDumped: code&0x80 != 0}
+	}
+	status := int(code>>8) & 0xff
+	return &Exit{Code: &status}
+}
+
+// Listener is a listening socket and the process that owns it.
+type Listener struct {
+	Process
+	Addr    netip.Addr `json:"addr"`
+	Port    uint16     `json:"port"`
+	Netns   uint32     `json:"netns"`
+	Backlog uint32     `json:"backlog,omitempty"`
+	// V6Only is set for IPv6 listeners that refuse IPv4 (IPV6_V6ONLY).
+	V6Only bool `json:"v6only,omitempty"`
+	// Since is when it started listening, if the tracer saw it.
+	Since time.Time `json:"since,omitzero"`
+	// ClosedAt is when it stopped listening.
+	ClosedAt time.Time `json:"closed_at,omitzero"`
+	// ClosedBy is the process that dropped the last reference, when it is
+	// not the owner (an inherited descriptor, for example).
+	ClosedBy *Process `json:"closed_by,omitempty"`
+	// Exit is set when the listener was closed because its process exited.
+	*Exit
+}
+
+// Bind is a failed bind() call.
+type Bind struct {
+	Process
+	Addr  netip.Addr `json:"addr"`
+	Port  uint16     `json:"port"`
+	Errno string     `json:"errno"`
+	Time  time.Time  `json:"time"`
+	// Holder is the process whose socket holds the port, when found.
+	Holder *Process `json:"holder,omitempty"`
+}
+
+// Attach says which kernel hook serves a capability.
+type Attach struct {
+	Capability string `json:"capability"`
+	Hook       string `json:"hook,omitempty"`
+	// Degraded is the reason a capability cannot be served on this kernel.
+	Degraded string `json:"degraded,omitempty"`
+}
+
+// Event is one record of output. Which fields are set depends on Type.
+type Event struct {
+	Time  time.Time `json:"time"`
+	Type  Type      `json:"type"`
+	Netns uint32    `json:"netns,omitempty"`
+	// Src is the side that opened the connection, Dst the side refused.
+	Src *Endpoint `json:"src,omitempty"`
+	Dst *Endpoint `json:"dst,omitempty"`
+
+	Cause        Cause  `json:"cause,omitempty"`
+	Explanation  string `json:"explanation,omitempty"`
+	KernelReason string `json:"kernel_reason,omitempty"`
+	// Client is the process that called connect(), when it is on this host.
+	Client   *Process  `json:"client,omitempty"`
+	Listener *Listener `json:"listener,omitempty"`
+	Bind     *Bind     `json:"bind,omitempty"`
+
+	// start
+	Version int      `json:"version,omitempty"`
+	Kernel  string   `json:"kernel,omitempty"`
+	Plan    []Attach `json:"plan,omitempty"`
+	Ports   []uint16 `json:"ports,omitempty"`
+
+	// stop and lost: Lost is records lost (stop: in all; lost: since the
+	// previous lost record), Events the records written.
+	Lost   *uint64 `json:"lost,omitempty"`
+	Events uint64  `json:"events,omitempty"`
+}

@@ -1,0 +1,119 @@
+package events
+
+import (
+	"fmt"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// SignalName returns "SIGSEGV" for 11, "signal 99" for unknown numbers.
+func SignalName(sig int) string {
+	if n := unix.SignalName(syscall.Signal(sig)); n != "" {
+		return n
+	}
+	return "signal " + strconv.Itoa(sig)
+}
+
+// ErrnoName returns "EADDRINUSE" for 98.
+func ErrnoName(errno int) string {
+	if n := unix.ErrnoName(syscall.Errno(errno)); n != "" {
+		return n
+	}
+	return "errno " + strconv.Itoa(errno)
+}
+
+func (p Process) String() string { return fmt.Sprintf("%s (pid %d)", p.Comm, p.Pid) }
+
+// ago formats how long before t the past moment was.
+func ago(past, t time.Time) string {
+	d := t.Sub(past)
+	if d < 0 {
+		d = 0
+	}
+	switch {
+	case d < time.Second:
+		return fmt.Sprintf("%dms ago", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs ago", d.Seconds())
+	default:
+		return d.Round(time.Second).String() + " ago"
+	}
+}
+
+func (x *Exit) String() string {
+	switch {
+	case x == nil:
+		return ""
+	case x.Signal != "" && x.CoreDumped:
+		return "was killed by " + x.Signal + " (core dumped)"
+	case x.Signal != "":
+		return "was killed by " + x.Signal
+	case x.Code != nil:
+		return "exited with code " + strconv.Itoa(*x.Code)
+	}
+	return "exited"
+}
+
+// Explain returns the one plain sentence that says why a refusal happened,
+// from the fields the classifier filled in.
+func Explain(e *Event) string {
+	port := 0
+	if e.Dst != nil {
+		port = int(e.Dst.Port)
+	}
+	l, b := e.Listener, e.Bind
+	switch e.Cause {
+	case CauseNoListener:
+		return fmt.Sprintf("nothing listens on port %d in netns %d, and nothing has since rsttrace started", port, e.Netns)
+	case CauseListenerClosed:
+		if l == nil {
+			break
+		}
+		s := fmt.Sprintf("nothing listens on port %d; %s", port, l.Process)
+		switch {
+		case l.Exit != nil:
+			s += " " + l.Exit.String() + ", closing its listener " + ago(l.ClosedAt, e.Time)
+		case l.ClosedBy != nil && l.ClosedBy.Pid != l.Pid:
+			s += fmt.Sprintf(" listened on it until %s closed the socket %s", l.ClosedBy, ago(l.ClosedAt, e.Time))
+		default:
+			s += " closed its listener " + ago(l.ClosedAt, e.Time)
+		}
+		return s
+	case CauseWrongAddress:
+		if l == nil {
+			break
+		}
+		only := ""
+		if l.V6Only {
+			only = " (IPv6 only)"
+		}
+		dst := ""
+		if e.Dst != nil {
+			dst = e.Dst.Addr.String()
+		}
+		return fmt.Sprintf("%s listens on port %d at %s%s, not at %s", l.Process, port, l.Addr, only, dst)
+	case CauseOtherNetns:
+		if l == nil {
+			break
+		}
+		return fmt.Sprintf("port %d is listened on by %s in netns %d, not in netns %d where the connection arrived", port, l.Process, l.Netns, e.Netns)
+	case CauseBindFailed:
+		if b == nil {
+			break
+		}
+		s := fmt.Sprintf("nothing listens on port %d: %s failed to bind it with %s %s", port, b.Process, b.Errno, ago(b.Time, e.Time))
+		if b.Holder != nil {
+			s += fmt.Sprintf("; %s holds the port", b.Holder)
+		}
+		return s
+	case CauseUnknown:
+		if e.KernelReason != "" {
+			return "the kernel refused it (" + e.KernelReason + ") and rsttrace knows no more"
+		}
+		return "rsttrace knows nothing that explains this refusal"
+	}
+	return string(e.Cause)
+}

@@ -1,0 +1,432 @@
+package tracer
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/rsttrace/rsttrace/events"
+)
+
+// Correlator turns kernel records into events and links each refusal to its
+// cause. It keeps what the kernel told it about listeners and binds:
+//   - the listeners alive now (from the start-up snapshot, then listen events),
+//   - the last listener closed and the last failed bind per (netns, port),
+//   - successful binds, to name who holds a port when another bind fails,
+//   - server-side refusals waiting a moment for the client-side record of
+//     the same connection, so that one event names both ends.
+//
+// It is not safe for concurrent use; the tracer's read loop owns it.
+type Correlator struct {
+	// Wall converts a record timestamp (CLOCK_MONOTONIC ns) to wall time.
+	Wall func(ns uint64) time.Time
+	// RSTReason names a kernel RST reason value ("NO_SOCKET"), or "".
+	RSTReason func(uint32) string
+	// HolderScan finds the process holding a local TCP port in the netns
+	// of pid when no record says; nil disables it.
+	HolderScan func(pid uint32, port uint16) *events.Process
+	// Alive reports whether process pid still has socket inode ino open;
+	// nil means "assume yes".
+	Alive func(pid uint32, ino uint64) bool
+	// PortOf finds the port of socket inode ino in the netns of pid, for
+	// listeners whose port was not bound yet at listen() (autobind).
+	PortOf func(pid uint32, ino uint64) uint16
+	// Hold is how long (in record time) a server-side refusal waits for the
+	// client-side record before it is written without a client.
+	Hold time.Duration
+
+	listeners map[uint64]*events.Listener // by socket key
+	byPort    map[uint16][]uint64         // port -> socket keys
+	closed    map[nsPort]*events.Listener
+	bindFails map[nsPort]*events.Bind
+	bound     map[uint64]boundSock // successful binds, by socket key
+
+	pending map[tuple]*events.Event
+	queue   []pendingRef // pending refusals in arrival order
+}
+
+type nsPort struct {
+	netns uint32
+	port  uint16
+}
+
+type boundSock struct {
+	proc  events.Process
+	netns uint32
+	addr  netip.Addr
+	port  uint16
+	ino   uint64
+}
+
+// tuple identifies a connection attempt: client -> refused side.
+type tuple struct {
+	src, dst netip.AddrPort
+}
+
+type pendingRef struct {
+	key tuple
+	ev  *events.Event
+	ts  uint64
+}
+
+// maxRemembered bounds each table of past facts (closed listeners, failed
+// and successful binds); the oldest-looking entries go first.
+const maxRemembered = 1 << 16
+
+// NewCorrelator returns a Correlator with empty tables.
+func NewCorrelator() *Correlator {
+	return &Correlator{
+		Wall:      func(ns uint64) time.Time { return time.Unix(0, int64(ns)) },
+		RSTReason: func(uint32) string { return "" },
+		Hold:      20 * time.Millisecond,
+		listeners: map[uint64]*events.Listener{},
+		byPort:    map[uint16][]uint64{},
+		closed:    map[nsPort]*events.Listener{},
+		bindFails: map[nsPort]*events.Bind{},
+		bound:     map[uint64]boundSock{},
+		pending:   map[tuple]*events.Event{},
+	}
+}
+
+// sockKey is the key of a socket in the tables: its inode when it has a
+// file (what /proc shows too, so snapshot and events agree), else its
+// kernel address with the top bit set so the two never collide.
+func sockKey(ino, sk uint64) uint64 {
+	if ino != 0 {
+		return ino
+	}
+	return sk | 1<<63
+}
+
+// AddListener records a listener that exists now (start-up snapshot).
+func (c *Correlator) AddListener(ino uint64, l events.Listener) {
+	c.addListener(sockKey(ino, 0), &l)
+}
+
+// Listeners returns how many listeners the correlator knows alive.
+func (c *Correlator) Listeners() int { return len(c.listeners) }
+
+func (c *Correlator) addListener(key uint64, l *events.Listener) {
+	if old, ok := c.listeners[key]; ok {
+		c.unindex(key, old.Port)
+	}
+	c.listeners[key] = l
+	c.byPort[l.Port] = append(c.byPort[l.Port], key)
+}
+
+func (c *Correlator) unindex(key uint64, port uint16) {
+	keys := c.byPort[port]
+	for i, k := range keys {
+		if k == key {
+			keys[i] = keys[len(keys)-1]
+			keys = keys[:len(keys)-1]
+			break
+		}
+	}
+	if len(keys) == 0 {
+		delete(c.byPort, port)
+	} else {
+		c.byPort[port] = keys
+	}
+}
+
+func (c *Correlator) removeListener(key uint64) *events.Listener {
+	l, ok := c.listeners[key]
+	if !ok {
+		return nil
+	}
+	delete(c.listeners, key)
+	c.unindex(key, l.Port)
+	return l
+}
+
+func procOf(r *Record) events.Process {
+	return events.Process{Pid: r.Proc.Pid, Comm: commString(&r.Proc.Comm)}
+}
+
+// Handle processes one kernel record, calling emit for every event that is
+// complete. Refusals may be held back (see Hold) and come out of a later
+// Handle or Expire call.
+func (c *Correlator) Handle(r *Record, emit func(*events.Event) error) error {
+	if err := c.Expire(r.Ts, emit); err != nil {
+		return err
+	}
+	switch r.Type {
+	case recResetSent:
+		return c.resetSent(r, emit)
+	case recClientRefused:
+		return c.clientRefused(r, emit)
+	case recListen:
+		return c.listen(r, emit)
+	case recListenClose:
+		return c.listenClose(r, emit)
+	case recBind:
+		return c.bind(r, emit)
+	}
+	return nil
+}
+
+// Expire writes the held refusals older than Hold at record time now.
+func (c *Correlator) Expire(now uint64, emit func(*events.Event) error) error {
+	hold := uint64(c.Hold)
+	n := 0
+	for ; n < len(c.queue); n++ {
+		p := c.queue[n]
+		if p.ts+hold > now {
+			break
+		}
+		if c.pending[p.key] != p.ev {
+			continue // already written with its client
+		}
+		delete(c.pending, p.key)
+		if err := emit(p.ev); err != nil {
+			c.queue = c.queue[n+1:]
+			return err
+		}
+	}
+	c.queue = c.queue[n:]
+	return nil
+}
+
+// FlushAll writes every held refusal (at shutdown).
+func (c *Correlator) FlushAll(emit func(*events.Event) error) error {
+	return c.Expire(^uint64(0)-uint64(c.Hold), emit)
+}
+
+func (c *Correlator) resetSent(r *Record, emit func(*events.Event) error) error {
+	src := netip.AddrPortFrom(addr(r.Family, &r.Saddr), r.Sport)
+	dst := netip.AddrPortFrom(addr(r.Family, &r.Daddr), r.Dport)
+	ev := &events.Event{
+		Time:         c.Wall(r.Ts),
+		Type:         events.TypeRefused,
+		Netns:        r.Netns,
+		Src:          &events.Endpoint{Addr: src.Addr(), Port: src.Port()},
+		Dst:          &events.Endpoint{Addr: dst.Addr(), Port: dst.Port()},
+		KernelReason: c.RSTReason(r.Reason),
+	}
+	c.Classify(ev)
+	key := tuple{src, dst}
+	if old, ok := c.pending[key]; ok {
+		// A retransmitted SYN refused again before the first was written.
+		delete(c.pending, key)
+		if err := emit(old); err != nil {
+			return err
+		}
+	}
+	c.pending[key] = ev
+	c.queue = append(c.queue, pendingRef{key: key, ev: ev, ts: r.Ts})
+	return nil
+}
+
+func (c *Correlator) clientRefused(r *Record, emit func(*events.Event) error) error {
+	src := netip.AddrPortFrom(addr(r.Family, &r.Saddr), r.Sport)
+	dst := netip.AddrPortFrom(addr(r.Family, &r.Daddr), r.Dport)
+	var client *events.Process
+	if r.Flags&flagProcKnown != 0 {
+		p := procOf(r)
+		client = &p
+	}
+	key := tuple{src, dst}
+	if ev, ok := c.pending[key]; ok {
+		delete(c.pending, key)
+		ev.Client = client
+		return emit(ev)
+	}
+	// The RST did not come from this host's TCP stack: a remote host or a
+	// packet filter answered. Say what is known and no more.
+	ev := &events.Event{
+		Time:   c.Wall(r.Ts),
+		Type:   events.TypeRefused,
+		Netns:  r.Netns,
+		Src:    &events.Endpoint{Addr: src.Addr(), Port: src.Port()},
+		Dst:    &events.Endpoint{Addr: dst.Addr(), Port: dst.Port()},
+		Cause:  events.CauseUnknown,
+		Client: client,
+	}
+	ev.Explanation = "the RST was not sent by this host's TCP stack: a remote host or a packet filter refused the connection"
+	return emit(ev)
+}
+
+// covers reports whether a listener bound to l accepts connections to dst.
+func covers(l *events.Listener, dst netip.Addr) bool {
+	la := l.Addr.Unmap()
+	d := dst.Unmap()
+	if la.IsUnspecified() {
+		if la.Is4() {
+			return d.Is4()
+		}
+		return d.Is6() || !l.V6Only
+	}
+	return la == d
+}
+
+// Classify fills in Cause, Listener, Bind and Explanation of a refusal to
+// ev.Dst in ev.Netns, from what the correlator knows now.
+func (c *Correlator) Classify(ev *events.Event) {
+	port := ev.Dst.Port
+	var here, elsewhere *events.Listener
+	for _, k := range c.byPort[port] {
+		l := c.listeners[k]
+		if l.Netns == ev.Netns {
+			if here == nil || covers(l, ev.Dst.Addr) {
+				here = l
+			}
+		} else if elsewhere == nil {
+			elsewhere = l
+		}
+	}
+	ev.Cause = events.CauseUnknown
+	np := nsPort{ev.Netns, port}
+	switch {
+	case here != nil && covers(here, ev.Dst.Addr):
+		// A listener matches and the kernel refused anyway (it was
+		// closing, or its queue forced a reset): not a cause we can name.
+		l := *here
+		ev.Listener = &l
+	case here != nil:
+		l := *here
+		ev.Cause, ev.Listener = events.CauseWrongAddress, &l
+	case c.closed[np] != nil || c.bindFails[np] != nil:
+		cl, bf := c.closed[np], c.bindFails[np]
+		if bf != nil && (cl == nil || bf.Time.After(cl.ClosedAt)) {
+			b := *bf
+			ev.Cause, ev.Bind = events.CauseBindFailed, &b
+		} else {
+			l := *cl
+			ev.Cause, ev.Listener = events.CauseListenerClosed, &l
+		}
+	case elsewhere != nil:
+		l := *elsewhere
+		ev.Cause, ev.Listener = events.CauseOtherNetns, &l
+	default:
+		ev.Cause = events.CauseNoListener
+	}
+	ev.Explanation = events.Explain(ev)
+}
+
+func (c *Correlator) listen(r *Record, emit func(*events.Event) error) error {
+	key := sockKey(r.Ino, r.Sk)
+	l := &events.Listener{
+		Process: procOf(r),
+		Addr:    addr(r.Family, &r.Daddr),
+		Port:    r.Dport,
+		Netns:   r.Netns,
+		Backlog: r.Backlog,
+		V6Only:  r.Flags&flagV6Only != 0,
+		Since:   c.Wall(r.Ts),
+	}
+	if l.Port == 0 && c.PortOf != nil && r.Ino != 0 {
+		// listen() without bind(): the port is chosen after the state
+		// change the kernel reported. It is in /proc by now.
+		l.Port = c.PortOf(l.Pid, r.Ino)
+	}
+	c.addListener(key, l)
+	delete(c.bound, key)
+	cp := *l
+	return emit(&events.Event{Time: l.Since, Type: events.TypeListen, Netns: l.Netns, Listener: &cp})
+}
+
+func (c *Correlator) listenClose(r *Record, emit func(*events.Event) error) error {
+	key := sockKey(r.Ino, r.Sk)
+	closer := procOf(r)
+	l := c.removeListener(key)
+	if l == nil {
+		// A listener we never saw open (it was closed while the tracer
+		// started): whoever closed it is the best owner we have.
+		l = &events.Listener{
+			Process: closer,
+			Addr:    addr(r.Family, &r.Daddr),
+			Port:    r.Dport,
+			Netns:   r.Netns,
+			Backlog: r.Backlog,
+		}
+	}
+	l.ClosedAt = c.Wall(r.Ts)
+	if closer.Pid != l.Pid {
+		l.ClosedBy = &closer
+	}
+	if r.Flags&flagExiting != 0 {
+		l.Exit = events.ExitFromCode(r.ExitCode)
+	}
+	if l.Port != 0 {
+		remember(c.closed, nsPort{l.Netns, l.Port}, l)
+	}
+	cp := *l
+	return emit(&events.Event{Time: l.ClosedAt, Type: events.TypeListenClose, Netns: l.Netns, Listener: &cp})
+}
+
+func remember[V any](m map[nsPort]V, k nsPort, v V) {
+	if _, ok := m[k]; !ok && len(m) >= maxRemembered {
+		for old := range m { // evict an arbitrary entry
+			delete(m, old)
+			break
+		}
+	}
+	m[k] = v
+}
+
+func (c *Correlator) bind(r *Record, emit func(*events.Event) error) error {
+	key := sockKey(r.Ino, r.Sk)
+	a := addr(r.Family, &r.Daddr)
+	if r.Ret == 0 {
+		if len(c.bound) >= maxRemembered {
+			for k := range c.bound {
+				delete(c.bound, k)
+				break
+			}
+		}
+		c.bound[key] = boundSock{proc: procOf(r), netns: r.Netns, addr: a, port: r.Dport, ino: r.Ino}
+		return nil
+	}
+	b := &events.Bind{
+		Process: procOf(r),
+		Addr:    a,
+		Port:    r.Dport,
+		Errno:   events.ErrnoName(int(-r.Ret)),
+		Time:    c.Wall(r.Ts),
+	}
+	if -r.Ret == eaddrinuse || -r.Ret == eaccesErr {
+		b.Holder = c.holder(r.Netns, r.Dport, a, b.Pid, key)
+	}
+	remember(c.bindFails, nsPort{r.Netns, r.Dport}, b)
+	cp := *b
+	return emit(&events.Event{Time: b.Time, Type: events.TypeBindFailed, Netns: r.Netns, Bind: &cp})
+}
+
+const (
+	eaddrinuse = 98
+	eaccesErr  = 13
+)
+
+// holder finds the process whose socket holds port in netns: a listener,
+// then a socket bound since the tracer started, then /proc.
+func (c *Correlator) holder(netns uint32, port uint16, a netip.Addr, failing uint32, self uint64) *events.Process {
+	var best *events.Listener
+	for _, k := range c.byPort[port] {
+		l := c.listeners[k]
+		if l.Netns != netns {
+			continue
+		}
+		if best == nil || l.Addr == a || l.Addr.IsUnspecified() {
+			best = l
+		}
+	}
+	if best != nil {
+		p := best.Process
+		return &p
+	}
+	for k, b := range c.bound {
+		if k == self || b.netns != netns || b.port != port {
+			continue
+		}
+		if c.Alive != nil && !c.Alive(b.proc.Pid, b.ino) {
+			delete(c.bound, k)
+			continue
+		}
+		p := b.proc
+		return &p
+	}
+	if c.HolderScan != nil {
+		return c.HolderScan(failing, port)
+	}
+	return nil
+}

@@ -1,0 +1,335 @@
+// Package tracer loads the BPF programs, attaches them, reads their records
+// from the ring buffer and correlates them into events.
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/rsttrace/rsttrace/events"
+)
+
+// Config is what the tracer is asked to do.
+type Config struct {
+	// Ports limits tracing to these local ports (the refused side, the
+	// listener, the bound port); empty means every port.
+	Ports []uint16
+	// RingSize is the ring buffer size in bytes (a power of two, at least
+	// a page); 0 means the default.
+	RingSize int
+	// Proc is where procfs is mounted; "" means /proc.
+	Proc string
+	// Logger receives diagnostics; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultRingSize holds about 75,000 records.
+const DefaultRingSize = 8 << 20
+
+// Tracer is a loaded and attached set of programs.
+type Tracer struct {
+	cfg    Config
+	log    *slog.Logger
+	objs   rsttraceObjects
+	links  []link.Link
+	reader *ringbuf.Reader
+	plan   []events.Attach
+	kernel string
+	corr   *Correlator
+	// wallOffset converts CLOCK_MONOTONIC ns to Unix ns.
+	wallOffset int64
+
+	mu       sync.Mutex
+	lostSeen uint64 // kernel losses already reported in lost records
+	written  uint64
+}
+
+// hook is one program and where it attaches.
+type hook struct {
+	capability string
+	name       string // as shown in the plan
+	prog       func(*rsttraceObjects) *ebpf.Program
+	attach     func(*ebpf.Program) (link.Link, error)
+}
+
+func tpBTF(p *ebpf.Program) (link.Link, error) {
+	return link.AttachTracing(link.TracingOptions{Program: p})
+}
+
+func tracepoint(group, name string) func(*ebpf.Program) (link.Link, error) {
+	return func(p *ebpf.Program) (link.Link, error) { return link.Tracepoint(group, name, p, nil) }
+}
+
+// hooks is the attach plan of this kernel generation (6.10+, where
+// tcp_send_reset fires for every RST and carries the reason).
+var hooks = []hook{
+	{"refusals", "tp_btf/tcp_send_reset", func(o *rsttraceObjects) *ebpf.Program { return o.TpBtfTcpSendReset }, tpBTF},
+	{"listeners", "tp_btf/inet_sock_set_state", func(o *rsttraceObjects) *ebpf.Program { return o.TpBtfInetSockSetState }, tpBTF},
+	{"clients", "tp_btf/tcp_receive_reset", func(o *rsttraceObjects) *ebpf.Program { return o.TpBtfTcpReceiveReset }, tpBTF},
+	{"bind_errors", "tracepoint/syscalls/sys_enter_bind", func(o *rsttraceObjects) *ebpf.Program { return o.TpSysEnterBind }, tracepoint("syscalls", "sys_enter_bind")},
+	{"bind_errors", "tracepoint/syscalls/sys_exit_bind", func(o *rsttraceObjects) *ebpf.Program { return o.TpSysExitBind }, tracepoint("syscalls", "sys_exit_bind")},
+}
+
+// New checks the host, loads and attaches the programs, and reads the
+// start-up snapshot of listeners. Close releases everything.
+func New(cfg Config) (t *Tracer, err error) {
+	if cfg.Proc == "" {
+		cfg.Proc = "/proc"
+	}
+	if cfg.RingSize == 0 {
+		cfg.RingSize = DefaultRingSize
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := CheckHost(); err != nil {
+		return nil, err
+	}
+	kernelBTF, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("reading kernel BTF: %w", err)
+	}
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+
+	t = &Tracer{cfg: cfg, log: cfg.Logger, kernel: unix.ByteSliceToString(uts.Release[:])}
+	defer func() {
+		if err != nil {
+			t.Close()
+		}
+	}()
+
+	spec, err := loadRsttrace()
+	if err != nil {
+		return nil, fmt.Errorf("loading BPF object: %w", err)
+	}
+	spec.Maps["events"].MaxEntries = uint32(cfg.RingSize)
+	if len(cfg.Ports) > 0 {
+		if err := spec.Variables["filter_ports"].Set(true); err != nil {
+			return nil, fmt.Errorf("setting port filter: %w", err)
+		}
+	}
+	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernelBTF}}
+	if err := spec.LoadAndAssign(&t.objs, opts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("loading BPF programs (verifier): %+v", ve)
+		}
+		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	}
+	for _, p := range cfg.Ports {
+		if err := t.objs.Ports.Put(uint32(p), uint8(1)); err != nil {
+			return nil, fmt.Errorf("setting port filter for %d: %w", p, err)
+		}
+	}
+
+	// The reader exists before the programs run, so no record is missed;
+	// records wait in the ring while the snapshot is taken.
+	if t.reader, err = ringbuf.NewReader(t.objs.Events); err != nil {
+		return nil, fmt.Errorf("opening ring buffer: %w", err)
+	}
+	if err := ensureTracefs(t.log); err != nil {
+		return nil, err
+	}
+	for _, h := range hooks {
+		l, err := h.attach(h.prog(&t.objs))
+		if err != nil {
+			return nil, fmt.Errorf("attaching %s: %w", h.name, err)
+		}
+		t.links = append(t.links, l)
+		t.plan = append(t.plan, events.Attach{Capability: h.capability, Hook: h.name})
+	}
+
+	t.corr = NewCorrelator()
+	t.corr.RSTReason = rstReasonNames(kernelBTF)
+	t.corr.Wall = t.wall
+	proc := cfg.Proc
+	t.corr.HolderScan = func(pid uint32, port uint16) *events.Process { return procHolder(proc, pid, port) }
+	t.corr.Alive = func(pid uint32, ino uint64) bool { return procHasSocket(proc, pid, ino) }
+	t.corr.PortOf = func(pid uint32, ino uint64) uint16 { return procPortOf(proc, pid, ino) }
+
+	var mono unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
+		return nil, fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
+	}
+	t.wallOffset = time.Now().UnixNano() - mono.Nano()
+
+	snap, err := Snapshot(cfg.Proc)
+	if err != nil {
+		return nil, fmt.Errorf("reading existing listeners: %w", err)
+	}
+	for _, l := range snap {
+		t.corr.AddListener(l.Ino, l.Listener)
+	}
+	t.log.Debug("start-up snapshot", "listeners", len(snap))
+	return t, nil
+}
+
+func (t *Tracer) wall(ns uint64) time.Time { return time.Unix(0, int64(ns)+t.wallOffset) }
+
+// Plan says which hook serves which capability.
+func (t *Tracer) Plan() []events.Attach { return t.plan }
+
+// Kernel is the running kernel's release.
+func (t *Tracer) Kernel() string { return t.kernel }
+
+// Correlator exposes the tracer's correlator (for its listener table).
+func (t *Tracer) Correlator() *Correlator { return t.corr }
+
+// Lost returns the number of records lost so far: records the kernel could
+// not put in the ring buffer.
+func (t *Tracer) Lost() (uint64, error) {
+	var perCPU []uint64
+	if err := t.objs.Lost.Lookup(uint32(0), &perCPU); err != nil {
+		return 0, fmt.Errorf("reading loss counter: %w", err)
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
+}
+
+// Written returns how many events Run passed to emit.
+func (t *Tracer) Written() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.written
+}
+
+// How often the read loop wakes up when idle: to write held refusals and
+// to report losses.
+const tick = 10 * time.Millisecond
+const lostEvery = time.Second
+
+// Run reads records until ctx is done, passing every event to out, plus a
+// `lost` record whenever the kernel lost records since the last one; out is
+// flushed whenever the ring buffer is idle. When ctx is done Run drains what
+// the kernel already wrote and returns nil. An error from out ends Run with
+// that error.
+func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
+	count := func(e *events.Event) error {
+		t.mu.Lock()
+		t.written++
+		t.mu.Unlock()
+		return out.Encode(e)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = t.reader.Flush() })
+	defer stop()
+
+	var rec ringbuf.Record
+	var r Record
+	lastLost := time.Now()
+	draining := false
+	for {
+		if !draining && ctx.Err() != nil {
+			// Drain: read what is in the ring now, then stop.
+			draining = true
+			t.reader.SetDeadline(time.Now().Add(-time.Second))
+		} else if !draining {
+			t.reader.SetDeadline(time.Now().Add(tick))
+		}
+		err := t.reader.ReadInto(&rec)
+		switch {
+		case err == nil:
+			if derr := Decode(rec.RawSample, &r); derr != nil {
+				t.log.Warn("dropping undecodable record", "error", derr)
+				continue
+			}
+			if err := t.corr.Handle(&r, count); err != nil {
+				return err
+			}
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+		case errors.Is(err, ringbuf.ErrClosed):
+			if err := t.corr.FlushAll(count); err != nil {
+				return err
+			}
+			return out.Flush()
+		default:
+			return fmt.Errorf("reading ring buffer: %w", err)
+		}
+		if draining {
+			if err := t.corr.FlushAll(count); err != nil {
+				return err
+			}
+			return out.Flush()
+		}
+		if err := t.corr.Expire(t.monoNow(), count); err != nil {
+			return err
+		}
+		if err := out.Flush(); err != nil {
+			return err
+		}
+		if time.Since(lastLost) >= lostEvery {
+			lastLost = time.Now()
+			if err := t.reportLost(count); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (t *Tracer) monoNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+// reportLost emits a lost record if the kernel lost records since the last.
+func (t *Tracer) reportLost(emit func(*events.Event) error) error {
+	n, err := t.Lost()
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	delta := n - t.lostSeen
+	t.lostSeen = n
+	t.mu.Unlock()
+	if delta == 0 {
+		return nil
+	}
+	return emit(&events.Event{Time: time.Now(), Type: events.TypeLost, Lost: &delta})
+}
+
+// Close detaches the programs and frees the maps, in reverse order of
+// creation.
+func (t *Tracer) Close() error {
+	var errs []error
+	for i := len(t.links) - 1; i >= 0; i-- {
+		errs = append(errs, t.links[i].Close())
+	}
+	t.links = nil
+	if t.reader != nil {
+		errs = append(errs, t.reader.Close())
+		t.reader = nil
+	}
+	errs = append(errs, t.objs.Close())
+	return errors.Join(errs...)
+}
+
+// rstReasonNames resolves RST reason values by their names in this
+// kernel's BTF (enum sk_rst_reason, 6.10+): the numbering differs between
+// kernels, so it is never hard-coded.
+func rstReasonNames(spec *btf.Spec) func(uint32) string {
+	names := map[uint32]string{}
+	var e *btf.Enum
+	if err := spec.TypeByName("sk_rst_reason", &e); err == nil {
+		for _, v := range e.Values {
+			names[uint32(v.Value)] = strings.TrimPrefix(v.Name, "SK_RST_REASON_")
+		}
+	}
+	return func(v uint32) string { return names[v] }
+}
