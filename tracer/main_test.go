@@ -1,0 +1,416 @@
+package tracer
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/rsttrace/rsttrace/events"
+)
+
+// The privileged tests load the real programs, make real sockets in fresh
+// network namespaces and start real processes: copies of this test binary
+// under other names (so their comm differs), running in "helper" mode.
+
+const helperEnv = "RSTTRACE_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(runHelper(mode))
+	}
+	code := m.Run()
+	if helperDir != "" {
+		os.RemoveAll(helperDir)
+	}
+	os.Exit(code)
+}
+
+// runHelper is a tiny server process driven over stdin/stdout:
+//
+//	listen|hold|bind ADDR PORT: socket, bind (and listen for "listen");
+//	  prints "ok" or the errno name, then obeys stdin lines:
+//	  "close" closes the socket and prints "closed", "exit N" exits with N.
+//	  EOF on stdin exits 0.
+func runHelper(mode string) int {
+	// One thread does every syscall, so comm and netns are the process's.
+	runtime.LockOSThread()
+	ap := netip.MustParseAddrPort(os.Getenv("RSTTRACE_TEST_ADDR"))
+	fd, err := bindSocket(ap)
+	if err == nil && mode == "listen" {
+		err = unix.Listen(fd, 16)
+	}
+	if err != nil {
+		fmt.Println(events.ErrnoName(int(err.(syscall.Errno))))
+	} else {
+		fmt.Println("ok")
+	}
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) == 1 && f[0] == "close":
+			unix.Close(fd)
+			fmt.Println("closed")
+		case len(f) == 2 && f[0] == "exit":
+			n, _ := strconv.Atoi(f[1])
+			os.Exit(n)
+		}
+	}
+	return 0
+}
+
+// bindSocket makes a TCP socket bound to ap (SO_REUSEADDR off: a second bind
+// to a held port fails as services do).
+func bindSocket(ap netip.AddrPort) (int, error) {
+	fam, sa := sockaddr(ap)
+	fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	return fd, unix.Bind(fd, sa)
+}
+
+func sockaddr(ap netip.AddrPort) (int, unix.Sockaddr) {
+	if ap.Addr().Is4() {
+		return unix.AF_INET, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	}
+	return unix.AF_INET6, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+var (
+	helperDir  string
+	helperOnce sync.Mutex
+)
+
+// helperBinary returns this test binary copied under name, so processes
+// started from it have comm == name.
+func helperBinary(t *testing.T, name string) string {
+	helperOnce.Lock()
+	defer helperOnce.Unlock()
+	if helperDir == "" {
+		d, err := os.MkdirTemp("", "rsttrace-helpers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		helperDir = d
+	}
+	dst := filepath.Join(helperDir, name)
+	if _, err := os.Stat(dst); err == nil {
+		return dst
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := os.Open(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// netns is a fresh network namespace with lo up, held by one locked OS
+// thread that runs whatever the test asks in it.
+type netns struct {
+	ino uint32
+	do  chan func()
+}
+
+func newNetns(t *testing.T) *netns {
+	t.Helper()
+	n := &netns{do: make(chan func())}
+	ready := make(chan error)
+	go func() {
+		// Never unlocked: when this goroutine returns, the runtime ends
+		// the thread, and the namespace goes with it.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ready <- fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
+			return
+		}
+		if err := linkUp("lo"); err != nil {
+			ready <- err
+			return
+		}
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+			ready <- err
+			return
+		}
+		n.ino = uint32(st.Ino)
+		ready <- nil
+		for f := range n.do {
+			f()
+		}
+	}()
+	if err := <-ready; err != nil {
+		t.Fatalf("creating netns: %v", err)
+	}
+	t.Cleanup(func() { close(n.do) })
+	return n
+}
+
+// run calls f on the namespace's thread and waits for it.
+func (n *netns) run(f func()) {
+	done := make(chan struct{})
+	n.do <- func() { defer close(done); f() }
+	<-done
+}
+
+func linkUp(name string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("SIOCGIFFLAGS %s: %w", name, err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("SIOCSIFFLAGS %s: %w", name, err)
+	}
+	return nil
+}
+
+// connect makes a TCP connection attempt from the namespace and returns the
+// error (ECONNREFUSED expected) and the client's local address.
+func (n *netns) connect(t *testing.T, dst netip.AddrPort) (error, netip.AddrPort) {
+	t.Helper()
+	var cerr error
+	var local netip.AddrPort
+	n.run(func() {
+		fam, sa := sockaddr(dst)
+		fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			cerr = err
+			return
+		}
+		defer unix.Close(fd)
+		// Bind first (to the destination's own loopback address, port 0)
+		// so the client port is known: a refused socket forgets it.
+		_, self := sockaddr(netip.AddrPortFrom(dst.Addr(), 0))
+		if cerr = unix.Bind(fd, self); cerr != nil {
+			return
+		}
+		if ls, err := unix.Getsockname(fd); err == nil {
+			switch a := ls.(type) {
+			case *unix.SockaddrInet4:
+				local = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+			case *unix.SockaddrInet6:
+				local = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+			}
+		}
+		cerr = unix.Connect(fd, sa)
+	})
+	return cerr, local
+}
+
+// helperProc is a running helper process.
+type helperProc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Reader
+	pid  uint32
+	comm string
+}
+
+// start runs a helper named comm in the namespace: mode listen|hold|bind.
+// It returns once the helper reported the result of its bind/listen.
+func (n *netns) start(t *testing.T, comm, mode string, ap netip.AddrPort) (*helperProc, string) {
+	t.Helper()
+	bin := helperBinary(t, comm)
+	h := &helperProc{t: t, comm: comm}
+	var err error
+	n.run(func() {
+		// Forked from this locked thread, the child starts in its netns.
+		h.cmd = exec.Command(bin)
+		h.cmd.Env = append(os.Environ(), helperEnv+"="+mode, "RSTTRACE_TEST_ADDR="+ap.String())
+		h.cmd.Stderr = os.Stderr
+		var stdout io.ReadCloser
+		if h.in, err = h.cmd.StdinPipe(); err != nil {
+			return
+		}
+		if stdout, err = h.cmd.StdoutPipe(); err != nil {
+			return
+		}
+		h.out = bufio.NewReader(stdout)
+		err = h.cmd.Start()
+	})
+	if err != nil {
+		t.Fatalf("starting helper %s: %v", comm, err)
+	}
+	h.pid = uint32(h.cmd.Process.Pid)
+	t.Cleanup(func() { h.cmd.Process.Kill(); h.cmd.Wait() })
+	return h, h.line()
+}
+
+func (h *helperProc) line() string {
+	h.t.Helper()
+	l, err := h.out.ReadString('\n')
+	if err != nil {
+		h.t.Fatalf("helper %s: reading its output: %v", h.comm, err)
+	}
+	return strings.TrimSpace(l)
+}
+
+func (h *helperProc) send(cmd string) {
+	h.t.Helper()
+	if _, err := fmt.Fprintln(h.in, cmd); err != nil {
+		h.t.Fatalf("helper %s: %v", h.comm, err)
+	}
+}
+
+// session is a tracer running in this process, its events collected for
+// the namespaces a test watches.
+type session struct {
+	t      *testing.T
+	tr     *Tracer
+	cancel func()
+	done   chan error
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	watch  map[uint32]bool
+	events []*events.Event
+	stops  int
+}
+
+// sessionEncoder keeps the events of watched namespaces.
+type sessionEncoder struct{ s *session }
+
+func (e sessionEncoder) Encode(ev *events.Event) error {
+	s := e.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.watch[ev.Netns] || ev.Type == events.TypeLost {
+		s.events = append(s.events, ev)
+		s.cond.Broadcast()
+	}
+	return nil
+}
+
+func (e sessionEncoder) Flush() error { return nil }
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loading BPF programs needs root (run the privileged tests with sudo or make test-priv)")
+	}
+}
+
+func startTracer(t *testing.T, cfg Config, watch ...*netns) *session {
+	t.Helper()
+	requireRoot(t)
+	tr, err := New(cfg)
+	if err != nil {
+		t.Fatalf("starting tracer: %v", err)
+	}
+	s := &session{t: t, tr: tr, done: make(chan error, 1), watch: map[uint32]bool{}}
+	s.cond = sync.NewCond(&s.mu)
+	for _, n := range watch {
+		s.watch[n.ino] = true
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { s.done <- tr.Run(ctx, sessionEncoder{s}) }()
+	t.Cleanup(s.stop)
+	return s
+}
+
+// stop ends Run and closes the tracer; it returns Run's error.
+func (s *session) stop() {
+	if s.tr == nil {
+		return
+	}
+	s.cancel()
+	select {
+	case err := <-s.done:
+		if err != nil {
+			s.t.Errorf("tracer Run: %v", err)
+		}
+	case <-time.After(waitTimeout):
+		s.t.Errorf("tracer Run did not return %v after cancel", waitTimeout)
+	}
+	if err := s.tr.Close(); err != nil {
+		s.t.Errorf("closing tracer: %v", err)
+	}
+	s.tr = nil
+}
+
+// waitTimeout is generous: under emulation (VM tests) everything is slow.
+var waitTimeout = func() time.Duration {
+	if os.Getenv("RSTTRACE_IN_VM") != "" {
+		return 60 * time.Second
+	}
+	return 10 * time.Second
+}()
+
+// waitFor returns the first event (after those already matched) that
+// matches pred, failing the test after waitTimeout.
+func (s *session) waitFor(what string, pred func(*events.Event) bool) *events.Event {
+	s.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	timer := time.AfterFunc(waitTimeout, func() { s.mu.Lock(); s.cond.Broadcast(); s.mu.Unlock() })
+	defer timer.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		for _, e := range s.events {
+			if pred(e) {
+				return e
+			}
+		}
+		if time.Now().After(deadline) {
+			var seen []string
+			for _, e := range s.events {
+				seen = append(seen, fmt.Sprintf("%+v", *e))
+			}
+			s.t.Fatalf("no %s event within %v; events seen:\n%s", what, waitTimeout, strings.Join(seen, "\n"))
+		}
+		s.cond.Wait()
+	}
+}
+
+// all returns the events collected so far that match pred.
+func (s *session) all(pred func(*events.Event) bool) []*events.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*events.Event
+	for _, e := range s.events {
+		if pred(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
