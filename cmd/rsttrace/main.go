@@ -78,17 +78,20 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var cfg config
 	var ports portList
 	fs := flag.NewFlagSet("rsttrace", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
+	// Errors are one line (main prints them); the usage text is for --help.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&cfg.format, "o", "text", "output format: text or json (JSON Lines)")
 	fs.Var(&ports, "port", "trace only this local port (repeatable, or comma-separated)")
 	fs.DurationVar(&cfg.duration, "duration", 0, "stop by itself after this long (e.g. 30s, 5m); 0 means until interrupted")
 	fs.IntVar(&cfg.ringSize, "ring-size", tracer.DefaultRingSize, "kernel ring buffer size in bytes (a power of two)")
 	fs.BoolVar(&cfg.verbose, "v", false, "log diagnostics to stderr")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, usage)
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+		}
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
