@@ -12,7 +12,7 @@ GEN_PKGS  := clang-14 llvm-14 libbpf-dev bpftool
 TEST_PKGS := iproute2 kmod qemu-system-x86 busybox-static cpio
 
 .PHONY: all build generate check-generated vmlinux deps gen-deps test-deps \
-	test test-unit test-priv test-kernels fuzz bench clean
+	test test-go test-kernels fuzz bench clean
 
 all: build
 
@@ -48,18 +48,28 @@ vmlinux:
 check-generated: generate
 	@git diff --exit-code -- tracer/ || { echo "generated BPF objects are stale: run 'make generate' and commit"; exit 1; }
 
-test-unit:
+# Every Go test: unit tests, plus the privileged tests (names TestPriv*)
+# that load the real programs in fresh network namespaces; they need root.
+test-go: test-deps
 	$(GO) vet ./...
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -v ./... 2>&1 | tee /tmp/rsttrace-test.log | grep -E '^(--- |=== RUN|PASS|FAIL|ok|panic|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
 
-# Privileged tests: load the real programs, real sockets in fresh netns.
-test-priv: test-deps
-	RSTTRACE_PRIVILEGED=1 $(GO) test -count=1 -v -run 'Priv' ./tracer/ ./cmd/... 2>&1 | tee /tmp/rsttrace-priv.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
-
+# A short run of the decoder fuzz target (the seed corpus always runs in test-go).
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 20s ./tracer/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./tracer/
+FUZZTIME ?= 15s
 
-test: check-generated test-unit test-priv
+# The privileged tests again inside Debian kernels under qemu (vmtest/).
+KERNELS     ?= 5.10 6.1 6.12
+VMTEST_ARGS ?= -test.v -test.count=1 -test.run Priv
+export KERNELS
+test-kernels: test-deps
+	mkdir -p bin
+	CGO_ENABLED=0 $(GO) test -c -o bin/tracer.test ./tracer
+	vmtest/run.sh bin/tracer.test $(VMTEST_ARGS)
+
+# What CI runs (.ci/run): generated code current, every test, every kernel.
+test: check-generated test-go fuzz test-kernels
 
 clean:
-	rm -f rsttrace
+	rm -rf rsttrace bin

@@ -84,7 +84,7 @@ var hooks = []hook{
 
 // New checks the host, loads and attaches the programs, and reads the
 // start-up snapshot of listeners. Close releases everything.
-func New(cfg Config) (t *Tracer, err error) {
+func New(cfg Config) (*Tracer, error) {
 	if cfg.Proc == "" {
 		cfg.Proc = "/proc"
 	}
@@ -104,49 +104,55 @@ func New(cfg Config) (t *Tracer, err error) {
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
 
-	t = &Tracer{cfg: cfg, log: cfg.Logger, kernel: unix.ByteSliceToString(uts.Release[:])}
-	defer func() {
-		if err != nil {
-			t.Close()
-		}
-	}()
+	t := &Tracer{cfg: cfg, log: cfg.Logger, kernel: unix.ByteSliceToString(uts.Release[:])}
+	if err := t.load(kernelBTF); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// load loads, attaches and learns the existing listeners; on error the
+// caller closes what was made.
+func (t *Tracer) load(kernelBTF *btf.Spec) error {
+	cfg := t.cfg
 
 	spec, err := loadRsttrace()
 	if err != nil {
-		return nil, fmt.Errorf("loading BPF object: %w", err)
+		return fmt.Errorf("loading BPF object: %w", err)
 	}
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingSize)
 	if len(cfg.Ports) > 0 {
 		if err := spec.Variables["filter_ports"].Set(true); err != nil {
-			return nil, fmt.Errorf("setting port filter: %w", err)
+			return fmt.Errorf("setting port filter: %w", err)
 		}
 	}
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernelBTF}}
 	if err := spec.LoadAndAssign(&t.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("loading BPF programs (verifier): %+v", ve)
+			return fmt.Errorf("loading BPF programs (verifier): %+v", ve)
 		}
-		return nil, fmt.Errorf("loading BPF programs: %w", err)
+		return fmt.Errorf("loading BPF programs: %w", err)
 	}
 	for _, p := range cfg.Ports {
 		if err := t.objs.Ports.Put(uint32(p), uint8(1)); err != nil {
-			return nil, fmt.Errorf("setting port filter for %d: %w", p, err)
+			return fmt.Errorf("setting port filter for %d: %w", p, err)
 		}
 	}
 
 	// The reader exists before the programs run, so no record is missed;
 	// records wait in the ring while the snapshot is taken.
 	if t.reader, err = ringbuf.NewReader(t.objs.Events); err != nil {
-		return nil, fmt.Errorf("opening ring buffer: %w", err)
+		return fmt.Errorf("opening ring buffer: %w", err)
 	}
 	if err := ensureTracefs(t.log); err != nil {
-		return nil, err
+		return err
 	}
 	for _, h := range hooks {
 		l, err := h.attach(h.prog(&t.objs))
 		if err != nil {
-			return nil, fmt.Errorf("attaching %s: %w", h.name, err)
+			return fmt.Errorf("attaching %s: %w", h.name, err)
 		}
 		t.links = append(t.links, l)
 		t.plan = append(t.plan, events.Attach{Capability: h.capability, Hook: h.name})
@@ -162,19 +168,19 @@ func New(cfg Config) (t *Tracer, err error) {
 
 	var mono unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
-		return nil, fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
+		return fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
 	}
 	t.wallOffset = time.Now().UnixNano() - mono.Nano()
 
 	snap, err := Snapshot(cfg.Proc)
 	if err != nil {
-		return nil, fmt.Errorf("reading existing listeners: %w", err)
+		return fmt.Errorf("reading existing listeners: %w", err)
 	}
 	for _, l := range snap {
 		t.corr.AddListener(l.Ino, l.Listener)
 	}
 	t.log.Debug("start-up snapshot", "listeners", len(snap))
-	return t, nil
+	return nil
 }
 
 func (t *Tracer) wall(ns uint64) time.Time { return time.Unix(0, int64(ns)+t.wallOffset) }
