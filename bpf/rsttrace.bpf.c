@@ -231,11 +231,47 @@ static __always_inline int handle_send_reset(const struct sock *sk,
 	return 0;
 }
 
+/* 6.10+: the tracepoint carries (sk, skb, reason). */
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(tp_btf_tcp_send_reset, const struct sock *sk,
 	     const struct sk_buff *skb, enum sk_rst_reason reason)
 {
 	return handle_send_reset(sk, skb, reason);
+}
+
+/*
+ * Before 6.10 tcp:tcp_send_reset fires only with a full socket, so never for
+ * "no listener": hook the senders. tcp_v4_send_reset/tcp_v6_send_reset are
+ * static but never inlined (their addresses are taken in the request sock
+ * ops), with (sk, skb) up to 6.9. No reason exists there: RST_REASON_NONE.
+ */
+SEC("fentry/tcp_v4_send_reset")
+int BPF_PROG(fentry_tcp_v4_send_reset, const struct sock *sk,
+	     const struct sk_buff *skb)
+{
+	return handle_send_reset(sk, skb, RST_REASON_NONE);
+}
+
+SEC("fentry/tcp_v6_send_reset")
+int BPF_PROG(fentry_tcp_v6_send_reset, const struct sock *sk,
+	     const struct sk_buff *skb)
+{
+	return handle_send_reset(sk, skb, RST_REASON_NONE);
+}
+
+/* Where fentry is not allowed (no BPF trampoline, or lockdown). */
+SEC("kprobe/tcp_v4_send_reset")
+int BPF_KPROBE(kprobe_tcp_v4_send_reset, const struct sock *sk,
+	       const struct sk_buff *skb)
+{
+	return handle_send_reset(sk, skb, RST_REASON_NONE);
+}
+
+SEC("kprobe/tcp_v6_send_reset")
+int BPF_KPROBE(kprobe_tcp_v6_send_reset, const struct sock *sk,
+	       const struct sk_buff *skb)
+{
+	return handle_send_reset(sk, skb, RST_REASON_NONE);
 }
 
 /*

@@ -41,6 +41,9 @@ enum event_flag {
 	EVENT_F_V6ONLY = 1 << 4,
 };
 
+/* event.reason when the hook gives no RST reason (kernels before 6.10). */
+#define RST_REASON_NONE 0xffffffff
+
 struct proc_info {
 	__u32 pid;  /* thread group id: what users call the pid */
 	__u32 tid;

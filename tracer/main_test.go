@@ -348,6 +348,16 @@ func startTracer(t *testing.T, cfg Config, watch ...*netns) *session {
 	return s
 }
 
+// hook returns the hook serving capability c, "" if degraded.
+func (s *session) hook(c string) string {
+	for _, a := range s.tr.Plan() {
+		if a.Capability == c {
+			return a.Hook
+		}
+	}
+	return ""
+}
+
 // stop ends Run and closes the tracer; it returns Run's error.
 func (s *session) stop() {
 	if s.tr == nil {

@@ -60,8 +60,13 @@ func mustRefuse(t *testing.T, s *session, n *netns, dst netip.AddrPort, cause ev
 	if e.Cause != cause {
 		t.Errorf("cause = %q (%s), want %q", e.Cause, e.Explanation, cause)
 	}
-	if e.KernelReason != "NO_SOCKET" {
-		t.Errorf("kernel_reason = %q, want NO_SOCKET", e.KernelReason)
+	// Only the 6.10+ tracepoint gives a reason; the older hooks have none.
+	wantReason := ""
+	if s.hook(CapRefusals) == "tp_btf/tcp_send_reset" {
+		wantReason = "NO_SOCKET"
+	}
+	if e.KernelReason != wantReason {
+		t.Errorf("kernel_reason = %q, want %q (hook %s)", e.KernelReason, wantReason, s.hook(CapRefusals))
 	}
 	if e.Src == nil || e.Src.AddrPort() != local || local.Port() == 0 {
 		t.Errorf("src = %+v, want the client's %v", e.Src, local)
@@ -290,5 +295,34 @@ func TestPrivPortFilter(t *testing.T) {
 		if e.Listener != nil {
 			t.Errorf("listener event for untraced port: %+v", e.Listener)
 		}
+	}
+}
+
+// Every hook kind that can serve refusals on this kernel does; the ones the
+// kernel refuses are reported degraded with its reason, and the tracer
+// still starts.
+func TestPrivRefusalHooks(t *testing.T) {
+	for _, kind := range []string{"tp_btf", "fentry", "kprobe"} {
+		t.Run(kind, func(t *testing.T) {
+			n := newNetns(t)
+			s := startTracer(t, Config{Force: map[string]string{CapRefusals: kind}}, n)
+			for _, a := range s.tr.Plan() {
+				if a.Capability != CapRefusals {
+					continue
+				}
+				if a.Degraded != "" {
+					if a.Hook != "" || !strings.Contains(a.Degraded, kind+":") {
+						t.Fatalf("degraded plan %+v does not say why %s cannot be used", a, kind)
+					}
+					t.Skipf("this kernel cannot serve refusals with %s: %s", kind, a.Degraded)
+				}
+				if !strings.HasPrefix(a.Hook, kind+"/") {
+					t.Fatalf("forced %s, plan uses %q", kind, a.Hook)
+				}
+			}
+			families(t, func(t *testing.T, lo netip.Addr) {
+				mustRefuse(t, s, n, netip.AddrPortFrom(lo, 2089), events.CauseNoListener)
+			})
+		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/rsttrace/rsttrace/events"
@@ -33,6 +34,9 @@ type Config struct {
 	Proc string
 	// Logger receives diagnostics; nil means slog.Default().
 	Logger *slog.Logger
+	// Force maps a capability to the hook kind it must use ("refusals":
+	// "kprobe"), to test fallbacks; empty means the best this kernel allows.
+	Force map[string]string
 }
 
 // DefaultRingSize holds about 75,000 records.
@@ -42,7 +46,7 @@ const DefaultRingSize = 8 << 20
 type Tracer struct {
 	cfg    Config
 	log    *slog.Logger
-	objs   rsttraceObjects
+	coll   *ebpf.Collection
 	links  []link.Link
 	reader *ringbuf.Reader
 	plan   []events.Attach
@@ -54,32 +58,6 @@ type Tracer struct {
 	mu       sync.Mutex
 	lostSeen uint64 // kernel losses already reported in lost records
 	written  uint64
-}
-
-// hook is one program and where it attaches.
-type hook struct {
-	capability string
-	name       string // as shown in the plan
-	prog       func(*rsttraceObjects) *ebpf.Program
-	attach     func(*ebpf.Program) (link.Link, error)
-}
-
-func tpBTF(p *ebpf.Program) (link.Link, error) {
-	return link.AttachTracing(link.TracingOptions{Program: p})
-}
-
-func tracepoint(group, name string) func(*ebpf.Program) (link.Link, error) {
-	return func(p *ebpf.Program) (link.Link, error) { return link.Tracepoint(group, name, p, nil) }
-}
-
-// hooks is the attach plan of this kernel generation (6.10+, where
-// tcp_send_reset fires for every RST and carries the reason).
-var hooks = []hook{
-	{"refusals", "tp_btf/tcp_send_reset", func(o *rsttraceObjects) *ebpf.Program { return o.TpBtfTcpSendReset }, tpBTF},
-	{"listeners", "tp_btf/inet_sock_set_state", func(o *rsttraceObjects) *ebpf.Program { return o.TpBtfInetSockSetState }, tpBTF},
-	{"clients", "tp_btf/tcp_receive_reset", func(o *rsttraceObjects) *ebpf.Program { return o.TpBtfTcpReceiveReset }, tpBTF},
-	{"bind_errors", "tracepoint/syscalls/sys_enter_bind", func(o *rsttraceObjects) *ebpf.Program { return o.TpSysEnterBind }, tracepoint("syscalls", "sys_enter_bind")},
-	{"bind_errors", "tracepoint/syscalls/sys_exit_bind", func(o *rsttraceObjects) *ebpf.Program { return o.TpSysExitBind }, tracepoint("syscalls", "sys_exit_bind")},
 }
 
 // New checks the host, loads and attaches the programs, and reads the
@@ -127,8 +105,30 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 			return fmt.Errorf("setting port filter: %w", err)
 		}
 	}
-	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernelBTF}}
-	if err := spec.LoadAndAssign(&t.objs, opts); err != nil {
+	// Load only the programs the plan attaches: the others may not even
+	// load on this kernel (fentry where it is refused, for example).
+	choices := choose(kernelBTF, cfg.Force)
+	t.plan = planOf(choices)
+	keep := map[string]bool{}
+	for _, c := range choices {
+		if c.opt != nil {
+			for _, p := range c.opt.progs {
+				keep[p] = true
+			}
+		}
+	}
+	for name := range spec.Programs {
+		if !keep[name] {
+			delete(spec.Programs, name)
+		}
+	}
+	// Before 5.11 BPF memory is charged to RLIMIT_MEMLOCK; from 5.11 on
+	// (memcg accounting) this probes and changes nothing.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return requirement("raising RLIMIT_MEMLOCK for BPF maps: %v", err)
+	}
+	opts := ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernelBTF}}
+	if t.coll, err = ebpf.NewCollectionWithOptions(spec, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return fmt.Errorf("loading BPF programs (verifier): %+v", ve)
@@ -136,26 +136,31 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 		return fmt.Errorf("loading BPF programs: %w", err)
 	}
 	for _, p := range cfg.Ports {
-		if err := t.objs.Ports.Put(uint32(p), uint8(1)); err != nil {
+		if err := t.coll.Maps["ports"].Put(uint32(p), uint8(1)); err != nil {
 			return fmt.Errorf("setting port filter for %d: %w", p, err)
 		}
 	}
 
 	// The reader exists before the programs run, so no record is missed;
 	// records wait in the ring while the snapshot is taken.
-	if t.reader, err = ringbuf.NewReader(t.objs.Events); err != nil {
+	if t.reader, err = ringbuf.NewReader(t.coll.Maps["events"]); err != nil {
 		return fmt.Errorf("opening ring buffer: %w", err)
 	}
 	if err := ensureTracefs(t.log); err != nil {
 		return err
 	}
-	for _, h := range hooks {
-		l, err := h.attach(h.prog(&t.objs))
-		if err != nil {
-			return fmt.Errorf("attaching %s: %w", h.name, err)
+	for _, c := range choices {
+		if c.opt == nil {
+			t.log.Warn("capability degraded", "capability", c.capability, "reason", c.reason)
+			continue
 		}
-		t.links = append(t.links, l)
-		t.plan = append(t.plan, events.Attach{Capability: h.capability, Hook: h.name})
+		for _, name := range c.opt.progs {
+			l, err := c.opt.attach(name, t.coll.Programs[name])
+			if err != nil {
+				return fmt.Errorf("attaching %s (%s): %w", c.opt.hook, name, err)
+			}
+			t.links = append(t.links, l)
+		}
 	}
 
 	t.corr = NewCorrelator()
@@ -198,7 +203,7 @@ func (t *Tracer) Correlator() *Correlator { return t.corr }
 // not put in the ring buffer.
 func (t *Tracer) Lost() (uint64, error) {
 	var perCPU []uint64
-	if err := t.objs.Lost.Lookup(uint32(0), &perCPU); err != nil {
+	if err := t.coll.Maps["lost"].Lookup(uint32(0), &perCPU); err != nil {
 		return 0, fmt.Errorf("reading loss counter: %w", err)
 	}
 	var n uint64
@@ -322,7 +327,10 @@ func (t *Tracer) Close() error {
 		errs = append(errs, t.reader.Close())
 		t.reader = nil
 	}
-	errs = append(errs, t.objs.Close())
+	if t.coll != nil {
+		t.coll.Close()
+		t.coll = nil
+	}
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,338 @@
+package tracer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/rsttrace/rsttrace/events"
+)
+
+// dtBytes returns the bytes of r as the kernel would write them.
+func dtBytes(r *Record) []byte {
+	return bytes.Clone(unsafe.Slice((*byte)(unsafe.Pointer(r)), RecordSize))
+}
+
+// dtRecords returns a valid record of every type and family.
+func dtRecords() map[string]Record {
+	full := func(typ, family uint8) Record {
+		r := Record{
+			Type: typ, Family: family, TcpFlags: 0x02, State: 10,
+			Flags: flagProcKnown | flagV6Only, Ts: 0x0102030405060708, Netns: 4026531840, Reason: 2,
+			Sport: 40000, Dport: 8080, Ret: -98, Backlog: 4096, ExitCode: 0x8b,
+			Ino: 0x1122334455667788, Sk: 0xffff888012345678,
+		}
+		for i := range r.Saddr {
+			r.Saddr[i], r.Daddr[i] = byte(i+1), byte(0xf0+i)
+		}
+		r.Proc.Pid, r.Proc.Tid, r.Proc.Comm = 1234, 1235, [16]int8{'n', 'g', 'i', 'n', 'x'}
+		return r
+	}
+	out := map[string]Record{}
+	for name, typ := range map[string]uint8{
+		"reset_sent": recResetSent, "client_refused": recClientRefused, "listen": recListen,
+		"listen_close": recListenClose, "bind": recBind,
+	} {
+		out[name+"/inet"] = full(typ, afInet)
+		out[name+"/inet6"] = full(typ, afInet6)
+	}
+	out["listen_close/no family"] = full(recListenClose, 0)
+	return out
+}
+
+func TestRecordLayout(t *testing.T) {
+	// struct event in bpf/rsttrace.h, as clang lays it out for bpfel.
+	var r Record
+	offsets := []struct {
+		name string
+		got  uintptr
+		want uintptr
+	}{
+		{"type", unsafe.Offsetof(r.Type), 0},
+		{"family", unsafe.Offsetof(r.Family), 1},
+		{"tcp_flags", unsafe.Offsetof(r.TcpFlags), 2},
+		{"state", unsafe.Offsetof(r.State), 3},
+		{"flags", unsafe.Offsetof(r.Flags), 4},
+		{"ts", unsafe.Offsetof(r.Ts), 8},
+		{"netns", unsafe.Offsetof(r.Netns), 16},
+		{"reason", unsafe.Offsetof(r.Reason), 20},
+		{"saddr", unsafe.Offsetof(r.Saddr), 24},
+		{"daddr", unsafe.Offsetof(r.Daddr), 40},
+		{"sport", unsafe.Offsetof(r.Sport), 56},
+		{"dport", unsafe.Offsetof(r.Dport), 58},
+		{"ret", unsafe.Offsetof(r.Ret), 60},
+		{"backlog", unsafe.Offsetof(r.Backlog), 64},
+		{"exit_code", unsafe.Offsetof(r.ExitCode), 68},
+		{"ino", unsafe.Offsetof(r.Ino), 72},
+		{"sk", unsafe.Offsetof(r.Sk), 80},
+		{"proc", unsafe.Offsetof(r.Proc), 88},
+		{"proc.pid", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Pid), 88},
+		{"proc.tid", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Tid), 92},
+		{"proc.comm", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Comm), 96},
+		{"sizeof", uintptr(RecordSize), 112},
+	}
+	for _, o := range offsets {
+		t.Run(o.name, func(t *testing.T) {
+			if o.got != o.want {
+				t.Errorf("offset = %d, want %d", o.got, o.want)
+			}
+		})
+	}
+}
+
+// TestDecodeLittleEndian decodes a sample built field by field with
+// encoding/binary, independently of the Go struct.
+func TestDecodeLittleEndian(t *testing.T) {
+	raw := make([]byte, RecordSize+8) // the kernel pads samples to 8 bytes
+	le := binary.LittleEndian
+	raw[0], raw[1], raw[2], raw[3] = recListenClose, afInet6, 0x12, 10
+	le.PutUint32(raw[4:], flagExiting|flagProcKnown)
+	le.PutUint64(raw[8:], 123456789012345)
+	le.PutUint32(raw[16:], 4026531840)
+	le.PutUint32(raw[20:], 7)
+	copy(raw[24:40], netip.MustParseAddr("2001:db8::1").AsSlice())
+	copy(raw[40:56], netip.MustParseAddr("::1").AsSlice())
+	le.PutUint16(raw[56:], 40000)
+	le.PutUint16(raw[58:], 8080)
+	le.PutUint32(raw[60:], uint32(0xffffff9e)) // -98
+	le.PutUint32(raw[64:], 511)
+	le.PutUint32(raw[68:], 9)
+	le.PutUint64(raw[72:], 987654321)
+	le.PutUint64(raw[80:], 0xffff888012345678)
+	le.PutUint32(raw[88:], 4242)
+	le.PutUint32(raw[92:], 4243)
+	copy(raw[96:112], "nginx: worker pr") // 16 bytes, no NUL
+	for i := RecordSize; i < len(raw); i++ {
+		raw[i] = 0xee // padding is ignored
+	}
+
+	var r Record
+	if err := Decode(raw, &r); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"type", r.Type, recListenClose},
+		{"family", r.Family, uint8(afInet6)},
+		{"tcp_flags", r.TcpFlags, uint8(0x12)},
+		{"state", r.State, uint8(10)},
+		{"flags", r.Flags, flagExiting | flagProcKnown},
+		{"ts", r.Ts, uint64(123456789012345)},
+		{"netns", r.Netns, uint32(4026531840)},
+		{"reason", r.Reason, uint32(7)},
+		{"saddr", addr(r.Family, &r.Saddr), netip.MustParseAddr("2001:db8::1")},
+		{"daddr", addr(r.Family, &r.Daddr), netip.MustParseAddr("::1")},
+		{"sport", r.Sport, uint16(40000)},
+		{"dport", r.Dport, uint16(8080)},
+		{"ret", r.Ret, int32(-98)},
+		{"backlog", r.Backlog, uint32(511)},
+		{"exit_code", r.ExitCode, int32(9)},
+		{"ino", r.Ino, uint64(987654321)},
+		{"sk", r.Sk, uint64(0xffff888012345678)},
+		{"pid", r.Proc.Pid, uint32(4242)},
+		{"tid", r.Proc.Tid, uint32(4243)},
+		{"comm", commString(&r.Proc.Comm), "nginx: worker pr"},
+	}
+	for _, c := range checks {
+		t.Run(c.name, func(t *testing.T) {
+			if c.got != c.want {
+				t.Errorf("got %v (%T), want %v (%T)", c.got, c.got, c.want, c.want)
+			}
+		})
+	}
+}
+
+func TestDecodeRoundTrip(t *testing.T) {
+	for name, rec := range dtRecords() {
+		for _, pad := range []int{0, 8} {
+			t.Run(name+"/pad"+string(rune('0'+pad)), func(t *testing.T) {
+				raw := append(dtBytes(&rec), make([]byte, pad)...)
+				var got Record
+				if err := Decode(raw, &got); err != nil {
+					t.Fatalf("Decode: %v", err)
+				}
+				if got != rec {
+					t.Errorf("Decode = %+v, want %+v", got, rec)
+				}
+				if !bytes.Equal(dtBytes(&got), raw[:RecordSize]) {
+					t.Error("re-encoded bytes differ from the input")
+				}
+			})
+		}
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	valid := dtRecords()["reset_sent/inet"]
+	with := func(f func(r *Record)) []byte {
+		r := valid
+		f(&r)
+		return dtBytes(&r)
+	}
+	tests := []struct {
+		name string
+		raw  []byte
+		want string // in the error
+	}{
+		{"nil", nil, "short record: 0 bytes"},
+		{"empty", []byte{}, "short record"},
+		{"one byte short", dtBytes(&valid)[:RecordSize-1], "short record"},
+		{"header only", dtBytes(&valid)[:16], "short record: 16 bytes"},
+		{"type 0", with(func(r *Record) { r.Type = 0 }), "unknown record type 0"},
+		{"type 6", with(func(r *Record) { r.Type = 6 }), "unknown record type 6"},
+		{"type 255", with(func(r *Record) { r.Type = 255 }), "unknown record type 255"},
+		{"family 0", with(func(r *Record) { r.Family = 0 }), "unknown address family 0"},
+		{"family AF_UNIX", with(func(r *Record) { r.Family = 1 }), "unknown address family 1"},
+		{"listen family 3", with(func(r *Record) { r.Type, r.Family = recListen, 3 }), "unknown address family 3"},
+		{"bind family 255", with(func(r *Record) { r.Type, r.Family = recBind, 255 }), "unknown address family 255"},
+		{"client family 0", with(func(r *Record) { r.Type, r.Family = recClientRefused, 0 }), "record type 2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r Record
+			err := Decode(tt.raw, &r)
+			if err == nil {
+				t.Fatalf("Decode accepted %d bytes: %+v", len(tt.raw), r)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestAddr(t *testing.T) {
+	var b [16]uint8
+	copy(b[:], []byte{127, 0, 0, 1, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9})
+	v6 := netip.MustParseAddr("fe80::1234")
+	b6 := v6.As16()
+	mapped := netip.MustParseAddr("::ffff:10.1.2.3").As16()
+	tests := []struct {
+		name   string
+		family uint8
+		b      [16]uint8
+		want   netip.Addr
+	}{
+		{"inet uses the first 4 bytes", afInet, b, netip.MustParseAddr("127.0.0.1")},
+		{"inet6", afInet6, b6, v6},
+		{"inet6 v4-mapped stays mapped", afInet6, mapped, netip.MustParseAddr("::ffff:10.1.2.3")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := addr(tt.family, &tt.b); got != tt.want {
+				t.Errorf("addr = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCommString(t *testing.T) {
+	tests := []struct {
+		name string
+		in   [16]int8
+		want string
+	}{
+		{"empty", [16]int8{}, ""},
+		{"short", [16]int8{'c', 'u', 'r', 'l'}, "curl"},
+		{"stops at NUL", [16]int8{'a', 0, 'b'}, "a"},
+		{"full, no NUL", [16]int8{'0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 'a', 'b', 'c', 'd', 'e', 'f'}, "0123456789abcdef"},
+		{"high bytes", [16]int8{-61, -87}, "\xc3\xa9"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := commString(&tt.in); got != tt.want {
+				t.Errorf("commString = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, r := range dtRecords() {
+		f.Add(dtBytes(&r))
+		f.Add(append(dtBytes(&r), 0, 0, 0, 0, 0, 0, 0, 0))
+	}
+	var zero Record
+	f.Add([]byte{})
+	f.Add([]byte{1})
+	f.Add(dtBytes(&zero))
+	f.Add(bytes.Repeat([]byte{0xff}, RecordSize))
+	f.Add(bytes.Repeat([]byte{0x01, 0x0a}, RecordSize))
+	f.Add([]byte(strings.Repeat("garbage!", RecordSize/8+3)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var r Record
+		err := Decode(data, &r)
+		if err != nil {
+			// Every rejection has a reason Decode documents.
+			short := len(data) < RecordSize
+			badType := !short && (data[0] < recResetSent || data[0] > recBind)
+			badFamily := !short && data[1] != afInet && data[1] != afInet6 && data[0] != recListenClose
+			if !short && !badType && !badFamily {
+				t.Fatalf("Decode rejected a valid record: %v", err)
+			}
+			return
+		}
+		if len(data) < RecordSize {
+			t.Fatalf("Decode accepted %d bytes, fewer than RecordSize %d", len(data), RecordSize)
+		}
+		switch r.Type {
+		case recResetSent, recClientRefused, recListen, recListenClose, recBind:
+		default:
+			t.Fatalf("Decode accepted unknown type %d", r.Type)
+		}
+		if r.Type != recListenClose && r.Family != afInet && r.Family != afInet6 {
+			t.Fatalf("Decode accepted type %d with family %d", r.Type, r.Family)
+		}
+		if got := dtBytes(&r); !bytes.Equal(got, data[:RecordSize]) {
+			t.Fatalf("re-encoding differs:\n got %x\nwant %x", got, data[:RecordSize])
+		}
+		// What a decoded record turns into must not panic either.
+		_ = addr(r.Family, &r.Saddr)
+		_ = addr(r.Family, &r.Daddr)
+		_ = commString(&r.Proc.Comm)
+	})
+}
+
+// FuzzCorrelatorHandle feeds arbitrary decoded records to a correlator: it
+// must never panic, and every event it emits is well formed.
+func FuzzCorrelatorHandle(f *testing.F) {
+	var seed []byte
+	for _, name := range []string{"listen/inet", "bind/inet", "listen_close/inet", "reset_sent/inet", "client_refused/inet", "reset_sent/inet6"} {
+		r := dtRecords()[name]
+		seed = append(seed, dtBytes(&r)...)
+	}
+	f.Add(seed)
+	f.Add(bytes.Repeat([]byte{0xff}, 3*RecordSize))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := NewCorrelator()
+		c.HolderScan = func(uint32, uint16) *events.Process { return nil }
+		c.Alive = func(pid uint32, ino uint64) bool { return pid%2 == 0 }
+		c.PortOf = func(uint32, uint64) uint16 { return 1 }
+		check := func(e *events.Event) error {
+			if e == nil || e.Type == "" {
+				t.Fatalf("emitted %+v", e)
+			}
+			if e.Type == events.TypeRefused && (e.Src == nil || e.Dst == nil || e.Cause == "" || e.Explanation == "") {
+				t.Fatalf("malformed refusal %+v", e)
+			}
+			return nil
+		}
+		for len(data) >= RecordSize {
+			var r Record
+			if Decode(data[:RecordSize], &r) == nil {
+				if err := c.Handle(&r, check); err != nil {
+					t.Fatal(err)
+				}
+			}
+			data = data[RecordSize:]
+		}
+		if err := c.FlushAll(check); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -1,0 +1,182 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/rsttrace/rsttrace/events"
+)
+
+// The attach plan: for every capability, the hooks that can serve it, best
+// first. Feature probes at start-up pick the first one this kernel allows;
+// programs of the other hooks are not loaded. A capability no hook can serve
+// is reported as degraded, with the kernel's reason, never silently missing.
+
+// option is one way to serve a capability: programs and where they attach.
+type option struct {
+	hook   string // as shown in the plan
+	kind   string // tp_btf, fentry, kprobe, tracepoint: what --force-hook names
+	progs  []string
+	probe  func(*btf.Spec) error // nil error: this kernel allows it
+	attach func(prog string, p *ebpf.Program) (link.Link, error)
+}
+
+type capability struct {
+	name    string
+	options []option
+}
+
+// Capability names, as in the start record's plan.
+const (
+	CapRefusals   = "refusals"    // RSTs sent for refused SYNs, with no listener
+	CapListeners  = "listeners"   // listen() and listener close
+	CapClients    = "clients"     // the local process whose connect() was refused
+	CapBindErrors = "bind_errors" // failed bind() calls
+)
+
+var capabilities = []capability{
+	{CapRefusals, []option{
+		{"tp_btf/tcp_send_reset", "tp_btf", []string{"tp_btf_tcp_send_reset"}, probeSendResetTP, attachTracing},
+		{"fentry/tcp_v4_send_reset+tcp_v6_send_reset", "fentry",
+			[]string{"fentry_tcp_v4_send_reset", "fentry_tcp_v6_send_reset"}, probeFentry, attachTracing},
+		{"kprobe/tcp_v4_send_reset+tcp_v6_send_reset", "kprobe",
+			[]string{"kprobe_tcp_v4_send_reset", "kprobe_tcp_v6_send_reset"}, probeKprobe, attachKprobe},
+	}},
+	{CapListeners, []option{
+		{"tp_btf/inet_sock_set_state", "tp_btf", []string{"tp_btf_inet_sock_set_state"}, probeTP("btf_trace_inet_sock_set_state"), attachTracing},
+	}},
+	{CapClients, []option{
+		{"tp_btf/tcp_receive_reset", "tp_btf", []string{"tp_btf_tcp_receive_reset"}, probeTP("btf_trace_tcp_receive_reset"), attachTracing},
+	}},
+	{CapBindErrors, []option{
+		{"tracepoint/syscalls/sys_{enter,exit}_bind", "tracepoint", []string{"tp_sys_enter_bind", "tp_sys_exit_bind"}, nil, attachSyscallTP},
+	}},
+}
+
+func attachTracing(_ string, p *ebpf.Program) (link.Link, error) {
+	return link.AttachTracing(link.TracingOptions{Program: p})
+}
+
+func attachKprobe(prog string, p *ebpf.Program) (link.Link, error) {
+	sym := map[string]string{
+		"kprobe_tcp_v4_send_reset": "tcp_v4_send_reset",
+		"kprobe_tcp_v6_send_reset": "tcp_v6_send_reset",
+	}[prog]
+	return link.Kprobe(sym, p, nil)
+}
+
+func attachSyscallTP(prog string, p *ebpf.Program) (link.Link, error) {
+	name := map[string]string{"tp_sys_enter_bind": "sys_enter_bind", "tp_sys_exit_bind": "sys_exit_bind"}[prog]
+	return link.Tracepoint("syscalls", name, p, nil)
+}
+
+// probeTP: the tracepoint exists in this kernel's BTF.
+func probeTP(typedef string) func(*btf.Spec) error {
+	return func(s *btf.Spec) error {
+		var td *btf.Typedef
+		if err := s.TypeByName(typedef, &td); err != nil {
+			return fmt.Errorf("no %s in kernel BTF", typedef)
+		}
+		return nil
+	}
+}
+
+// probeSendResetTP: tcp:tcp_send_reset carries the RST reason, i.e. it is
+// the 6.10+ tracepoint that fires for every RST, sk or no sk (commit
+// 19822a980e19). Older ones fire only with a full socket: no refusals.
+func probeSendResetTP(s *btf.Spec) error {
+	var td *btf.Typedef
+	if err := s.TypeByName("btf_trace_tcp_send_reset", &td); err != nil {
+		return errors.New("no tcp:tcp_send_reset tracepoint")
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return errors.New("unexpected btf_trace_tcp_send_reset type")
+	}
+	proto, ok := ptr.Target.(*btf.FuncProto)
+	if !ok || len(proto.Params) < 4 { // (void *, sk, skb, reason)
+		return errors.New("tcp:tcp_send_reset has no reason (before 6.10): it does not fire when no socket exists")
+	}
+	return nil
+}
+
+func probeFunc(s *btf.Spec, fns ...string) error {
+	for _, fn := range fns {
+		var f *btf.Func
+		if err := s.TypeByName(fn, &f); err != nil {
+			return fmt.Errorf("no function %s in kernel BTF", fn)
+		}
+	}
+	return nil
+}
+
+func probeFentry(s *btf.Spec) error {
+	if err := features.HaveProgramType(ebpf.Tracing); err != nil {
+		return fmt.Errorf("fentry programs not allowed: %w", err)
+	}
+	return probeFunc(s, "tcp_v4_send_reset", "tcp_v6_send_reset")
+}
+
+func probeKprobe(s *btf.Spec) error {
+	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe/type"); err != nil {
+		return errors.New("kernel has no kprobes (CONFIG_KPROBES)")
+	}
+	return probeFunc(s, "tcp_v4_send_reset", "tcp_v6_send_reset")
+}
+
+// choice is what the planner picked for one capability.
+type choice struct {
+	capability string
+	opt        *option // nil: degraded
+	reason     string
+}
+
+// choose picks an option per capability. force maps a capability to the
+// hook kind that must be used (tests use it to exercise fallbacks).
+func choose(s *btf.Spec, force map[string]string) []choice {
+	var out []choice
+	for _, c := range capabilities {
+		ch := choice{capability: c.name}
+		var why []string
+		for i := range c.options {
+			o := &c.options[i]
+			if k, ok := force[c.name]; ok && k != o.kind {
+				why = append(why, o.kind+": not the forced hook kind")
+				continue
+			}
+			if o.probe != nil {
+				if err := o.probe(s); err != nil {
+					why = append(why, o.kind+": "+err.Error())
+					continue
+				}
+			}
+			ch.opt = o
+			break
+		}
+		if ch.opt == nil {
+			ch.reason = strings.Join(why, "; ")
+		}
+		out = append(out, ch)
+	}
+	return out
+}
+
+// planOf renders choices as the start record's plan.
+func planOf(cs []choice) []events.Attach {
+	var out []events.Attach
+	for _, c := range cs {
+		if c.opt == nil {
+			out = append(out, events.Attach{Capability: c.capability, Degraded: c.reason})
+			continue
+		}
+		out = append(out, events.Attach{Capability: c.capability, Hook: c.opt.hook})
+	}
+	return out
+}
