@@ -35,6 +35,7 @@ Examples:
   sudo rsttrace -o json > rst.jsonl  # JSON Lines for a log pipeline
   sudo rsttrace --port 80 --port 443 # only these local ports
   sudo rsttrace --duration 30s -o json | jq 'select(.type=="refused")'
+  sudo rsttrace --check              # will it work on this host? (hooks per capability)
 
 Causes of a refusal: no_listener, listener_closed, wrong_address,
 other_netns, bind_failed, unknown (see the README for what to do about each).
@@ -49,6 +50,7 @@ type config struct {
 	duration time.Duration
 	ringSize int
 	verbose  bool
+	check    bool
 }
 
 // portList is a repeatable --port flag.
@@ -86,6 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.duration, "duration", 0, "stop by itself after this long (e.g. 30s, 5m); 0 means until interrupted")
 	fs.IntVar(&cfg.ringSize, "ring-size", tracer.DefaultRingSize, "kernel ring buffer size in bytes (a power of two)")
 	fs.BoolVar(&cfg.verbose, "v", false, "log diagnostics to stderr")
+	fs.BoolVar(&cfg.check, "check", false, "load and attach everything, print the attach plan, and exit (1 if a capability is degraded)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usage)
@@ -167,6 +170,14 @@ func run(ctx context.Context, cfg config, out *os.File) error {
 	}
 	if err := writeFlush(enc, start); err != nil {
 		return outputErr(err)
+	}
+	if cfg.check {
+		for _, a := range start.Plan {
+			if a.Degraded != "" {
+				return fmt.Errorf("capability %s is degraded on this kernel: %s", a.Capability, a.Degraded)
+			}
+		}
+		return nil
 	}
 	// Events are flushed when the ring is idle (Run's tick) or the buffer
 	// fills; a lone event is visible within a tick.

@@ -256,3 +256,13 @@ func TestBadFlagExits2(t *testing.T) {
 		}
 	}
 }
+
+// --check attaches everything, prints the plan and exits 0 on this kernel.
+func TestPrivCheck(t *testing.T) {
+	requireRoot(t)
+	p := startMain(t, "--check -o json")
+	checkStart(t, p.record(t))
+	if code := p.wait(t); code != 0 {
+		t.Errorf("--check exit code %d, want 0 (stderr: %s)", code, p.stderr.String())
+	}
+}
