@@ -96,7 +96,8 @@ type Listener struct {
 	// ClosedBy is the process that dropped the last reference, when it is
 	// not the owner (an inherited descriptor, for example).
 	ClosedBy *Process `json:"closed_by,omitempty"`
-	// Exit is set when the listener was closed because its process exited.
+	// Exit is set when the listener was closed because the process that
+	// held it last (the owner, or ClosedBy) exited.
 	*Exit
 }
 

@@ -73,10 +73,14 @@ func Explain(e *Event) string {
 			break
 		}
 		s := fmt.Sprintf("nothing listens on port %d; %s", port, l.Process)
+		other := l.ClosedBy != nil && l.ClosedBy.Pid != l.Pid
 		switch {
+		case other && l.Exit != nil:
+			// Exit is the closer's: the last holder of the socket died.
+			s += fmt.Sprintf(" listened on it until %s %s, closing the socket %s", l.ClosedBy, l.Exit, ago(l.ClosedAt, e.Time))
 		case l.Exit != nil:
 			s += " " + l.Exit.String() + ", closing its listener " + ago(l.ClosedAt, e.Time)
-		case l.ClosedBy != nil && l.ClosedBy.Pid != l.Pid:
+		case other:
 			s += fmt.Sprintf(" listened on it until %s closed the socket %s", l.ClosedBy, ago(l.ClosedAt, e.Time))
 		default:
 			s += " closed its listener " + ago(l.ClosedAt, e.Time)

@@ -218,8 +218,10 @@ func (c *Correlator) resetSent(r *Record, emit func(*events.Event) error) error 
 }
 
 func (c *Correlator) clientRefused(r *Record, emit func(*events.Event) error) error {
-	src := netip.AddrPortFrom(addr(r.Family, &r.Saddr), r.Sport)
-	dst := netip.AddrPortFrom(addr(r.Family, &r.Daddr), r.Dport)
+	// An AF_INET6 client connecting to an IPv4 address uses v4-mapped
+	// addresses; the wire (and the server side) says IPv4.
+	src := netip.AddrPortFrom(addr(r.Family, &r.Saddr).Unmap(), r.Sport)
+	dst := netip.AddrPortFrom(addr(r.Family, &r.Daddr).Unmap(), r.Dport)
 	var client *events.Process
 	if r.Flags&flagProcKnown != 0 {
 		p := procOf(r)
