@@ -130,6 +130,14 @@ func TestExplain(t *testing.T) {
 			want: []string{"port 443", "nginx (pid 4242) was killed by SIGKILL", "closing its listener", "3m0s ago"},
 		},
 		{
+			name: "listener_closed by another process that was killed",
+			ev: Event{Time: t0, Cause: CauseListenerClosed, Dst: ep("10.0.0.1", 443),
+				Listener: &Listener{Process: server, Port: 443, ClosedAt: t0.Add(-time.Second),
+					ClosedBy: &Process{Pid: 5000, Comm: "worker"}, Exit: &Exit{Signal: "SIGKILL"}}},
+			want:    []string{"nginx (pid 4242)", "worker (pid 5000) was killed by SIGKILL", "1.0s ago"},
+			notWant: []string{"nginx (pid 4242) was killed"},
+		},
+		{
 			name: "listener_closed exited with code",
 			ev: Event{Time: t0, Cause: CauseListenerClosed, Dst: ep("10.0.0.1", 443),
 				Listener: &Listener{Process: server, Port: 443, ClosedAt: t0.Add(-10 * time.Millisecond), Exit: &Exit{Code: intp(3)}}},

@@ -143,6 +143,7 @@ type netns struct {
 
 func newNetns(t *testing.T) *netns {
 	t.Helper()
+	requireRoot(t) // unshare(CLONE_NEWNET) needs CAP_SYS_ADMIN
 	n := &netns{do: make(chan func())}
 	ready := make(chan error)
 	go func() {

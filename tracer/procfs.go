@@ -145,7 +145,7 @@ func socketOwners(proc string, want map[uint64]bool) map[uint64]events.Process {
 		comm := ""
 		for _, fd := range fds {
 			l, err := os.Readlink(filepath.Join(dir, fd.Name()))
-			if err != nil || !strings.HasPrefix(l, "socket:[") {
+			if err != nil || !strings.HasPrefix(l, "socket:[") || !strings.HasSuffix(l, "]") || len(l) <= len("socket:[]") {
 				continue
 			}
 			ino, err := strconv.ParseUint(l[len("socket:["):len(l)-1], 10, 64)
