@@ -192,19 +192,28 @@ func (c *Correlator) FlushAll(emit func(*events.Event) error) error {
 	return c.Expire(^uint64(0)-uint64(c.Hold), emit)
 }
 
-func (c *Correlator) resetSent(r *Record, emit func(*events.Event) error) error {
-	src := netip.AddrPortFrom(addr(r.Family, &r.Saddr), r.Sport)
-	dst := netip.AddrPortFrom(addr(r.Family, &r.Daddr), r.Dport)
-	ev := &events.Event{
-		Time:         c.Wall(r.Ts),
-		Type:         events.TypeRefused,
-		Netns:        r.Netns,
-		Src:          &events.Endpoint{Addr: src.Addr(), Port: src.Port()},
-		Dst:          &events.Endpoint{Addr: dst.Addr(), Port: dst.Port()},
-		KernelReason: c.RSTReason(r.Reason),
+// refusal starts the refused event of a record: its connection, src -> dst.
+// An AF_INET6 client connecting to an IPv4 address has v4-mapped addresses
+// while the wire (and the server side) says IPv4: both are unmapped, so the
+// two sides of one connection get the same key.
+func (c *Correlator) refusal(r *Record) (tuple, *events.Event) {
+	key := tuple{
+		src: netip.AddrPortFrom(addr(r.Family, &r.Saddr).Unmap(), r.Sport),
+		dst: netip.AddrPortFrom(addr(r.Family, &r.Daddr).Unmap(), r.Dport),
 	}
+	return key, &events.Event{
+		Time:  c.Wall(r.Ts),
+		Type:  events.TypeRefused,
+		Netns: r.Netns,
+		Src:   &events.Endpoint{Addr: key.src.Addr(), Port: key.src.Port()},
+		Dst:   &events.Endpoint{Addr: key.dst.Addr(), Port: key.dst.Port()},
+	}
+}
+
+func (c *Correlator) resetSent(r *Record, emit func(*events.Event) error) error {
+	key, ev := c.refusal(r)
+	ev.KernelReason = c.RSTReason(r.Reason)
 	c.Classify(ev)
-	key := tuple{src, dst}
 	if old, ok := c.pending[key]; ok {
 		// A retransmitted SYN refused again before the first was written.
 		delete(c.pending, key)
@@ -218,32 +227,20 @@ func (c *Correlator) resetSent(r *Record, emit func(*events.Event) error) error 
 }
 
 func (c *Correlator) clientRefused(r *Record, emit func(*events.Event) error) error {
-	// An AF_INET6 client connecting to an IPv4 address uses v4-mapped
-	// addresses; the wire (and the server side) says IPv4.
-	src := netip.AddrPortFrom(addr(r.Family, &r.Saddr).Unmap(), r.Sport)
-	dst := netip.AddrPortFrom(addr(r.Family, &r.Daddr).Unmap(), r.Dport)
 	var client *events.Process
 	if r.Flags&flagProcKnown != 0 {
 		p := procOf(r)
 		client = &p
 	}
-	key := tuple{src, dst}
-	if ev, ok := c.pending[key]; ok {
+	key, ev := c.refusal(r)
+	if pending, ok := c.pending[key]; ok {
 		delete(c.pending, key)
-		ev.Client = client
-		return emit(ev)
+		pending.Client = client
+		return emit(pending)
 	}
 	// The RST did not come from this host's TCP stack: a remote host or a
 	// packet filter answered. Say what is known and no more.
-	ev := &events.Event{
-		Time:   c.Wall(r.Ts),
-		Type:   events.TypeRefused,
-		Netns:  r.Netns,
-		Src:    &events.Endpoint{Addr: src.Addr(), Port: src.Port()},
-		Dst:    &events.Endpoint{Addr: dst.Addr(), Port: dst.Port()},
-		Cause:  events.CauseUnknown,
-		Client: client,
-	}
+	ev.Cause, ev.Client = events.CauseUnknown, client
 	ev.Explanation = "the RST was not sent by this host's TCP stack: a remote host or a packet filter refused the connection"
 	return emit(ev)
 }
