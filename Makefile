@@ -71,5 +71,11 @@ test-kernels: test-deps
 # What CI runs (.ci/run): generated code current, every test, every kernel.
 test: check-generated test-go fuzz test-kernels
 
+# Interleaved A/B overhead benchmark (bench/README.md); needs root.
+ROUNDS ?= 5
+export ROUNDS
+bench: build
+	bench/run.sh
+
 clean:
-	rm -rf rsttrace bin
+	rm -rf rsttrace bin bench/bin
