@@ -192,8 +192,8 @@ static __always_inline int skb_tuple(const struct sk_buff *skb, struct event *e)
 /*
  * A RST leaves this host's TCP stack. Called for every RST from 6.10 on
  * (tcp_v4_send_reset/tcp_v6_send_reset call trace_tcp_send_reset even when
- * sk is NULL, commit 19822a980e19 "trace: tcp: fully support
- * trace_tcp_send_reset"). Only RSTs that refuse a connection are reported:
+ * sk is NULL, and pass enum sk_rst_reason; before, the tracepoint fired only
+ * with a full socket). Only RSTs that refuse a connection are reported:
  * the answered segment is a SYN (nothing listens), or sk is a listener
  * (final ACK with tcp_abort_on_overflow).
  */

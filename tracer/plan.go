@@ -89,8 +89,8 @@ func probeTP(typedef string) func(*btf.Spec) error {
 }
 
 // probeSendResetTP: tcp:tcp_send_reset carries the RST reason, i.e. it is
-// the 6.10+ tracepoint that fires for every RST, sk or no sk (commit
-// 19822a980e19). Older ones fire only with a full socket: no refusals.
+// the 6.10+ tracepoint that fires for every RST, sk or no sk (see
+// shared KERNEL-FACTS). Older ones fire only with a full socket: no refusals.
 func probeSendResetTP(s *btf.Spec) error {
 	var td *btf.Typedef
 	if err := s.TypeByName("btf_trace_tcp_send_reset", &td); err != nil {

@@ -196,9 +196,6 @@ func (t *Tracer) Plan() []events.Attach { return t.plan }
 // Kernel is the running kernel's release.
 func (t *Tracer) Kernel() string { return t.kernel }
 
-// Correlator exposes the tracer's correlator (for its listener table).
-func (t *Tracer) Correlator() *Correlator { return t.corr }
-
 // Lost returns the number of records lost so far: records the kernel could
 // not put in the ring buffer.
 func (t *Tracer) Lost() (uint64, error) {
