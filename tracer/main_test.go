@@ -276,6 +276,16 @@ func (n *netns) start(t *testing.T, comm, mode string, ap netip.AddrPort) (*help
 	return h, h.line()
 }
 
+// mustStart is start for a helper whose bind (and listen) must succeed.
+func (n *netns) mustStart(t *testing.T, comm, mode string, ap netip.AddrPort) *helperProc {
+	t.Helper()
+	h, res := n.start(t, comm, mode, ap)
+	if res != "ok" {
+		t.Fatalf("helper %s %s %v: %s", comm, mode, ap, res)
+	}
+	return h
+}
+
 func (h *helperProc) line() string {
 	h.t.Helper()
 	l, err := h.out.ReadString('\n')

@@ -135,10 +135,7 @@ func TestPrivListenerClosed(t *testing.T) {
 				n := newNetns(t)
 				s := startTracer(t, Config{}, n)
 				ap := netip.AddrPortFrom(lo, 2081)
-				h, res := n.start(t, "fakesrv", "listen", ap)
-				if res != "ok" {
-					t.Fatalf("helper listen: %s", res)
-				}
+				h := n.mustStart(t, "fakesrv", "listen", ap)
 				le := s.waitFor("listen", ofType(n, events.TypeListen, ap.Port()))
 				checkListener(t, le.Listener, h, n, ap)
 				if le.Listener.Backlog != 16 {
@@ -174,10 +171,7 @@ func TestPrivWrongAddress(t *testing.T) {
 			n := newNetns(t)
 			s := startTracer(t, Config{}, n)
 			ap := netip.MustParseAddrPort(c.listen)
-			h, res := n.start(t, "fakesrv", "listen", ap)
-			if res != "ok" {
-				t.Fatalf("helper listen: %s", res)
-			}
+			h := n.mustStart(t, "fakesrv", "listen", ap)
 			s.waitFor("listen", ofType(n, events.TypeListen, ap.Port()))
 			e := mustRefuse(t, s, n, netip.MustParseAddrPort(c.dst), events.CauseWrongAddress)
 			checkListener(t, e.Listener, h, n, ap)
@@ -190,10 +184,7 @@ func TestPrivOtherNetns(t *testing.T) {
 		here, there := newNetns(t), newNetns(t)
 		s := startTracer(t, Config{}, here, there)
 		ap := netip.AddrPortFrom(lo, 2083)
-		h, res := there.start(t, "fakesrv", "listen", ap)
-		if res != "ok" {
-			t.Fatalf("helper listen: %s", res)
-		}
+		h := there.mustStart(t, "fakesrv", "listen", ap)
 		s.waitFor("listen", ofType(there, events.TypeListen, ap.Port()))
 		e := mustRefuse(t, s, here, ap, events.CauseOtherNetns)
 		checkListener(t, e.Listener, h, there, ap)
@@ -210,10 +201,7 @@ func TestPrivBindFailed(t *testing.T) {
 		held := netip.AddrPortFrom(lo, 2084)
 		// The holder binds the port without listening: the port is taken
 		// but nothing accepts connections on it.
-		holder, res := n.start(t, "holder", "hold", held)
-		if res != "ok" {
-			t.Fatalf("holder bind: %s", res)
-		}
+		holder := n.mustStart(t, "holder", "hold", held)
 		any := netip.IPv4Unspecified()
 		if lo.Is6() {
 			any = netip.IPv6Unspecified()
@@ -250,10 +238,7 @@ func TestPrivSnapshot(t *testing.T) {
 	families(t, func(t *testing.T, lo netip.Addr) {
 		n := newNetns(t)
 		ap := netip.AddrPortFrom(lo, 2085)
-		h, res := n.start(t, "oldsrv", "listen", ap)
-		if res != "ok" {
-			t.Fatalf("helper listen: %s", res)
-		}
+		h := n.mustStart(t, "oldsrv", "listen", ap)
 		s := startTracer(t, Config{}, n)
 		other := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), ap.Port())
 		if lo.Is6() {
@@ -280,10 +265,7 @@ func TestPrivPortFilter(t *testing.T) {
 	if err, _ := n.connect(t, netip.AddrPortFrom(lo, 2086)); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("connect: %v", err)
 	}
-	h, res := n.start(t, "fakesrv", "listen", netip.AddrPortFrom(lo, 2088))
-	if res != "ok" {
-		t.Fatalf("helper listen: %s", res)
-	}
+	h := n.mustStart(t, "fakesrv", "listen", netip.AddrPortFrom(lo, 2088))
 	h.send("close")
 	h.line()
 	mustRefuse(t, s, n, netip.AddrPortFrom(lo, 2087), events.CauseNoListener)
