@@ -24,6 +24,9 @@ const (
 	TypeListen      Type = "listen"       // a process started listening
 	TypeListenClose Type = "listen_close" // a listener was closed
 	TypeBindFailed  Type = "bind_failed"  // bind() failed on a TCP socket
+	// A listener's queue overflowed: connection attempts were dropped
+	// (one record per listener per interval while it lasts).
+	TypeListenOverflow Type = "listen_overflow"
 )
 
 // Cause is why a connection was refused.
@@ -43,6 +46,9 @@ const (
 	// A process tried to bind the port and failed; Bind says why and who
 	// holds the port.
 	CauseBindFailed Cause = "bind_failed"
+	// The listener's accept queue (or SYN queue) was full: the owner does
+	// not call accept() fast enough, or the backlog is too small.
+	CauseBacklogFull Cause = "backlog_full"
 	// Nothing the tracer knows explains the refusal.
 	CauseUnknown Cause = "unknown"
 )
@@ -86,7 +92,13 @@ type Listener struct {
 	Addr    netip.Addr `json:"addr"`
 	Port    uint16     `json:"port"`
 	Netns   uint32     `json:"netns"`
-	Backlog uint32     `json:"backlog,omitempty"`
+	// Backlog is the effective backlog (the accept queue holds Backlog+1).
+	Backlog uint32 `json:"backlog,omitempty"`
+	// BacklogRequested is what the program passed to listen(), when the
+	// tracer saw the call; above Backlog when net.core.somaxconn clamped it.
+	BacklogRequested uint32 `json:"backlog_requested,omitempty"`
+	// Queued is the accept-queue length seen (listen_overflow only).
+	Queued *uint32 `json:"queued,omitempty"`
 	// V6Only is set for IPv6 listeners that refuse IPv4 (IPV6_V6ONLY).
 	V6Only bool `json:"v6only,omitempty"`
 	// Since is when it started listening, if the tracer saw it.
@@ -110,6 +122,20 @@ type Bind struct {
 	Time  time.Time  `json:"time"`
 	// Holder is the process whose socket holds the port, when found.
 	Holder *Process `json:"holder,omitempty"`
+}
+
+// Drops counts the connection attempts a listener dropped, by stage.
+type Drops struct {
+	// Total equals what the kernel counted in TcpExtListenDrops.
+	Total uint64 `json:"total"`
+	// SYNs dropped because the accept queue was full.
+	SynAcceptQueueFull uint64 `json:"syn_accept_queue_full"`
+	// SYNs dropped because the SYN queue was full (syncookies off).
+	SynQueueFull uint64 `json:"syn_queue_full"`
+	// Final ACKs (handshake completions) dropped: accept queue full.
+	FinalAck uint64 `json:"final_ack"`
+	// Other listen drops (out of memory, routing failure).
+	Other uint64 `json:"other"`
 }
 
 // Attach says which kernel hook serves a capability.
@@ -136,6 +162,12 @@ type Event struct {
 	Client   *Process  `json:"client,omitempty"`
 	Listener *Listener `json:"listener,omitempty"`
 	Bind     *Bind     `json:"bind,omitempty"`
+
+	// listen_overflow: drops in the interval that ends at Time, and how
+	// long the owner has not called accept() (when the tracer knows).
+	Dropped      *Drops `json:"dropped,omitempty"`
+	IntervalMs   int64  `json:"interval_ms,omitempty"`
+	AcceptIdleMs *int64 `json:"accept_idle_ms,omitempty"`
 
 	// start
 	Version int      `json:"version,omitempty"`
