@@ -89,9 +89,9 @@ func ExitFromCode(code int32) *Exit {
 // Listener is a listening socket and the process that owns it.
 type Listener struct {
 	Process
-	Addr    netip.Addr `json:"addr"`
-	Port    uint16     `json:"port"`
-	Netns   uint32     `json:"netns"`
+	Addr  netip.Addr `json:"addr"`
+	Port  uint16     `json:"port"`
+	Netns uint32     `json:"netns"`
 	// Backlog is the effective backlog (the accept queue holds Backlog+1).
 	Backlog uint32 `json:"backlog,omitempty"`
 	// BacklogRequested is what the program passed to listen(), when the
