@@ -77,6 +77,8 @@ struct event {
 	__s32 ret;      /* bind(): return value (0 or -errno) */
 	__u32 backlog;  /* listen: sk_max_ack_backlog */
 	__s32 exit_code;/* listen_close while exiting: task->exit_code */
+	__u32 backlog_req; /* listen: the backlog argument passed to listen() */
+	__u32 aux;      /* type-specific extra value (0 when unused) */
 	__u64 ino;      /* socket inode, as in /proc/PID/fd and /proc/net/tcp */
 	__u64 sk;       /* socket address: a key, never dereferenced */
 	struct proc_info proc;

@@ -66,13 +66,15 @@ func TestRecordLayout(t *testing.T) {
 		{"ret", unsafe.Offsetof(r.Ret), 60},
 		{"backlog", unsafe.Offsetof(r.Backlog), 64},
 		{"exit_code", unsafe.Offsetof(r.ExitCode), 68},
-		{"ino", unsafe.Offsetof(r.Ino), 72},
-		{"sk", unsafe.Offsetof(r.Sk), 80},
-		{"proc", unsafe.Offsetof(r.Proc), 88},
-		{"proc.pid", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Pid), 88},
-		{"proc.tid", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Tid), 92},
-		{"proc.comm", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Comm), 96},
-		{"sizeof", uintptr(RecordSize), 112},
+		{"backlog_req", unsafe.Offsetof(r.BacklogReq), 72},
+		{"aux", unsafe.Offsetof(r.Aux), 76},
+		{"ino", unsafe.Offsetof(r.Ino), 80},
+		{"sk", unsafe.Offsetof(r.Sk), 88},
+		{"proc", unsafe.Offsetof(r.Proc), 96},
+		{"proc.pid", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Pid), 96},
+		{"proc.tid", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Tid), 100},
+		{"proc.comm", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Comm), 104},
+		{"sizeof", uintptr(RecordSize), 120},
 	}
 	for _, o := range offsets {
 		t.Run(o.name, func(t *testing.T) {
@@ -100,11 +102,13 @@ func TestDecodeLittleEndian(t *testing.T) {
 	le.PutUint32(raw[60:], uint32(0xffffff9e)) // -98
 	le.PutUint32(raw[64:], 511)
 	le.PutUint32(raw[68:], 9)
-	le.PutUint64(raw[72:], 987654321)
-	le.PutUint64(raw[80:], 0xffff888012345678)
-	le.PutUint32(raw[88:], 4242)
-	le.PutUint32(raw[92:], 4243)
-	copy(raw[96:112], "nginx: worker pr") // 16 bytes, no NUL
+	le.PutUint32(raw[72:], 4096)
+	le.PutUint32(raw[76:], 77)
+	le.PutUint64(raw[80:], 987654321)
+	le.PutUint64(raw[88:], 0xffff888012345678)
+	le.PutUint32(raw[96:], 4242)
+	le.PutUint32(raw[100:], 4243)
+	copy(raw[104:120], "nginx: worker pr") // 16 bytes, no NUL
 	for i := RecordSize; i < len(raw); i++ {
 		raw[i] = 0xee // padding is ignored
 	}
@@ -132,6 +136,8 @@ func TestDecodeLittleEndian(t *testing.T) {
 		{"ret", r.Ret, int32(-98)},
 		{"backlog", r.Backlog, uint32(511)},
 		{"exit_code", r.ExitCode, int32(9)},
+		{"backlog_req", r.BacklogReq, uint32(4096)},
+		{"aux", r.Aux, uint32(77)},
 		{"ino", r.Ino, uint64(987654321)},
 		{"sk", r.Sk, uint64(0xffff888012345678)},
 		{"pid", r.Proc.Pid, uint32(4242)},

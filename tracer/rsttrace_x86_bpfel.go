@@ -22,25 +22,27 @@ type rsttraceBindArgs struct {
 }
 
 type rsttraceEvent struct {
-	_        structs.HostLayout
-	Type     uint8
-	Family   uint8
-	TcpFlags uint8
-	State    uint8
-	Flags    uint32
-	Ts       uint64
-	Netns    uint32
-	Reason   uint32
-	Saddr    [16]uint8
-	Daddr    [16]uint8
-	Sport    uint16
-	Dport    uint16
-	Ret      int32
-	Backlog  uint32
-	ExitCode int32
-	Ino      uint64
-	Sk       uint64
-	Proc     rsttraceProcInfo
+	_          structs.HostLayout
+	Type       uint8
+	Family     uint8
+	TcpFlags   uint8
+	State      uint8
+	Flags      uint32
+	Ts         uint64
+	Netns      uint32
+	Reason     uint32
+	Saddr      [16]uint8
+	Daddr      [16]uint8
+	Sport      uint16
+	Dport      uint16
+	Ret        int32
+	Backlog    uint32
+	ExitCode   int32
+	BacklogReq uint32
+	Aux        uint32
+	Ino        uint64
+	Sk         uint64
+	Proc       rsttraceProcInfo
 }
 
 type rsttraceEventFlag uint32
