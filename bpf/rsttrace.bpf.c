@@ -28,11 +28,15 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Set before load (pwru's habit): the verifier prunes what is not used. */
 const volatile bool filter_ports = false;
+/* enum skb_drop_reason value of TCP_LISTEN_OVERFLOW on this kernel (6.15+),
+ * resolved from BTF by name in userspace; 0 means none. */
+const volatile __u32 reason_listen_overflow = 0;
 
 /* Force the generated Go types for the enums. */
 const enum event_type *unused_event_type __attribute__((unused));
 const enum event_flag *unused_event_flag __attribute__((unused));
 const struct event *unused_event __attribute__((unused));
+const struct listen_stats *unused_listen_stats __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -82,6 +86,28 @@ struct {
 	__type(key, __u64);
 	__type(value, struct bind_args);
 } binds SEC(".maps");
+
+/* listen() arguments between sys_enter_listen and sys_exit_listen. */
+struct listen_args {
+	__s32 fd;
+	__u32 backlog;
+	__u8 was_listening;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct listen_args);
+} listen_calls SEC(".maps");
+
+/* Overflow detail per listener, by socket inode (see struct listen_stats). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct listen_stats);
+} listener_stats SEC(".maps");
 
 static __always_inline bool port_traced(__u16 port)
 {
@@ -332,6 +358,14 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 	e->sk = key;
 	e->backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
 	current_proc(&e->proc);
+	if (newstate == TCP_LISTEN) {
+		/* In listen()'s context: the argument saved at sys_enter_listen. */
+		__u64 id = bpf_get_current_pid_tgid();
+		struct listen_args *a = bpf_map_lookup_elem(&listen_calls, &id);
+
+		if (a)
+			e->backlog_req = a->backlog;
+	}
 	if (newstate == TCP_CLOSE) {
 		struct task_struct *task = (void *)bpf_get_current_task();
 
@@ -496,4 +530,263 @@ int tp_sys_exit_bind(struct trace_event_raw_sys_exit *ctx)
 out:
 	bpf_map_delete_elem(&binds, &id);
 	return 0;
+}
+
+/* The struct sock behind fd in the current task, if it is a TCP socket. */
+static __always_inline struct sock *fd_tcp_sock(int fd, __u64 *ino)
+{
+	struct file *f = fd_file(fd);
+	struct socket *sock;
+	struct sock *sk;
+
+	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(f, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	*ino = BPF_CORE_READ(f, f_inode, i_ino);
+	return sk;
+}
+
+/*
+ * listen(): the backlog the program asked for, before net.core.somaxconn
+ * clamps it. CLOSE->LISTEN (handle_set_state) picks it up in the same
+ * call; a listen() on a socket already listening only changes the
+ * backlog, which no state change reports: sys_exit_listen does.
+ */
+SEC("tracepoint/syscalls/sys_enter_listen")
+int tp_sys_enter_listen(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct listen_args a = {};
+	struct sock *sk;
+	__u64 ino;
+
+	a.fd = ctx->args[0];
+	a.backlog = ctx->args[1];
+	sk = fd_tcp_sock(a.fd, &ino);
+	if (!sk)
+		return 0;
+	a.was_listening = BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN;
+	bpf_map_update_elem(&listen_calls, &id, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_listen")
+int tp_sys_exit_listen(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct listen_args *a;
+	struct sock *sk;
+	struct event *e;
+	__u64 ino;
+
+	a = bpf_map_lookup_elem(&listen_calls, &id);
+	if (!a)
+		return 0;
+	if (ctx->ret != 0 || !a->was_listening)
+		goto out;
+	sk = fd_tcp_sock(a->fd, &ino);
+	if (!sk)
+		goto out;
+	e = reserve(EVENT_LISTEN_UPDATE);
+	if (!e)
+		goto out;
+	sk_local(sk, e);
+	if (!port_traced(e->dport)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		goto out;
+	}
+	e->state = TCP_LISTEN;
+	e->netns = sk_netns(sk);
+	e->ino = ino;
+	e->sk = (__u64)sk;
+	e->backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
+	e->backlog_req = a->backlog;
+	current_proc(&e->proc);
+	bpf_ringbuf_submit(e, 0);
+out:
+	bpf_map_delete_elem(&listen_calls, &id);
+	return 0;
+}
+
+/* ---- listen-queue overflow (per-packet detail; totals come from the
+ * kernel's counters in userspace) ---- */
+
+static __always_inline struct listen_stats *stats_of(__u64 ino)
+{
+	struct listen_stats *s = bpf_map_lookup_elem(&listener_stats, &ino);
+	struct listen_stats zero = {};
+
+	if (s)
+		return s;
+	bpf_map_update_elem(&listener_stats, &ino, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&listener_stats, &ino);
+}
+
+/* sk_acceptq_is_full(): the accept queue holds max_ack_backlog + 1. */
+static __always_inline bool acceptq_full(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_ack_backlog) > BPF_CORE_READ(sk, sk_max_ack_backlog);
+}
+
+static __always_inline bool listener_traced(const struct sock *sk)
+{
+	return port_traced(BPF_CORE_READ(sk, __sk_common.skc_num));
+}
+
+/*
+ * A SYN reached a listener (tcp_conn_request(), before anything is decided).
+ * It is dropped if the SYN queue is full and syncookies are off, or if the
+ * accept queue is full: the same tests the kernel makes next, in its order.
+ */
+static __always_inline int handle_conn_request(const struct sock *sk)
+{
+	const struct inet_connection_sock *icsk = (const void *)sk;
+	struct listen_stats *s;
+	struct net *net;
+	__u32 max, qlen;
+	bool reqq = false;
+
+	max = BPF_CORE_READ(sk, sk_max_ack_backlog);
+	qlen = BPF_CORE_READ(icsk, icsk_accept_queue.qlen.counter);
+	if (qlen >= max) {
+		net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+		/* int before 6.0, u8 after: a sized read handles both. */
+		reqq = BPF_CORE_READ_BITFIELD_PROBED(net, ipv4.sysctl_tcp_syncookies) == 0;
+	}
+	if (!reqq && !acceptq_full(sk))
+		return 0;
+	if (!listener_traced(sk))
+		return 0;
+	s = stats_of(sk_ino(sk));
+	if (!s)
+		return 0;
+	if (reqq)
+		__sync_fetch_and_add(&s->syn_reqq, 1);
+	else
+		__sync_fetch_and_add(&s->syn_acceptq, 1);
+	return 0;
+}
+
+/* tcp_conn_request(rsk_ops, af_ops, sk, skb): exported, every kernel. */
+SEC("fentry/tcp_conn_request")
+int BPF_PROG(fentry_tcp_conn_request, void *rsk_ops, void *af_ops,
+	     const struct sock *sk)
+{
+	return handle_conn_request(sk);
+}
+
+SEC("kprobe/tcp_conn_request")
+int BPF_KPROBE(kprobe_tcp_conn_request, void *rsk_ops, void *af_ops,
+	       const struct sock *sk)
+{
+	return handle_conn_request(sk);
+}
+
+/*
+ * The final ACK of a handshake makes the child socket (syn_recv_sock); with
+ * the accept queue full it fails, the ACK is dropped (or answered with a
+ * RST under tcp_abort_on_overflow). tcp_v6_syn_recv_sock hands IPv4
+ * packets (v4-mapped, on a dual-stack listener) to tcp_v4_syn_recv_sock:
+ * count those there only.
+ */
+static __always_inline int handle_syn_recv_sock(const struct sock *sk,
+						const struct sk_buff *skb, bool v6)
+{
+	struct listen_stats *s;
+
+	if (v6 && BPF_CORE_READ(skb, protocol) == bpf_htons(0x0800))
+		return 0;
+	if (!acceptq_full(sk) || !listener_traced(sk))
+		return 0;
+	s = stats_of(sk_ino(sk));
+	if (s)
+		__sync_fetch_and_add(&s->final_ack, 1);
+	return 0;
+}
+
+SEC("fentry/tcp_v4_syn_recv_sock")
+int BPF_PROG(fentry_tcp_v4_syn_recv_sock, const struct sock *sk,
+	     const struct sk_buff *skb)
+{
+	return handle_syn_recv_sock(sk, skb, false);
+}
+
+SEC("fentry/tcp_v6_syn_recv_sock")
+int BPF_PROG(fentry_tcp_v6_syn_recv_sock, const struct sock *sk,
+	     const struct sk_buff *skb)
+{
+	return handle_syn_recv_sock(sk, skb, true);
+}
+
+SEC("kprobe/tcp_v4_syn_recv_sock")
+int BPF_KPROBE(kprobe_tcp_v4_syn_recv_sock, const struct sock *sk,
+	       const struct sk_buff *skb)
+{
+	return handle_syn_recv_sock(sk, skb, false);
+}
+
+SEC("kprobe/tcp_v6_syn_recv_sock")
+int BPF_KPROBE(kprobe_tcp_v6_syn_recv_sock, const struct sock *sk,
+	       const struct sk_buff *skb)
+{
+	return handle_syn_recv_sock(sk, skb, true);
+}
+
+/*
+ * 6.15+: a final ACK dropped for a full accept queue is freed with
+ * SKB_DROP_REASON_TCP_LISTEN_OVERFLOW, and skb:kfree_skb names the
+ * listener as rx_sk (6.11+). Where fentry is refused this is the only
+ * per-packet view of the final-ACK stage; SYN drops have none (the SYN is
+ * freed with consume_skb).
+ */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tp_btf_kfree_skb_overflow, struct sk_buff *skb, void *location,
+	     enum skb_drop_reason reason, struct sock *rx_sk)
+{
+	struct listen_stats *s;
+
+	if (reason != reason_listen_overflow || !reason_listen_overflow || !rx_sk)
+		return 0;
+	if (!listener_traced(rx_sk))
+		return 0;
+	s = stats_of(sk_ino(rx_sk));
+	if (s)
+		__sync_fetch_and_add(&s->final_ack, 1);
+	return 0;
+}
+
+/*
+ * accept(): when the owner last took a connection off a listener's queue,
+ * to tell "stopped accepting" from "accepts, but too slowly".
+ */
+static __always_inline int handle_accept(int fd)
+{
+	struct listen_stats *s;
+	struct sock *sk;
+	__u64 ino;
+
+	sk = fd_tcp_sock(fd, &ino);
+	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN)
+		return 0;
+	if (!listener_traced(sk))
+		return 0;
+	s = stats_of(ino);
+	if (s)
+		s->last_accept = bpf_ktime_get_ns();
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept4")
+int tp_sys_enter_accept4(struct trace_event_raw_sys_enter *ctx)
+{
+	return handle_accept(ctx->args[0]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept")
+int tp_sys_enter_accept(struct trace_event_raw_sys_enter *ctx)
+{
+	return handle_accept(ctx->args[0]);
 }

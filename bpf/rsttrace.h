@@ -23,6 +23,9 @@ enum event_type {
 	EVENT_LISTEN_CLOSE = 4,
 	/* bind() on a TCP socket returned (syscalls:sys_exit_bind). */
 	EVENT_BIND = 5,
+	/* listen() on a socket already listening changed its backlog
+	 * (syscalls:sys_exit_listen); fields as for EVENT_LISTEN. */
+	EVENT_LISTEN_UPDATE = 6,
 };
 
 /* Bits of event.flags. */
@@ -43,6 +46,19 @@ enum event_flag {
 
 /* event.reason when the hook gives no RST reason (kernels before 6.10). */
 #define RST_REASON_NONE 0xffffffff
+
+/*
+ * Per-listener overflow detail, in map listener_stats keyed by the listener's
+ * socket inode. The exact totals come from the kernel's own counters (read
+ * by userspace); these per-packet counts split them by stage where a hook
+ * sees the packet on this kernel.
+ */
+struct listen_stats {
+	__u64 syn_acceptq; /* SYN arrived with the accept queue full */
+	__u64 syn_reqq;    /* SYN arrived with the SYN queue full, no syncookies */
+	__u64 final_ack;   /* handshake completion dropped: accept queue full */
+	__u64 last_accept; /* bpf_ktime_get_ns() of the last accept() on it */
+};
 
 struct proc_info {
 	__u32 pid;  /* thread group id: what users call the pid */
@@ -75,7 +91,7 @@ struct event {
 	__u16 sport;    /* host order */
 	__u16 dport;    /* host order */
 	__s32 ret;      /* bind(): return value (0 or -errno) */
-	__u32 backlog;  /* listen: sk_max_ack_backlog */
+	__u32 backlog;  /* listen: sk_max_ack_backlog (effective backlog) */
 	__s32 exit_code;/* listen_close while exiting: task->exit_code */
 	__u32 backlog_req; /* listen: the backlog argument passed to listen() */
 	__u32 aux;      /* type-specific extra value (0 when unused) */

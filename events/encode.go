@@ -54,7 +54,9 @@ func (t *textEncoder) Encode(e *Event) error {
 	case TypeStart:
 		fmt.Fprintf(b, "START rsttrace schema %d on Linux %s:", e.Version, e.Kernel)
 		for _, a := range e.Plan {
-			if a.Degraded != "" {
+			if a.Degraded != "" && a.Fallback != "" {
+				fmt.Fprintf(b, " %s=PARTIAL(%s; %s)", a.Capability, a.Degraded, a.Fallback)
+			} else if a.Degraded != "" {
 				fmt.Fprintf(b, " %s=DEGRADED(%s)", a.Capability, a.Degraded)
 			} else {
 				fmt.Fprintf(b, " %s=%s", a.Capability, a.Hook)

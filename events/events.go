@@ -144,6 +144,9 @@ type Attach struct {
 	Hook       string `json:"hook,omitempty"`
 	// Degraded is the reason a capability cannot be served on this kernel.
 	Degraded string `json:"degraded,omitempty"`
+	// Fallback, with Degraded, is how rsttrace does without it (less
+	// detail, nothing missing).
+	Fallback string `json:"fallback,omitempty"`
 }
 
 // Event is one record of output. Which fields are set depends on Type.
@@ -168,6 +171,12 @@ type Event struct {
 	Dropped      *Drops `json:"dropped,omitempty"`
 	IntervalMs   int64  `json:"interval_ms,omitempty"`
 	AcceptIdleMs *int64 `json:"accept_idle_ms,omitempty"`
+	// NeverAccepted: the owner has not called accept() on it since it
+	// started listening (AcceptIdleMs is then the time since listen()).
+	NeverAccepted bool `json:"never_accepted,omitempty"`
+	// Somaxconn is net.core.somaxconn in the namespace, given when it
+	// clamped the backlog the program asked for.
+	Somaxconn uint32 `json:"somaxconn,omitempty"`
 
 	// start
 	Version int      `json:"version,omitempty"`

@@ -157,6 +157,8 @@ func (c *Correlator) Handle(r *Record, emit func(*events.Event) error) error {
 		return c.clientRefused(r, emit)
 	case recListen:
 		return c.listen(r, emit)
+	case recListenUpdate:
+		return c.listenUpdate(r, emit)
 	case recListenClose:
 		return c.listenClose(r, emit)
 	case recBind:
@@ -214,6 +216,12 @@ func (c *Correlator) resetSent(r *Record, emit func(*events.Event) error) error 
 	key, ev := c.refusal(r)
 	ev.KernelReason = c.RSTReason(r.Reason)
 	c.Classify(ev)
+	if r.State == tcpListenState && r.Flags&flagHasSk != 0 {
+		// The RST came from a listener itself: a final ACK found its
+		// accept queue full under net.ipv4.tcp_abort_on_overflow=1.
+		ev.Cause = events.CauseBacklogFull
+		ev.Explanation = events.Explain(ev)
+	}
 	if old, ok := c.pending[key]; ok {
 		// A retransmitted SYN refused again before the first was written.
 		delete(c.pending, key)
@@ -312,6 +320,8 @@ func (c *Correlator) listen(r *Record, emit func(*events.Event) error) error {
 		Backlog: r.Backlog,
 		V6Only:  r.Flags&flagV6Only != 0,
 		Since:   c.Wall(r.Ts),
+
+		BacklogRequested: requestedBacklog(r.BacklogReq),
 	}
 	if l.Port == 0 && c.PortOf != nil && r.Ino != 0 {
 		// listen() without bind(): the port is chosen after the state
@@ -322,6 +332,48 @@ func (c *Correlator) listen(r *Record, emit func(*events.Event) error) error {
 	delete(c.bound, key)
 	cp := *l
 	return emit(&events.Event{Time: l.Since, Type: events.TypeListen, Netns: l.Netns, Listener: &cp})
+}
+
+// requestedBacklog is listen()'s backlog argument as a count: a negative
+// int asks for the most the kernel allows (net.core.somaxconn).
+func requestedBacklog(v uint32) uint32 {
+	if int32(v) < 0 {
+		return 1<<31 - 1
+	}
+	return v
+}
+
+// listenUpdate: listen() again on a listener changed its backlog.
+func (c *Correlator) listenUpdate(r *Record, emit func(*events.Event) error) error {
+	key := sockKey(r.Ino, r.Sk)
+	l, ok := c.listeners[key]
+	if !ok {
+		return c.listen(r, emit) // a listener from before the tracer
+	}
+	l.Backlog = r.Backlog
+	l.BacklogRequested = requestedBacklog(r.BacklogReq)
+	cp := *l
+	return emit(&events.Event{Time: c.Wall(r.Ts), Type: events.TypeListen, Netns: l.Netns, Listener: &cp})
+}
+
+// Listener returns the listener with socket inode ino, if it is alive.
+func (c *Correlator) Listener(ino uint64) (events.Listener, bool) {
+	l, ok := c.listeners[sockKey(ino, 0)]
+	if !ok {
+		return events.Listener{}, false
+	}
+	return *l, true
+}
+
+// ListenersIn counts the live listeners in netns.
+func (c *Correlator) ListenersIn(netns uint32) int {
+	n := 0
+	for _, l := range c.listeners {
+		if l.Netns == netns {
+			n++
+		}
+	}
+	return n
 }
 
 func (c *Correlator) listenClose(r *Record, emit func(*events.Event) error) error {

@@ -17,11 +17,21 @@ const (
 	recListen        = uint8(rsttraceEventTypeEVENT_LISTEN)
 	recListenClose   = uint8(rsttraceEventTypeEVENT_LISTEN_CLOSE)
 	recBind          = uint8(rsttraceEventTypeEVENT_BIND)
+	recListenUpdate  = uint8(rsttraceEventTypeEVENT_LISTEN_UPDATE)
 
 	flagProcKnown = uint32(rsttraceEventFlagEVENT_F_PROC_KNOWN)
 	flagExiting   = uint32(rsttraceEventFlagEVENT_F_EXITING)
 	flagV6Only    = uint32(rsttraceEventFlagEVENT_F_V6ONLY)
+	flagHasSk     = uint32(rsttraceEventFlagEVENT_F_HAS_SK)
 )
+
+func knownRecord(t uint8) bool {
+	switch t {
+	case recResetSent, recClientRefused, recListen, recListenClose, recBind, recListenUpdate:
+		return true
+	}
+	return false
+}
 
 // RecordSize is the size of a kernel record in bytes.
 const RecordSize = int(unsafe.Sizeof(Record{}))
@@ -42,7 +52,7 @@ func Decode(raw []byte, r *Record) error {
 	// bpf2go built for (-target bpfel), with no pointers inside: a copy of
 	// the bytes is the decode.
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(r)), RecordSize), raw)
-	if r.Type < recResetSent || r.Type > recBind {
+	if !knownRecord(r.Type) {
 		return fmt.Errorf("unknown record type %d", r.Type)
 	}
 	if r.Family != afInet && r.Family != afInet6 && r.Type != recListenClose {

@@ -190,7 +190,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"one byte short", dtBytes(&valid)[:RecordSize-1], "short record"},
 		{"header only", dtBytes(&valid)[:16], "short record: 16 bytes"},
 		{"type 0", with(func(r *Record) { r.Type = 0 }), "unknown record type 0"},
-		{"type 6", with(func(r *Record) { r.Type = 6 }), "unknown record type 6"},
+		{"type 9", with(func(r *Record) { r.Type = 9 }), "unknown record type 9"},
 		{"type 255", with(func(r *Record) { r.Type = 255 }), "unknown record type 255"},
 		{"family 0", with(func(r *Record) { r.Family = 0 }), "unknown address family 0"},
 		{"family AF_UNIX", with(func(r *Record) { r.Family = 1 }), "unknown address family 1"},

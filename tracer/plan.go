@@ -31,6 +31,8 @@ type option struct {
 type capability struct {
 	name    string
 	options []option
+	// fallback says what rsttrace still does when no option fits.
+	fallback string
 }
 
 // Capability names, as in the start record's plan.
@@ -39,42 +41,76 @@ const (
 	CapListeners  = "listeners"   // listen() and listener close
 	CapClients    = "clients"     // the local process whose connect() was refused
 	CapBindErrors = "bind_errors" // failed bind() calls
+	// listen() calls: the backlog asked for, and changes of a listener's
+	// backlog (a second listen()).
+	CapListenCalls = "listen_calls"
+	// Listen-queue overflow totals, per listener: the kernel's counters.
+	CapOverflow = "overflow"
+	// Per-packet view of SYNs dropped at a full queue (stage split).
+	CapOverflowSYN = "overflow_syn"
+	// Per-packet view of final ACKs dropped at a full accept queue.
+	CapOverflowFinalAck = "overflow_final_ack"
+	// accept() calls: how long a listener's owner has not accepted.
+	CapAcceptCalls = "accept_calls"
 )
 
 var capabilities = []capability{
-	{CapRefusals, []option{
+	{name: CapRefusals, options: []option{
 		{"tp_btf/tcp_send_reset", "tp_btf", []string{"tp_btf_tcp_send_reset"}, probeSendResetTP, attachTracing},
 		{"fentry/tcp_v4_send_reset+tcp_v6_send_reset", "fentry",
-			[]string{"fentry_tcp_v4_send_reset", "fentry_tcp_v6_send_reset"}, probeFentry, attachTracing},
+			[]string{"fentry_tcp_v4_send_reset", "fentry_tcp_v6_send_reset"}, probeFentry(sendResetFns...), attachTracing},
 		{"kprobe/tcp_v4_send_reset+tcp_v6_send_reset", "kprobe",
-			[]string{"kprobe_tcp_v4_send_reset", "kprobe_tcp_v6_send_reset"}, probeKprobe, attachKprobe},
+			[]string{"kprobe_tcp_v4_send_reset", "kprobe_tcp_v6_send_reset"}, probeKprobe(sendResetFns...), attachKprobe},
 	}},
-	{CapListeners, []option{
+	{name: CapListeners, options: []option{
 		{"tp_btf/inet_sock_set_state", "tp_btf", []string{"tp_btf_inet_sock_set_state"}, probeTP("btf_trace_inet_sock_set_state"), attachTracing},
 	}},
-	{CapClients, []option{
+	{name: CapClients, options: []option{
 		{"tp_btf/tcp_receive_reset", "tp_btf", []string{"tp_btf_tcp_receive_reset"}, probeTP("btf_trace_tcp_receive_reset"), attachTracing},
 	}},
-	{CapBindErrors, []option{
+	{name: CapBindErrors, options: []option{
 		{"tracepoint/syscalls/sys_{enter,exit}_bind", "tracepoint", []string{"tp_sys_enter_bind", "tp_sys_exit_bind"}, nil, attachSyscallTP},
 	}},
+	{name: CapListenCalls, options: []option{
+		{"tracepoint/syscalls/sys_{enter,exit}_listen", "tracepoint", []string{"tp_sys_enter_listen", "tp_sys_exit_listen"}, nil, attachSyscallTP},
+	}},
+	{name: CapOverflow, options: []option{
+		// Userspace only: no program, nothing to attach.
+		{"netstat+sock_diag", "user", nil, nil, nil},
+	}},
+	{name: CapOverflowSYN, options: []option{
+		{"fentry/tcp_conn_request", "fentry", []string{"fentry_tcp_conn_request"}, probeFentry("tcp_conn_request"), attachTracing},
+		{"kprobe/tcp_conn_request", "kprobe", []string{"kprobe_tcp_conn_request"}, probeKprobe("tcp_conn_request"), attachKprobe},
+	}, fallback: "SYN drops are told apart from the namespace's TcpExtListenOverflows instead"},
+	{name: CapOverflowFinalAck, options: []option{
+		{"tp_btf/kfree_skb(TCP_LISTEN_OVERFLOW)", "tp_btf", []string{"tp_btf_kfree_skb_overflow"}, probeListenOverflowReason, attachTracing},
+		{"fentry/tcp_v4_syn_recv_sock+tcp_v6_syn_recv_sock", "fentry",
+			[]string{"fentry_tcp_v4_syn_recv_sock", "fentry_tcp_v6_syn_recv_sock"}, probeFentry(synRecvFns...), attachTracing},
+		{"kprobe/tcp_v4_syn_recv_sock+tcp_v6_syn_recv_sock", "kprobe",
+			[]string{"kprobe_tcp_v4_syn_recv_sock", "kprobe_tcp_v6_syn_recv_sock"}, probeKprobe(synRecvFns...), attachKprobe},
+	}, fallback: "final-ACK drops are counted with the SYN drops"},
+	{name: CapAcceptCalls, options: []option{
+		{"tracepoint/syscalls/sys_enter_accept{,4}", "tracepoint", []string{"tp_sys_enter_accept", "tp_sys_enter_accept4"}, nil, attachSyscallTP},
+	}},
 }
+
+var (
+	sendResetFns = []string{"tcp_v4_send_reset", "tcp_v6_send_reset"}
+	synRecvFns   = []string{"tcp_v4_syn_recv_sock", "tcp_v6_syn_recv_sock"}
+)
 
 func attachTracing(_ string, p *ebpf.Program) (link.Link, error) {
 	return link.AttachTracing(link.TracingOptions{Program: p})
 }
 
+// attachKprobe: program kprobe_F attaches to kernel function F.
 func attachKprobe(prog string, p *ebpf.Program) (link.Link, error) {
-	sym := map[string]string{
-		"kprobe_tcp_v4_send_reset": "tcp_v4_send_reset",
-		"kprobe_tcp_v6_send_reset": "tcp_v6_send_reset",
-	}[prog]
-	return link.Kprobe(sym, p, nil)
+	return link.Kprobe(strings.TrimPrefix(prog, "kprobe_"), p, nil)
 }
 
+// attachSyscallTP: program tp_sys_X attaches to syscalls:sys_X.
 func attachSyscallTP(prog string, p *ebpf.Program) (link.Link, error) {
-	name := map[string]string{"tp_sys_enter_bind": "sys_enter_bind", "tp_sys_exit_bind": "sys_exit_bind"}[prog]
-	return link.Tracepoint("syscalls", name, p, nil)
+	return link.Tracepoint("syscalls", strings.TrimPrefix(prog, "tp_"), p, nil)
 }
 
 // probeTP: the tracepoint exists in this kernel's BTF.
@@ -117,18 +153,59 @@ func probeFunc(s *btf.Spec, fns ...string) error {
 	return nil
 }
 
-func probeFentry(s *btf.Spec) error {
-	if err := features.HaveProgramType(ebpf.Tracing); err != nil {
-		return fmt.Errorf("fentry programs not allowed: %w", err)
+func probeFentry(fns ...string) func(*btf.Spec) error {
+	return func(s *btf.Spec) error {
+		if err := features.HaveProgramType(ebpf.Tracing); err != nil {
+			return fmt.Errorf("fentry programs not allowed: %w", err)
+		}
+		return probeFunc(s, fns...)
 	}
-	return probeFunc(s, "tcp_v4_send_reset", "tcp_v6_send_reset")
 }
 
-func probeKprobe(s *btf.Spec) error {
-	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe/type"); err != nil {
-		return errors.New("kernel has no kprobes (CONFIG_KPROBES)")
+func probeKprobe(fns ...string) func(*btf.Spec) error {
+	return func(s *btf.Spec) error {
+		if _, err := os.Stat("/sys/bus/event_source/devices/kprobe/type"); err != nil {
+			return errors.New("kernel has no kprobes (CONFIG_KPROBES)")
+		}
+		return probeFunc(s, fns...)
 	}
-	return probeFunc(s, "tcp_v4_send_reset", "tcp_v6_send_reset")
+}
+
+// probeListenOverflowReason: skb:kfree_skb names the receiving socket
+// (rx_sk, 6.11+) and a final ACK dropped at a full accept queue has its own
+// drop reason (TCP_LISTEN_OVERFLOW, 6.15+).
+func probeListenOverflowReason(s *btf.Spec) error {
+	var td *btf.Typedef
+	if err := s.TypeByName("btf_trace_kfree_skb", &td); err != nil {
+		return errors.New("no skb:kfree_skb tracepoint")
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return errors.New("unexpected btf_trace_kfree_skb type")
+	}
+	proto, ok := ptr.Target.(*btf.FuncProto)
+	if !ok || len(proto.Params) < 5 { // (void *, skb, location, reason, rx_sk)
+		return errors.New("skb:kfree_skb has no rx_sk (before 6.11)")
+	}
+	if _, ok := dropReason(s, "TCP_LISTEN_OVERFLOW"); !ok {
+		return errors.New("no drop reason TCP_LISTEN_OVERFLOW (before 6.15)")
+	}
+	return nil
+}
+
+// dropReason returns the value of SKB_DROP_REASON_<name> in this kernel:
+// the numbering differs between versions, so it is never hard-coded.
+func dropReason(s *btf.Spec, name string) (uint32, bool) {
+	var e *btf.Enum
+	if err := s.TypeByName("skb_drop_reason", &e); err != nil {
+		return 0, false
+	}
+	for _, v := range e.Values {
+		if v.Name == "SKB_DROP_REASON_"+name {
+			return uint32(v.Value), true
+		}
+	}
+	return 0, false
 }
 
 // choice is what the planner picked for one capability.
@@ -136,6 +213,7 @@ type choice struct {
 	capability string
 	opt        *option // nil: degraded
 	reason     string
+	fallback   string
 }
 
 // choose picks an option per capability. force maps a capability to the
@@ -162,6 +240,7 @@ func choose(s *btf.Spec, force map[string]string) []choice {
 		}
 		if ch.opt == nil {
 			ch.reason = strings.Join(why, "; ")
+			ch.fallback = c.fallback
 		}
 		out = append(out, ch)
 	}
@@ -173,7 +252,7 @@ func planOf(cs []choice) []events.Attach {
 	var out []events.Attach
 	for _, c := range cs {
 		if c.opt == nil {
-			out = append(out, events.Attach{Capability: c.capability, Degraded: c.reason})
+			out = append(out, events.Attach{Capability: c.capability, Degraded: c.reason, Fallback: c.fallback})
 			continue
 		}
 		out = append(out, events.Attach{Capability: c.capability, Hook: c.opt.hook})

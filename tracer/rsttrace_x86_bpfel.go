@@ -63,7 +63,24 @@ const (
 	rsttraceEventTypeEVENT_LISTEN         rsttraceEventType = 3
 	rsttraceEventTypeEVENT_LISTEN_CLOSE   rsttraceEventType = 4
 	rsttraceEventTypeEVENT_BIND           rsttraceEventType = 5
+	rsttraceEventTypeEVENT_LISTEN_UPDATE  rsttraceEventType = 6
 )
+
+type rsttraceListenArgs struct {
+	_            structs.HostLayout
+	Fd           int32
+	Backlog      uint32
+	WasListening uint8
+	_            [3]byte
+}
+
+type rsttraceListenStats struct {
+	_          structs.HostLayout
+	SynAcceptq uint64
+	SynReqq    uint64
+	FinalAck   uint64
+	LastAccept uint64
+}
 
 type rsttraceProcInfo struct {
 	_    structs.HostLayout
@@ -114,36 +131,51 @@ type rsttraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rsttraceProgramSpecs struct {
-	FentryTcpV4SendReset  *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_send_reset"`
-	FentryTcpV6SendReset  *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_send_reset"`
-	KprobeTcpV4SendReset  *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_send_reset"`
-	KprobeTcpV6SendReset  *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_send_reset"`
-	TpBtfInetSockSetState *ebpf.ProgramSpec `ebpf:"tp_btf_inet_sock_set_state"`
-	TpBtfTcpReceiveReset  *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_receive_reset"`
-	TpBtfTcpSendReset     *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_send_reset"`
-	TpSysEnterBind        *ebpf.ProgramSpec `ebpf:"tp_sys_enter_bind"`
-	TpSysExitBind         *ebpf.ProgramSpec `ebpf:"tp_sys_exit_bind"`
+	FentryTcpConnRequest   *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpV4SendReset   *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_send_reset"`
+	FentryTcpV4SynRecvSock *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SendReset   *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_send_reset"`
+	FentryTcpV6SynRecvSock *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	KprobeTcpConnRequest   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpV4SendReset   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_send_reset"`
+	KprobeTcpV4SynRecvSock *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SendReset   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_send_reset"`
+	KprobeTcpV6SynRecvSock *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	TpBtfInetSockSetState  *ebpf.ProgramSpec `ebpf:"tp_btf_inet_sock_set_state"`
+	TpBtfKfreeSkbOverflow  *ebpf.ProgramSpec `ebpf:"tp_btf_kfree_skb_overflow"`
+	TpBtfTcpReceiveReset   *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_receive_reset"`
+	TpBtfTcpSendReset      *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_send_reset"`
+	TpSysEnterAccept       *ebpf.ProgramSpec `ebpf:"tp_sys_enter_accept"`
+	TpSysEnterAccept4      *ebpf.ProgramSpec `ebpf:"tp_sys_enter_accept4"`
+	TpSysEnterBind         *ebpf.ProgramSpec `ebpf:"tp_sys_enter_bind"`
+	TpSysEnterListen       *ebpf.ProgramSpec `ebpf:"tp_sys_enter_listen"`
+	TpSysExitBind          *ebpf.ProgramSpec `ebpf:"tp_sys_exit_bind"`
+	TpSysExitListen        *ebpf.ProgramSpec `ebpf:"tp_sys_exit_listen"`
 }
 
 // rsttraceMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rsttraceMapSpecs struct {
-	Binds      *ebpf.MapSpec `ebpf:"binds"`
-	Connecting *ebpf.MapSpec `ebpf:"connecting"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Lost       *ebpf.MapSpec `ebpf:"lost"`
-	Ports      *ebpf.MapSpec `ebpf:"ports"`
+	Binds         *ebpf.MapSpec `ebpf:"binds"`
+	Connecting    *ebpf.MapSpec `ebpf:"connecting"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	ListenCalls   *ebpf.MapSpec `ebpf:"listen_calls"`
+	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
+	Lost          *ebpf.MapSpec `ebpf:"lost"`
+	Ports         *ebpf.MapSpec `ebpf:"ports"`
 }
 
 // rsttraceVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rsttraceVariableSpecs struct {
-	FilterPorts     *ebpf.VariableSpec `ebpf:"filter_ports"`
-	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlag *ebpf.VariableSpec `ebpf:"unused_event_flag"`
-	UnusedEventType *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	FilterPorts          *ebpf.VariableSpec `ebpf:"filter_ports"`
+	ReasonListenOverflow *ebpf.VariableSpec `ebpf:"reason_listen_overflow"`
+	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlag      *ebpf.VariableSpec `ebpf:"unused_event_flag"`
+	UnusedEventType      *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedListenStats    *ebpf.VariableSpec `ebpf:"unused_listen_stats"`
 }
 
 // rsttraceObjects contains all objects after they have been loaded into the kernel.
@@ -166,11 +198,13 @@ func (o *rsttraceObjects) Close() error {
 //
 // It can be passed to loadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rsttraceMaps struct {
-	Binds      *ebpf.Map `ebpf:"binds"`
-	Connecting *ebpf.Map `ebpf:"connecting"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Lost       *ebpf.Map `ebpf:"lost"`
-	Ports      *ebpf.Map `ebpf:"ports"`
+	Binds         *ebpf.Map `ebpf:"binds"`
+	Connecting    *ebpf.Map `ebpf:"connecting"`
+	Events        *ebpf.Map `ebpf:"events"`
+	ListenCalls   *ebpf.Map `ebpf:"listen_calls"`
+	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
+	Lost          *ebpf.Map `ebpf:"lost"`
+	Ports         *ebpf.Map `ebpf:"ports"`
 }
 
 func (m *rsttraceMaps) Close() error {
@@ -178,6 +212,8 @@ func (m *rsttraceMaps) Close() error {
 		m.Binds,
 		m.Connecting,
 		m.Events,
+		m.ListenCalls,
+		m.ListenerStats,
 		m.Lost,
 		m.Ports,
 	)
@@ -187,38 +223,62 @@ func (m *rsttraceMaps) Close() error {
 //
 // It can be passed to loadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rsttraceVariables struct {
-	FilterPorts     *ebpf.Variable `ebpf:"filter_ports"`
-	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlag *ebpf.Variable `ebpf:"unused_event_flag"`
-	UnusedEventType *ebpf.Variable `ebpf:"unused_event_type"`
+	FilterPorts          *ebpf.Variable `ebpf:"filter_ports"`
+	ReasonListenOverflow *ebpf.Variable `ebpf:"reason_listen_overflow"`
+	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlag      *ebpf.Variable `ebpf:"unused_event_flag"`
+	UnusedEventType      *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedListenStats    *ebpf.Variable `ebpf:"unused_listen_stats"`
 }
 
 // rsttracePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rsttracePrograms struct {
-	FentryTcpV4SendReset  *ebpf.Program `ebpf:"fentry_tcp_v4_send_reset"`
-	FentryTcpV6SendReset  *ebpf.Program `ebpf:"fentry_tcp_v6_send_reset"`
-	KprobeTcpV4SendReset  *ebpf.Program `ebpf:"kprobe_tcp_v4_send_reset"`
-	KprobeTcpV6SendReset  *ebpf.Program `ebpf:"kprobe_tcp_v6_send_reset"`
-	TpBtfInetSockSetState *ebpf.Program `ebpf:"tp_btf_inet_sock_set_state"`
-	TpBtfTcpReceiveReset  *ebpf.Program `ebpf:"tp_btf_tcp_receive_reset"`
-	TpBtfTcpSendReset     *ebpf.Program `ebpf:"tp_btf_tcp_send_reset"`
-	TpSysEnterBind        *ebpf.Program `ebpf:"tp_sys_enter_bind"`
-	TpSysExitBind         *ebpf.Program `ebpf:"tp_sys_exit_bind"`
+	FentryTcpConnRequest   *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpV4SendReset   *ebpf.Program `ebpf:"fentry_tcp_v4_send_reset"`
+	FentryTcpV4SynRecvSock *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SendReset   *ebpf.Program `ebpf:"fentry_tcp_v6_send_reset"`
+	FentryTcpV6SynRecvSock *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	KprobeTcpConnRequest   *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpV4SendReset   *ebpf.Program `ebpf:"kprobe_tcp_v4_send_reset"`
+	KprobeTcpV4SynRecvSock *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SendReset   *ebpf.Program `ebpf:"kprobe_tcp_v6_send_reset"`
+	KprobeTcpV6SynRecvSock *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	TpBtfInetSockSetState  *ebpf.Program `ebpf:"tp_btf_inet_sock_set_state"`
+	TpBtfKfreeSkbOverflow  *ebpf.Program `ebpf:"tp_btf_kfree_skb_overflow"`
+	TpBtfTcpReceiveReset   *ebpf.Program `ebpf:"tp_btf_tcp_receive_reset"`
+	TpBtfTcpSendReset      *ebpf.Program `ebpf:"tp_btf_tcp_send_reset"`
+	TpSysEnterAccept       *ebpf.Program `ebpf:"tp_sys_enter_accept"`
+	TpSysEnterAccept4      *ebpf.Program `ebpf:"tp_sys_enter_accept4"`
+	TpSysEnterBind         *ebpf.Program `ebpf:"tp_sys_enter_bind"`
+	TpSysEnterListen       *ebpf.Program `ebpf:"tp_sys_enter_listen"`
+	TpSysExitBind          *ebpf.Program `ebpf:"tp_sys_exit_bind"`
+	TpSysExitListen        *ebpf.Program `ebpf:"tp_sys_exit_listen"`
 }
 
 func (p *rsttracePrograms) Close() error {
 	return _RsttraceClose(
+		p.FentryTcpConnRequest,
 		p.FentryTcpV4SendReset,
+		p.FentryTcpV4SynRecvSock,
 		p.FentryTcpV6SendReset,
+		p.FentryTcpV6SynRecvSock,
+		p.KprobeTcpConnRequest,
 		p.KprobeTcpV4SendReset,
+		p.KprobeTcpV4SynRecvSock,
 		p.KprobeTcpV6SendReset,
+		p.KprobeTcpV6SynRecvSock,
 		p.TpBtfInetSockSetState,
+		p.TpBtfKfreeSkbOverflow,
 		p.TpBtfTcpReceiveReset,
 		p.TpBtfTcpSendReset,
+		p.TpSysEnterAccept,
+		p.TpSysEnterAccept4,
 		p.TpSysEnterBind,
+		p.TpSysEnterListen,
 		p.TpSysExitBind,
+		p.TpSysExitListen,
 	)
 }
 

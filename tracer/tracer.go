@@ -37,6 +37,9 @@ type Config struct {
 	// Force maps a capability to the hook kind it must use ("refusals":
 	// "kprobe"), to test fallbacks; empty means the best this kernel allows.
 	Force map[string]string
+	// OverflowInterval is how often listen-queue overflow is summed up
+	// per listener; 0 means DefaultOverflowInterval.
+	OverflowInterval time.Duration
 }
 
 // DefaultRingSize holds about 75,000 records.
@@ -52,6 +55,7 @@ type Tracer struct {
 	plan   []events.Attach
 	kernel string
 	corr   *Correlator
+	ovf    *overflowPoller
 	// wallOffset converts CLOCK_MONOTONIC ns to Unix ns.
 	wallOffset int64
 
@@ -71,6 +75,9 @@ func New(cfg Config) (*Tracer, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.OverflowInterval <= 0 {
+		cfg.OverflowInterval = DefaultOverflowInterval
 	}
 	if err := CheckHost(); err != nil {
 		return nil, err
@@ -110,11 +117,19 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	choices := choose(kernelBTF, cfg.Force)
 	t.plan = planOf(choices)
 	keep := map[string]bool{}
+	chosen := map[string]string{} // capability -> hook kind
 	for _, c := range choices {
 		if c.opt != nil {
+			chosen[c.capability] = c.opt.kind
 			for _, p := range c.opt.progs {
 				keep[p] = true
 			}
+		}
+	}
+	if keep["tp_btf_kfree_skb_overflow"] {
+		v, _ := dropReason(kernelBTF, "TCP_LISTEN_OVERFLOW")
+		if err := spec.Variables["reason_listen_overflow"].Set(v); err != nil {
+			return fmt.Errorf("setting drop reason: %w", err)
 		}
 	}
 	for name := range spec.Programs {
@@ -151,7 +166,11 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	}
 	for _, c := range choices {
 		if c.opt == nil {
-			t.log.Warn("capability degraded", "capability", c.capability, "reason", c.reason)
+			if c.fallback != "" {
+				t.log.Info("capability partial", "capability", c.capability, "reason", c.reason, "fallback", c.fallback)
+			} else {
+				t.log.Warn("capability degraded", "capability", c.capability, "reason", c.reason)
+			}
 			continue
 		}
 		for _, name := range c.opt.progs {
@@ -185,7 +204,45 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 		t.corr.AddListener(l.Ino, l.Listener)
 	}
 	t.log.Debug("start-up snapshot", "listeners", len(snap))
+
+	_, perSYN := chosen[CapOverflowSYN]
+	_, perFinal := chosen[CapOverflowFinalAck]
+	t.ovf = newOverflowPoller(kernelOverflow{proc: cfg.Proc, stats: t.coll.Maps["listener_stats"]}, t.log, perSYN, perFinal)
+	t.ovf.keep[hostNetns(cfg.Proc)] = true
+	t.ovf.watch(hostNetns(cfg.Proc), uint32(os.Getpid()))
+	for _, l := range snap {
+		t.ovf.watch(l.Netns, l.Pid)
+	}
+	t.ovf.lastPoll = time.Now()
 	return nil
+}
+
+// hostNetns is the tracer's own network namespace.
+func hostNetns(proc string) uint32 {
+	n, _ := nsInode(proc, "self")
+	return n
+}
+
+// kernelOverflow is the overflow poller's view of the kernel.
+type kernelOverflow struct {
+	proc  string
+	stats *ebpf.Map
+}
+
+func (k kernelOverflow) open(pid, netns uint32) (nsHandle, error) {
+	f, err := openNetns(k.proc, pid, netns)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (k kernelOverflow) stages(ino uint64) stageCounts {
+	var v rsttraceListenStats
+	if err := k.stats.Lookup(ino, &v); err != nil {
+		return stageCounts{}
+	}
+	return stageCounts{synAcceptQ: v.SynAcceptq, synReqQ: v.SynReqq, finalAck: v.FinalAck, lastAccept: v.LastAccept}
 }
 
 func (t *Tracer) wall(ns uint64) time.Time { return time.Unix(0, int64(ns)+t.wallOffset) }
@@ -259,21 +316,21 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 			if err := t.corr.Handle(&r, count); err != nil {
 				return err
 			}
+			t.trackNetns(&r)
 			continue
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 		case errors.Is(err, ringbuf.ErrClosed):
-			if err := t.corr.FlushAll(count); err != nil {
-				return err
-			}
-			return out.Flush()
+			return t.finish(count, out)
 		default:
 			return fmt.Errorf("reading ring buffer: %w", err)
 		}
 		if draining {
-			if err := t.corr.FlushAll(count); err != nil {
+			return t.finish(count, out)
+		}
+		if time.Since(t.ovf.lastPoll) >= t.cfg.OverflowInterval {
+			if err := t.ovf.poll(time.Now(), t.monoNow(), t.corr.Listener, count); err != nil {
 				return err
 			}
-			return out.Flush()
 		}
 		if err := t.corr.Expire(t.monoNow(), count); err != nil {
 			return err
@@ -286,6 +343,31 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 			if err := t.reportLost(count); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// finish writes what is still held and a last overflow summary.
+func (t *Tracer) finish(emit func(*events.Event) error, out events.Encoder) error {
+	if err := t.corr.FlushAll(emit); err != nil {
+		return err
+	}
+	if err := t.ovf.poll(time.Now(), t.monoNow(), t.corr.Listener, emit); err != nil {
+		return err
+	}
+	return out.Flush()
+}
+
+// trackNetns keeps the overflow poller on the namespaces that have
+// listeners: it starts watching one at its first listener and lets it go
+// after its last listener closed.
+func (t *Tracer) trackNetns(r *Record) {
+	switch r.Type {
+	case recListen, recListenUpdate:
+		t.ovf.watch(r.Netns, r.Proc.Pid)
+	case recListenClose:
+		if t.corr.ListenersIn(r.Netns) == 0 {
+			t.ovf.retire(r.Netns)
 		}
 	}
 }
@@ -320,6 +402,10 @@ func (t *Tracer) Close() error {
 		errs = append(errs, t.links[i].Close())
 	}
 	t.links = nil
+	if t.ovf != nil {
+		t.ovf.Close()
+		t.ovf = nil
+	}
 	if t.reader != nil {
 		errs = append(errs, t.reader.Close())
 		t.reader = nil

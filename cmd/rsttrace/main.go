@@ -173,7 +173,8 @@ func run(ctx context.Context, cfg config, out *os.File) error {
 	}
 	if cfg.check {
 		for _, a := range start.Plan {
-			if a.Degraded != "" {
+			// With a fallback nothing is missing, only detail.
+			if a.Degraded != "" && a.Fallback == "" {
 				return fmt.Errorf("capability %s is degraded on this kernel: %s", a.Capability, a.Degraded)
 			}
 		}
