@@ -41,9 +41,13 @@ func TestMain(m *testing.M) {
 
 // runHelper is a tiny server process driven over stdin/stdout:
 //
-//	listen|hold|bind ADDR PORT: socket, bind (and listen for "listen");
-//	  prints "ok" or the errno name, then obeys stdin lines:
-//	  "close" closes the socket and prints "closed", "exit N" exits with N.
+//	listen|hold|bind ADDR PORT: socket, bind (and listen for "listen",
+//	  with backlog RSTTRACE_TEST_BACKLOG, default 16, and TCP_DEFER_ACCEPT
+//	  RSTTRACE_TEST_DEFER seconds if set); prints "ok" or the errno name,
+//	  then obeys stdin lines:
+//	  "close" closes the socket and prints "closed", "exit N" exits with N,
+//	  "relisten N" calls listen(N) again and prints "ok",
+//	  "acceptevery MS" accepts (and closes) one connection every MS ms.
 //	  EOF on stdin exits 0.
 func runHelper(mode string) int {
 	// One thread does every syscall, so comm and netns are the process's.
@@ -51,7 +55,17 @@ func runHelper(mode string) int {
 	ap := netip.MustParseAddrPort(os.Getenv("RSTTRACE_TEST_ADDR"))
 	fd, err := bindSocket(ap)
 	if err == nil && mode == "listen" {
-		err = unix.Listen(fd, 16)
+		backlog := 16
+		if v := os.Getenv("RSTTRACE_TEST_BACKLOG"); v != "" {
+			backlog, _ = strconv.Atoi(v)
+		}
+		if v := os.Getenv("RSTTRACE_TEST_DEFER"); v != "" {
+			secs, _ := strconv.Atoi(v)
+			err = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, secs)
+		}
+		if err == nil {
+			err = unix.Listen(fd, backlog)
+		}
 	}
 	if err != nil {
 		fmt.Println(events.ErrnoName(int(err.(syscall.Errno))))
@@ -68,6 +82,26 @@ func runHelper(mode string) int {
 		case len(f) == 2 && f[0] == "exit":
 			n, _ := strconv.Atoi(f[1])
 			os.Exit(n)
+		case len(f) == 2 && f[0] == "relisten":
+			n, _ := strconv.Atoi(f[1])
+			if err := unix.Listen(fd, n); err != nil {
+				fmt.Println(err)
+			} else {
+				fmt.Println("ok")
+			}
+		case len(f) == 2 && f[0] == "acceptevery":
+			ms, _ := strconv.Atoi(f[1])
+			go func() {
+				for {
+					nfd, _, err := unix.Accept(fd)
+					if err != nil {
+						return
+					}
+					unix.Close(nfd)
+					time.Sleep(time.Duration(ms) * time.Millisecond)
+				}
+			}()
+			fmt.Println("ok")
 		}
 	}
 	return 0
@@ -247,8 +281,9 @@ type helperProc struct {
 }
 
 // start runs a helper named comm in the namespace: mode listen|hold|bind.
-// It returns once the helper reported the result of its bind/listen.
-func (n *netns) start(t *testing.T, comm, mode string, ap netip.AddrPort) (*helperProc, string) {
+// It returns once the helper reported the result of its bind/listen. env
+// adds variables (RSTTRACE_TEST_BACKLOG=8).
+func (n *netns) start(t *testing.T, comm, mode string, ap netip.AddrPort, env ...string) (*helperProc, string) {
 	t.Helper()
 	bin := helperBinary(t, comm)
 	h := &helperProc{t: t, comm: comm}
@@ -257,6 +292,7 @@ func (n *netns) start(t *testing.T, comm, mode string, ap netip.AddrPort) (*help
 		// Forked from this locked thread, the child starts in its netns.
 		h.cmd = exec.Command(bin)
 		h.cmd.Env = append(os.Environ(), helperEnv+"="+mode, "RSTTRACE_TEST_ADDR="+ap.String())
+		h.cmd.Env = append(h.cmd.Env, env...)
 		h.cmd.Stderr = os.Stderr
 		var stdout io.ReadCloser
 		if h.in, err = h.cmd.StdinPipe(); err != nil {
@@ -277,9 +313,9 @@ func (n *netns) start(t *testing.T, comm, mode string, ap netip.AddrPort) (*help
 }
 
 // mustStart is start for a helper whose bind (and listen) must succeed.
-func (n *netns) mustStart(t *testing.T, comm, mode string, ap netip.AddrPort) *helperProc {
+func (n *netns) mustStart(t *testing.T, comm, mode string, ap netip.AddrPort, env ...string) *helperProc {
 	t.Helper()
-	h, res := n.start(t, comm, mode, ap)
+	h, res := n.start(t, comm, mode, ap, env...)
 	if res != "ok" {
 		t.Fatalf("helper %s %s %v: %s", comm, mode, ap, res)
 	}
@@ -307,6 +343,7 @@ func (h *helperProc) send(cmd string) {
 type session struct {
 	t      *testing.T
 	tr     *Tracer
+	plan   []events.Attach
 	cancel func()
 	done   chan error
 
@@ -347,7 +384,7 @@ func startTracer(t *testing.T, cfg Config, watch ...*netns) *session {
 	if err != nil {
 		t.Fatalf("starting tracer: %v", err)
 	}
-	s := &session{t: t, tr: tr, done: make(chan error, 1), watch: map[uint32]bool{}}
+	s := &session{t: t, tr: tr, plan: tr.Plan(), done: make(chan error, 1), watch: map[uint32]bool{}}
 	s.cond = sync.NewCond(&s.mu)
 	for _, n := range watch {
 		s.watch[n.ino] = true
@@ -361,7 +398,7 @@ func startTracer(t *testing.T, cfg Config, watch ...*netns) *session {
 
 // hook returns the hook serving capability c, "" if degraded.
 func (s *session) hook(c string) string {
-	for _, a := range s.tr.Plan() {
+	for _, a := range s.plan {
 		if a.Capability == c {
 			return a.Hook
 		}
@@ -420,6 +457,18 @@ func (s *session) waitFor(what string, pred func(*events.Event) bool) *events.Ev
 			s.t.Fatalf("no %s event within %v; events seen:\n%s", what, waitTimeout, strings.Join(seen, "\n"))
 		}
 		s.cond.Wait()
+	}
+}
+
+// waitN waits until n events match pred, failing after waitTimeout.
+func (s *session) waitN(what string, n int, pred func(*events.Event) bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for len(s.all(pred)) < n {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%d %s events within %v, want %d", len(s.all(pred)), what, waitTimeout, n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

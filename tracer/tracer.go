@@ -313,10 +313,13 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 				t.log.Warn("dropping undecodable record", "error", derr)
 				continue
 			}
+			// A new listener's namespace is watched before its listen
+			// event is out: drops right after it are counted.
+			t.trackNetns(&r, false)
 			if err := t.corr.Handle(&r, count); err != nil {
 				return err
 			}
-			t.trackNetns(&r)
+			t.trackNetns(&r, true)
 			continue
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 		case errors.Is(err, ringbuf.ErrClosed):
@@ -361,11 +364,11 @@ func (t *Tracer) finish(emit func(*events.Event) error, out events.Encoder) erro
 // trackNetns keeps the overflow poller on the namespaces that have
 // listeners: it starts watching one at its first listener and lets it go
 // after its last listener closed.
-func (t *Tracer) trackNetns(r *Record) {
-	switch r.Type {
-	case recListen, recListenUpdate:
+func (t *Tracer) trackNetns(r *Record, handled bool) {
+	switch {
+	case !handled && (r.Type == recListen || r.Type == recListenUpdate):
 		t.ovf.watch(r.Netns, r.Proc.Pid)
-	case recListenClose:
+	case handled && r.Type == recListenClose:
 		if t.corr.ListenersIn(r.Netns) == 0 {
 			t.ovf.retire(r.Netns)
 		}
