@@ -222,6 +222,9 @@ func TestPrivOverflowSomaxconn(t *testing.T) {
 	}
 	defer func() { closeAll(fds) }()
 	e := s.waitFor("listen_overflow", overflowsOf(n, ap.Port()))
+	if e.Listener == nil {
+		t.Fatalf("overflow event names no listener: %s", e.Explanation)
+	}
 	if e.Listener.Backlog != 4 || e.Listener.BacklogRequested != 64 || e.Somaxconn != 4 {
 		t.Errorf("backlog %d requested %d somaxconn %d, want 4, 64, 4", e.Listener.Backlog, e.Listener.BacklogRequested, e.Somaxconn)
 	}

@@ -215,7 +215,7 @@ refresh_kernel() {
 	fi
 	pkgver=$(apt-cache "${APT_OPTS[@]}" show --no-all-versions "$pkg" | awk '/^Version:/ { print $2; exit }')
 	if [ -f "$dir/current" ] && [ "$(cat "$dir/package" 2>/dev/null)" = "$pkg $pkgver" ] &&
-		[ -f "$dir/vmlinuz-$(cat "$dir/current")" ]; then
+		[ -f "$dir/vmlinuz-$(cat "$dir/current")" ] && [ -f "$dir/modules-$(cat "$dir/current")/tcp_diag.ko" ]; then
 		info "kernel $ver: $pkg $pkgver already cached"
 		touch "$dir/stamp"
 		return 0
@@ -230,9 +230,12 @@ refresh_kernel() {
 	fi
 	deb=$(ls "$tmp"/*.deb 2>/dev/null | head -n1)
 	[ -n "$deb" ] || { warn "no .deb downloaded for $pkg"; return 1; }
-	# Only ./boot is needed (vmlinuz + config); skip the ~400 MB of modules.
-	if ! dpkg-deb --fsys-tarfile "$deb" | tar -xf - -C "$tmp/x" --wildcards './boot/*'; then
-		warn "cannot extract ./boot from $deb"
+	# Only ./boot (vmlinuz + config) and the sock_diag modules that
+	# rsttrace's overflow poller needs (a host loads them on demand; the
+	# VM has no module tree) are needed; skip the ~400 MB of modules.
+	if ! dpkg-deb --fsys-tarfile "$deb" | tar -xf - -C "$tmp/x" --wildcards './boot/*' \
+		'*/kernel/net/ipv4/inet_diag.ko*' '*/kernel/net/ipv4/tcp_diag.ko*'; then
+		warn "cannot extract ./boot and the diag modules from $deb"
 		return 1
 	fi
 	vmlinuz=$(ls "$tmp"/x/boot/vmlinuz-* 2>/dev/null | head -n1)
@@ -246,9 +249,22 @@ refresh_kernel() {
 	if [ -f "$tmp/x/boot/config-$release" ]; then
 		cp "$tmp/x/boot/config-$release" "$dir/config-$release"
 	fi
+	rm -rf "$dir/modules-$release" && mkdir -p "$dir/modules-$release" || return 1
+	local m
+	for m in inet_diag tcp_diag; do
+		local f
+		f=$(find "$tmp/x" -name "$m.ko*" | head -n1)
+		[ -n "$f" ] || { warn "$pkg has no $m module"; return 1; }
+		case $f in
+		*.xz) xz -dc "$f" >"$dir/modules-$release/$m.ko" ;;
+		*.zst) zstd -dqc "$f" >"$dir/modules-$release/$m.ko" ;;
+		*) cp "$f" "$dir/modules-$release/$m.ko" ;;
+		esac || { warn "cannot unpack $f"; return 1; }
+	done
 	# Drop older releases of this series, then switch the pointer.
 	find "$dir" -maxdepth 1 -type f \( -name 'vmlinuz-*' -o -name 'config-*' \) \
 		! -name "vmlinuz-$release" ! -name "config-$release" -delete
+	find "$dir" -mindepth 1 -maxdepth 1 -type d -name 'modules-*' ! -name "modules-$release" -exec rm -rf {} +
 	echo "$pkg $pkgver" >"$dir/package"
 	echo "$release" >"$dir/current.new" && mv "$dir/current.new" "$dir/current"
 	touch "$dir/stamp"
@@ -261,6 +277,8 @@ ensure_kernel() {
 	local ver=$1 dir="$CACHE/kernels/$1" have=0 stale=0
 	if [ -f "$dir/current" ] && [ -f "$dir/vmlinuz-$(cat "$dir/current")" ]; then
 		have=1
+		# Caches from before the diag modules were kept need a refresh.
+		[ -f "$dir/modules-$(cat "$dir/current")/tcp_diag.ko" ] || stale=1
 		if [ "${VMTEST_REFRESH:-0}" = 1 ]; then
 			stale=1
 		elif [ "$MAX_AGE_DAYS" -gt 0 ] 2>/dev/null &&
@@ -324,6 +342,14 @@ build_initramfs() {
 		[ "$a" = bin/busybox ] && continue
 		[ -e "$root/$a" ] || ln -s /bin/busybox "$root/$a"
 	done
+	local k rel
+	for k in "${!VMLINUZ[@]}"; do
+		rel=${VMLINUZ[$k]##*/vmlinuz-}
+		if [ -d "$CACHE/kernels/$k/modules-$rel" ]; then
+			mkdir -p "$root/lib/modules/$rel"
+			cp "$CACHE/kernels/$k/modules-$rel"/*.ko "$root/lib/modules/$rel/"
+		fi
+	done
 	cp "$TESTBIN" "$root/test/$name"
 	chmod 0755 "$root/test/$name"
 	mkdir -p "$root/test/work"
@@ -359,6 +385,11 @@ mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
 mount -t bpf bpf /sys/fs/bpf || echo "rsttrace-vm: cannot mount bpffs"
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
 ip link set lo up
+# sock_diag for TCP (ss, rsttrace's overflow poller): a host loads these on
+# demand from its module tree; this VM has none, so they come along.
+for m in inet_diag tcp_diag; do
+	[ -f "/lib/modules/$(uname -r)/$m.ko" ] && insmod "/lib/modules/$(uname -r)/$m.ko"
+done
 hostname rsttrace-vm
 # keep kernel messages off the console; they are dumped on failure instead
 dmesg -n 1
