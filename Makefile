@@ -9,7 +9,7 @@ export BPF_CLANG BPF_CFLAGS
 
 # Packages: to build the BPF objects (generate), to run the tests (test-deps).
 GEN_PKGS  := clang-14 llvm-14 libbpf-dev bpftool
-TEST_PKGS := iproute2 kmod qemu-system-x86 busybox-static cpio
+TEST_PKGS := iproute2 kmod nftables qemu-system-x86 busybox-static cpio
 
 .PHONY: all build generate check-generated vmlinux deps gen-deps test-deps \
 	test test-go test-kernels fuzz bench clean

@@ -58,6 +58,9 @@ var capabilities = []capability{
 	{CapBindErrors, []option{
 		{"tracepoint/syscalls/sys_{enter,exit}_bind", "tracepoint", []string{"tp_sys_enter_bind", "tp_sys_exit_bind"}, nil, attachSyscallTP},
 	}},
+	// Issue 5 (tracer/firewall.go): firewall, firewall_icmp,
+	// connect_failures, resets.
+	issue5Capabilities[0], issue5Capabilities[1], issue5Capabilities[2], issue5Capabilities[3],
 }
 
 func attachTracing(_ string, p *ebpf.Program) (link.Link, error) {

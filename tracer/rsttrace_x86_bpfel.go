@@ -21,6 +21,14 @@ type rsttraceBindArgs struct {
 	Port   uint16
 }
 
+type rsttraceCodeRange struct {
+	_     structs.HostLayout
+	Start uint64
+	End   uint64
+	What  uint32
+	Pad   uint32
+}
+
 type rsttraceEvent struct {
 	_          structs.HostLayout
 	Type       uint8
@@ -53,6 +61,9 @@ const (
 	rsttraceEventFlagEVENT_F_NO_SKB     rsttraceEventFlag = 4
 	rsttraceEventFlagEVENT_F_HAS_SK     rsttraceEventFlag = 8
 	rsttraceEventFlagEVENT_F_V6ONLY     rsttraceEventFlag = 16
+	rsttraceEventFlagEVENT_F_FW_ICMP    rsttraceEventFlag = 256
+	rsttraceEventFlagEVENT_F_FW_NFT     rsttraceEventFlag = 512
+	rsttraceEventFlagEVENT_F_CURRENT    rsttraceEventFlag = 1024
 )
 
 type rsttraceEventType uint32
@@ -63,6 +74,29 @@ const (
 	rsttraceEventTypeEVENT_LISTEN         rsttraceEventType = 3
 	rsttraceEventTypeEVENT_LISTEN_CLOSE   rsttraceEventType = 4
 	rsttraceEventTypeEVENT_BIND           rsttraceEventType = 5
+	rsttraceEventTypeEVENT_FW_DROP        rsttraceEventType = 10
+	rsttraceEventTypeEVENT_CONNECT_FAILED rsttraceEventType = 11
+	rsttraceEventTypeEVENT_SYN_RETRANS    rsttraceEventType = 12
+	rsttraceEventTypeEVENT_RST_OUT        rsttraceEventType = 13
+	rsttraceEventTypeEVENT_RST_IN         rsttraceEventType = 14
+)
+
+type rsttraceFwConn struct {
+	_    structs.HostLayout
+	Proc rsttraceProcInfo
+	Ts   uint64
+}
+
+type rsttraceNfHookId uint32
+
+const (
+	rsttraceNfHookIdNF_HOOK_ID_UNKNOWN     rsttraceNfHookId = 0
+	rsttraceNfHookIdNF_HOOK_ID_PREROUTING  rsttraceNfHookId = 1
+	rsttraceNfHookIdNF_HOOK_ID_INPUT       rsttraceNfHookId = 2
+	rsttraceNfHookIdNF_HOOK_ID_FORWARD     rsttraceNfHookId = 3
+	rsttraceNfHookIdNF_HOOK_ID_OUTPUT      rsttraceNfHookId = 4
+	rsttraceNfHookIdNF_HOOK_ID_POSTROUTING rsttraceNfHookId = 5
+	rsttraceNfHookIdNF_HOOK_ID_NFT         rsttraceNfHookId = 16
 )
 
 type rsttraceProcInfo struct {
@@ -114,36 +148,50 @@ type rsttraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rsttraceProgramSpecs struct {
-	FentryTcpV4SendReset  *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_send_reset"`
-	FentryTcpV6SendReset  *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_send_reset"`
-	KprobeTcpV4SendReset  *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_send_reset"`
-	KprobeTcpV6SendReset  *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_send_reset"`
-	TpBtfInetSockSetState *ebpf.ProgramSpec `ebpf:"tp_btf_inet_sock_set_state"`
-	TpBtfTcpReceiveReset  *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_receive_reset"`
-	TpBtfTcpSendReset     *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_send_reset"`
-	TpSysEnterBind        *ebpf.ProgramSpec `ebpf:"tp_sys_enter_bind"`
-	TpSysExitBind         *ebpf.ProgramSpec `ebpf:"tp_sys_exit_bind"`
+	FentryTcpV4SendReset     *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_send_reset"`
+	FentryTcpV6SendReset     *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_send_reset"`
+	KprobeTcpV4SendReset     *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_send_reset"`
+	KprobeTcpV6SendReset     *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_send_reset"`
+	TpBtfIcmpSendFw          *ebpf.ProgramSpec `ebpf:"tp_btf_icmp_send_fw"`
+	TpBtfInetSockSetState    *ebpf.ProgramSpec `ebpf:"tp_btf_inet_sock_set_state"`
+	TpBtfKfreeSkbFw          *ebpf.ProgramSpec `ebpf:"tp_btf_kfree_skb_fw"`
+	TpBtfReceiveResetFw      *ebpf.ProgramSpec `ebpf:"tp_btf_receive_reset_fw"`
+	TpBtfRetransmitFw        *ebpf.ProgramSpec `ebpf:"tp_btf_retransmit_fw"`
+	TpBtfSendResetFw         *ebpf.ProgramSpec `ebpf:"tp_btf_send_reset_fw"`
+	TpBtfSendResetFwNoreason *ebpf.ProgramSpec `ebpf:"tp_btf_send_reset_fw_noreason"`
+	TpBtfSetStateFw          *ebpf.ProgramSpec `ebpf:"tp_btf_set_state_fw"`
+	TpBtfTcpReceiveReset     *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_receive_reset"`
+	TpBtfTcpSendReset        *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_send_reset"`
+	TpSysEnterBind           *ebpf.ProgramSpec `ebpf:"tp_sys_enter_bind"`
+	TpSysExitBind            *ebpf.ProgramSpec `ebpf:"tp_sys_exit_bind"`
 }
 
 // rsttraceMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rsttraceMapSpecs struct {
-	Binds      *ebpf.MapSpec `ebpf:"binds"`
-	Connecting *ebpf.MapSpec `ebpf:"connecting"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Lost       *ebpf.MapSpec `ebpf:"lost"`
-	Ports      *ebpf.MapSpec `ebpf:"ports"`
+	Binds        *ebpf.MapSpec `ebpf:"binds"`
+	Connecting   *ebpf.MapSpec `ebpf:"connecting"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	FwConnecting *ebpf.MapSpec `ebpf:"fw_connecting"`
+	FwIcmpSkbs   *ebpf.MapSpec `ebpf:"fw_icmp_skbs"`
+	Lost         *ebpf.MapSpec `ebpf:"lost"`
+	Ports        *ebpf.MapSpec `ebpf:"ports"`
 }
 
 // rsttraceVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rsttraceVariableSpecs struct {
-	FilterPorts     *ebpf.VariableSpec `ebpf:"filter_ports"`
-	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlag *ebpf.VariableSpec `ebpf:"unused_event_flag"`
-	UnusedEventType *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	FilterPorts         *ebpf.VariableSpec `ebpf:"filter_ports"`
+	NetfilterDropReason *ebpf.VariableSpec `ebpf:"netfilter_drop_reason"`
+	NfRangeCount        *ebpf.VariableSpec `ebpf:"nf_range_count"`
+	NfRanges            *ebpf.VariableSpec `ebpf:"nf_ranges"`
+	UnusedCodeRange     *ebpf.VariableSpec `ebpf:"unused_code_range"`
+	UnusedEvent         *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlag     *ebpf.VariableSpec `ebpf:"unused_event_flag"`
+	UnusedEventType     *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedNfHookId      *ebpf.VariableSpec `ebpf:"unused_nf_hook_id"`
 }
 
 // rsttraceObjects contains all objects after they have been loaded into the kernel.
@@ -166,11 +214,13 @@ func (o *rsttraceObjects) Close() error {
 //
 // It can be passed to loadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rsttraceMaps struct {
-	Binds      *ebpf.Map `ebpf:"binds"`
-	Connecting *ebpf.Map `ebpf:"connecting"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Lost       *ebpf.Map `ebpf:"lost"`
-	Ports      *ebpf.Map `ebpf:"ports"`
+	Binds        *ebpf.Map `ebpf:"binds"`
+	Connecting   *ebpf.Map `ebpf:"connecting"`
+	Events       *ebpf.Map `ebpf:"events"`
+	FwConnecting *ebpf.Map `ebpf:"fw_connecting"`
+	FwIcmpSkbs   *ebpf.Map `ebpf:"fw_icmp_skbs"`
+	Lost         *ebpf.Map `ebpf:"lost"`
+	Ports        *ebpf.Map `ebpf:"ports"`
 }
 
 func (m *rsttraceMaps) Close() error {
@@ -178,6 +228,8 @@ func (m *rsttraceMaps) Close() error {
 		m.Binds,
 		m.Connecting,
 		m.Events,
+		m.FwConnecting,
+		m.FwIcmpSkbs,
 		m.Lost,
 		m.Ports,
 	)
@@ -187,25 +239,37 @@ func (m *rsttraceMaps) Close() error {
 //
 // It can be passed to loadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rsttraceVariables struct {
-	FilterPorts     *ebpf.Variable `ebpf:"filter_ports"`
-	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlag *ebpf.Variable `ebpf:"unused_event_flag"`
-	UnusedEventType *ebpf.Variable `ebpf:"unused_event_type"`
+	FilterPorts         *ebpf.Variable `ebpf:"filter_ports"`
+	NetfilterDropReason *ebpf.Variable `ebpf:"netfilter_drop_reason"`
+	NfRangeCount        *ebpf.Variable `ebpf:"nf_range_count"`
+	NfRanges            *ebpf.Variable `ebpf:"nf_ranges"`
+	UnusedCodeRange     *ebpf.Variable `ebpf:"unused_code_range"`
+	UnusedEvent         *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlag     *ebpf.Variable `ebpf:"unused_event_flag"`
+	UnusedEventType     *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedNfHookId      *ebpf.Variable `ebpf:"unused_nf_hook_id"`
 }
 
 // rsttracePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rsttracePrograms struct {
-	FentryTcpV4SendReset  *ebpf.Program `ebpf:"fentry_tcp_v4_send_reset"`
-	FentryTcpV6SendReset  *ebpf.Program `ebpf:"fentry_tcp_v6_send_reset"`
-	KprobeTcpV4SendReset  *ebpf.Program `ebpf:"kprobe_tcp_v4_send_reset"`
-	KprobeTcpV6SendReset  *ebpf.Program `ebpf:"kprobe_tcp_v6_send_reset"`
-	TpBtfInetSockSetState *ebpf.Program `ebpf:"tp_btf_inet_sock_set_state"`
-	TpBtfTcpReceiveReset  *ebpf.Program `ebpf:"tp_btf_tcp_receive_reset"`
-	TpBtfTcpSendReset     *ebpf.Program `ebpf:"tp_btf_tcp_send_reset"`
-	TpSysEnterBind        *ebpf.Program `ebpf:"tp_sys_enter_bind"`
-	TpSysExitBind         *ebpf.Program `ebpf:"tp_sys_exit_bind"`
+	FentryTcpV4SendReset     *ebpf.Program `ebpf:"fentry_tcp_v4_send_reset"`
+	FentryTcpV6SendReset     *ebpf.Program `ebpf:"fentry_tcp_v6_send_reset"`
+	KprobeTcpV4SendReset     *ebpf.Program `ebpf:"kprobe_tcp_v4_send_reset"`
+	KprobeTcpV6SendReset     *ebpf.Program `ebpf:"kprobe_tcp_v6_send_reset"`
+	TpBtfIcmpSendFw          *ebpf.Program `ebpf:"tp_btf_icmp_send_fw"`
+	TpBtfInetSockSetState    *ebpf.Program `ebpf:"tp_btf_inet_sock_set_state"`
+	TpBtfKfreeSkbFw          *ebpf.Program `ebpf:"tp_btf_kfree_skb_fw"`
+	TpBtfReceiveResetFw      *ebpf.Program `ebpf:"tp_btf_receive_reset_fw"`
+	TpBtfRetransmitFw        *ebpf.Program `ebpf:"tp_btf_retransmit_fw"`
+	TpBtfSendResetFw         *ebpf.Program `ebpf:"tp_btf_send_reset_fw"`
+	TpBtfSendResetFwNoreason *ebpf.Program `ebpf:"tp_btf_send_reset_fw_noreason"`
+	TpBtfSetStateFw          *ebpf.Program `ebpf:"tp_btf_set_state_fw"`
+	TpBtfTcpReceiveReset     *ebpf.Program `ebpf:"tp_btf_tcp_receive_reset"`
+	TpBtfTcpSendReset        *ebpf.Program `ebpf:"tp_btf_tcp_send_reset"`
+	TpSysEnterBind           *ebpf.Program `ebpf:"tp_sys_enter_bind"`
+	TpSysExitBind            *ebpf.Program `ebpf:"tp_sys_exit_bind"`
 }
 
 func (p *rsttracePrograms) Close() error {
@@ -214,7 +278,14 @@ func (p *rsttracePrograms) Close() error {
 		p.FentryTcpV6SendReset,
 		p.KprobeTcpV4SendReset,
 		p.KprobeTcpV6SendReset,
+		p.TpBtfIcmpSendFw,
 		p.TpBtfInetSockSetState,
+		p.TpBtfKfreeSkbFw,
+		p.TpBtfReceiveResetFw,
+		p.TpBtfRetransmitFw,
+		p.TpBtfSendResetFw,
+		p.TpBtfSendResetFwNoreason,
+		p.TpBtfSetStateFw,
 		p.TpBtfTcpReceiveReset,
 		p.TpBtfTcpSendReset,
 		p.TpSysEnterBind,

@@ -109,6 +109,9 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	// load on this kernel (fentry where it is refused, for example).
 	choices := choose(kernelBTF, cfg.Force)
 	t.plan = planOf(choices)
+	if err := configureIssue5(spec, kernelBTF, choices, cfg.Proc); err != nil {
+		return err
+	}
 	keep := map[string]bool{}
 	for _, c := range choices {
 		if c.opt != nil {
@@ -170,6 +173,7 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	t.corr.HolderScan = func(pid uint32, port uint16) *events.Process { return procHolder(proc, pid, port) }
 	t.corr.Alive = func(pid uint32, ino uint64) bool { return procHasSocket(proc, pid, ino) }
 	t.corr.PortOf = func(pid uint32, ino uint64) uint16 { return procPortOf(proc, pid, ino) }
+	t.corr.x5 = newIssue5(choices, proc)
 
 	var mono unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
