@@ -9,7 +9,7 @@ export BPF_CLANG BPF_CFLAGS
 
 # Packages: to build the BPF objects (generate), to run the tests (test-deps).
 GEN_PKGS  := clang-14 llvm-14 libbpf-dev bpftool
-TEST_PKGS := iproute2 kmod qemu-system-x86 busybox-static cpio xz-utils
+TEST_PKGS := iproute2 kmod nftables qemu-system-x86 busybox-static cpio xz-utils
 
 .PHONY: all build generate check-generated vmlinux deps gen-deps test-deps \
 	test test-go test-kernels fuzz bench clean
@@ -52,7 +52,7 @@ check-generated: generate
 # that load the real programs in fresh network namespaces; they need root.
 test-go: test-deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -v ./... 2>&1 | tee /tmp/rsttrace-test.log | grep -E '^(--- |=== RUN|PASS|FAIL|ok|panic|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
+	$(GO) test -p 1 -count=1 -v ./... 2>&1 | tee /tmp/rsttrace-test.log | grep -E '^(--- |=== RUN|PASS|FAIL|ok|panic|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
 
 # A short run of the decoder fuzz target (the seed corpus always runs in test-go).
 fuzz:

@@ -790,3 +790,431 @@ int tp_sys_enter_accept(struct trace_event_raw_sys_enter *ctx)
 {
 	return handle_accept(ctx->args[0]);
 }
+
+/* ---- firewall, timeouts, resets (issue 5) ---- */
+
+/*
+ * Set by the Go side before load: the value of SKB_DROP_REASON_NETFILTER_DROP
+ * in this kernel's enum skb_drop_reason (resolved by name from BTF; the
+ * numbering differs between kernels), and the code ranges of the functions
+ * that call nf_hook_slow for each netfilter hook, from /proc/kallsyms.
+ */
+const volatile __u32 netfilter_drop_reason = 0xffffffff;
+const volatile __u32 nf_range_count = 0;
+const volatile struct code_range nf_ranges[NF_RANGES_MAX] = {};
+
+const enum nf_hook_id *unused_nf_hook_id __attribute__((unused));
+const struct code_range *unused_code_range __attribute__((unused));
+
+/* What the client side of a connect() needs: who called it, and when. */
+struct fw_conn {
+	struct proc_info proc;
+	__u64 ts;
+};
+
+/*
+ * The connecting process per socket, for connect failures (timeouts,
+ * ICMP refusals). Kept apart from `connecting`: that map's entry is
+ * deleted at SYN_SENT->x by another program on the same tracepoint, and
+ * the order in which two programs on one tracepoint run is not a contract.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct fw_conn);
+} fw_connecting SEC(".maps");
+
+/* SYN skbs the kernel answered with an ICMP error (icmp:icmp_send), until
+ * the packet filter frees them: a `reject` rule, as opposed to `drop`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} fw_icmp_skbs SEC(".maps");
+
+#define FW_STACK_DEPTH 20
+
+static __always_inline bool is_syn(const struct event *e)
+{
+	return (e->tcp_flags & (TCPHDR_SYN | TCPHDR_ACK)) == TCPHDR_SYN;
+}
+
+/* Network namespace of an skb: its socket's, its device's, or (locally
+ * generated, before the output device is set) its route's device's. */
+static __always_inline __u32 skb_netns(const struct sk_buff *skb)
+{
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	unsigned long refdst;
+
+	if (sk)
+		return sk_netns(sk);
+	if (dev)
+		return BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	refdst = BPF_CORE_READ(skb, _skb_refdst) & ~1UL;
+	if (refdst)
+		return BPF_CORE_READ((struct dst_entry *)refdst, dev, nd_net.net, ns.inum);
+	return 0;
+}
+
+/* What a kernel address belongs to in nf_ranges, or 0. */
+static __always_inline __u32 nf_range_of(__u64 ip)
+{
+	for (__u32 j = 0; j < NF_RANGES_MAX; j++) {
+		__u64 off;
+
+		if (j >= nf_range_count)
+			break;
+		/* One unsigned compare of ip - start, not two of ip: the
+		 * verifier then learns nothing new about ip at each range, and
+		 * the states of the stack walk stay few (two compares made it
+		 * explore up to its 1M-instruction limit). */
+		off = ip - nf_ranges[j].start;
+		barrier_var(off);
+		if (off < nf_ranges[j].end - nf_ranges[j].start)
+			return nf_ranges[j].what;
+	}
+	return 0;
+}
+
+/*
+ * The packet filter dropped a packet (skb:kfree_skb with reason
+ * NETFILTER_DROP: nf_hook_slow on NF_DROP, or nft_do_chain itself on 6.18).
+ * nftables/iptables `drop`, `reject` (ICMP sent first) and `reject with tcp
+ * reset` (nf_send_reset sends the RST, no tcp_send_reset fires) all end
+ * here. No tracepoint names the hook; the kernel stack does: the first
+ * frame in a NF_HOOK caller (ip_local_deliver = input, __ip_local_out =
+ * output, ...) is the hook. Only TCP SYNs are reported.
+ */
+static __always_inline int handle_kfree_skb_fw(void *ctx, const struct sk_buff *skb,
+					       void *location, __u32 reason)
+{
+	__u64 stack[FW_STACK_DEPTH];
+	__u64 key = (__u64)skb;
+	struct sock *sk;
+	struct event *e;
+	long n;
+
+	if (reason != netfilter_drop_reason)
+		return 0;
+	e = reserve(EVENT_FW_DROP);
+	if (!e)
+		return 0;
+	if (skb_tuple(skb, e) || !is_syn(e) || !port_traced(e->dport)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		bpf_map_delete_elem(&fw_icmp_skbs, &key);
+		return 0;
+	}
+	e->netns = skb_netns(skb);
+	if (bpf_map_lookup_elem(&fw_icmp_skbs, &key)) {
+		e->flags |= EVENT_F_FW_ICMP;
+		bpf_map_delete_elem(&fw_icmp_skbs, &key);
+	}
+	if (nf_range_of((__u64)location) == NF_HOOK_ID_NFT)
+		e->flags |= EVENT_F_FW_NFT;
+	n = bpf_get_stack(ctx, stack, sizeof(stack), 0);
+	if (n < 0)
+		n = 0;
+	for (__u32 i = 0; i < FW_STACK_DEPTH; i++) {
+		__u32 what;
+
+		if (i >= (__u64)n / 8)
+			break;
+		what = nf_range_of(stack[i]);
+		if (what == NF_HOOK_ID_NFT) {
+			e->flags |= EVENT_F_FW_NFT;
+		} else if (what) {
+			e->aux = what;
+			break;
+		}
+	}
+	/* A locally generated SYN still has its socket before it leaves
+	 * (output/postrouting); on loopback input it was orphaned. */
+	sk = BPF_CORE_READ(skb, sk);
+	if (sk) {
+		__u64 skey = (__u64)sk;
+		struct fw_conn *c = bpf_map_lookup_elem(&fw_connecting, &skey);
+
+		if (c) {
+			e->proc = c->proc;
+			e->flags |= EVENT_F_PROC_KNOWN;
+		}
+		e->sk = skey;
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* skb:kfree_skb has a reason from 5.17 (and rx_sk from 6.11, not needed). */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tp_btf_kfree_skb_fw, struct sk_buff *skb, void *location,
+	     enum skb_drop_reason reason)
+{
+	return handle_kfree_skb_fw(ctx, skb, location, reason);
+}
+
+/*
+ * icmp:icmp_send (6.14+): __icmp_send is about to answer skb with an ICMP
+ * error. A packet filter `reject` sends ICMP port-unreachable (or the type
+ * the rule names) and then drops the SYN: remember the skb so the drop
+ * says "rejected with ICMP". IPv6 has no such tracepoint.
+ */
+static __always_inline int handle_icmp_send(const struct sk_buff *skb, int type)
+{
+	__u64 key = (__u64)skb;
+	__u8 one = 1;
+
+	if (type != 3) /* ICMP_DEST_UNREACH */
+		return 0;
+	bpf_map_update_elem(&fw_icmp_skbs, &key, &one, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/icmp_send")
+int BPF_PROG(tp_btf_icmp_send_fw, const struct sk_buff *skb, int type, int code)
+{
+	return handle_icmp_send(skb, type);
+}
+
+/*
+ * Local address into saddr/sport, remote into daddr/dport. A socket moving
+ * to CLOSE has already released its port (tcp_set_state -> inet_put_port
+ * zeroes inet_num) when tcp_disconnect sends its RST or tcp_done reports
+ * SYN_SENT->CLOSE; inet_sport keeps the port.
+ */
+static __always_inline void sk_tuple(const struct sock *sk, struct event *e)
+{
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (!e->sport)
+		e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e->family == AF_INET) {
+		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
+static __always_inline __u8 syn_retransmits(const struct sock *sk)
+{
+	return BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits);
+}
+
+/*
+ * The client side of connect(): CLOSE->SYN_SENT records who called it;
+ * SYN_SENT->CLOSE ends the attempt. tcp_done_with_error() stores sk_err
+ * before the state change: ECONNREFUSED (RST, or ICMP port unreachable),
+ * ETIMEDOUT (SYN retransmits exhausted: tcp_write_err), EHOSTUNREACH...
+ * An attempt closed by its owner has sk_err 0: reported only if SYNs were
+ * retransmitted (the client gave up waiting).
+ */
+static __always_inline int handle_set_state_fw(const struct sock *sk, int oldstate,
+					       int newstate)
+{
+	__u64 key = (__u64)sk;
+	struct fw_conn *c;
+	struct event *e;
+	__u8 retrans;
+	__u64 ms;
+	int err;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
+		struct fw_conn v = {};
+		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+		if (family != AF_INET && family != AF_INET6)
+			return 0;
+		if (!port_traced(bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
+			return 0;
+		current_proc(&v.proc);
+		v.ts = bpf_ktime_get_ns();
+		bpf_map_update_elem(&fw_connecting, &key, &v, BPF_ANY);
+		return 0;
+	}
+	if (oldstate != TCP_SYN_SENT)
+		return 0;
+	c = bpf_map_lookup_elem(&fw_connecting, &key);
+	if (!c)
+		return 0;
+	err = BPF_CORE_READ(sk, sk_err);
+	retrans = syn_retransmits(sk);
+	if (newstate != TCP_CLOSE || (err == 0 && retrans == 0)) {
+		bpf_map_delete_elem(&fw_connecting, &key);
+		return 0;
+	}
+	e = reserve(EVENT_CONNECT_FAILED);
+	if (e) {
+		sk_tuple(sk, e);
+		e->state = TCP_SYN_SENT;
+		e->netns = sk_netns(sk);
+		e->sk = key;
+		e->ret = -err;
+		ms = (bpf_ktime_get_ns() - c->ts) / 1000000;
+		if (ms > 0xffffff)
+			ms = 0xffffff;
+		e->aux = ((__u32)retrans << 24) | (__u32)ms;
+		e->proc = c->proc;
+		e->flags |= EVENT_F_PROC_KNOWN;
+		bpf_ringbuf_submit(e, 0);
+	}
+	bpf_map_delete_elem(&fw_connecting, &key);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tp_btf_set_state_fw, const struct sock *sk, int oldstate, int newstate)
+{
+	return handle_set_state_fw(sk, oldstate, newstate);
+}
+
+/* A SYN of a local connect() was retransmitted: no answer yet (timer, in
+ * softirq: the process comes from fw_connecting). */
+static __always_inline int handle_retransmit_fw(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct fw_conn *c;
+	struct event *e;
+
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
+		return 0;
+	c = bpf_map_lookup_elem(&fw_connecting, &key);
+	if (!c)
+		return 0;
+	e = reserve(EVENT_SYN_RETRANS);
+	if (!e)
+		return 0;
+	sk_tuple(sk, e);
+	e->state = TCP_SYN_SENT;
+	e->netns = sk_netns(sk);
+	e->sk = key;
+	e->aux = syn_retransmits(sk);
+	e->proc = c->proc;
+	e->flags |= EVENT_F_PROC_KNOWN;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tp_btf_retransmit_fw, const struct sock *sk, const struct sk_buff *skb)
+{
+	return handle_retransmit_fw(sk);
+}
+
+/*
+ * A RST sent on an existing connection. Active resets (skb NULL:
+ * tcp_send_active_reset from close() with unread data, SO_LINGER {1,0},
+ * keepalive or memory aborts) come with the socket; from 6.10 with an
+ * enum sk_rst_reason. A RST answering a non-SYN segment for which no
+ * socket exists (the connection is gone here) is reported too; refusals
+ * (SYN answered, or a listener) are the core's.
+ */
+static __always_inline int handle_send_reset_fw(const struct sock *sk,
+						const struct sk_buff *skb,
+						__u32 reason)
+{
+	struct event *e;
+
+	if (skb) {
+		if (sk)
+			return 0; /* a listener/request/timewait answered: core's */
+		e = reserve(EVENT_RST_OUT);
+		if (!e)
+			return 0;
+		if (skb_tuple(skb, e) || (e->tcp_flags & TCPHDR_SYN) ||
+		    (e->tcp_flags & 0x04 /* RST */) || !port_traced(e->dport)) {
+			bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+			return 0;
+		}
+		/* The answered segment went saddr -> daddr; the RST goes back:
+		 * the sender is daddr (local). */
+		{
+			__u8 tmp[16];
+			__u16 p = e->sport;
+
+			__builtin_memcpy(tmp, e->saddr, 16);
+			__builtin_memcpy(e->saddr, e->daddr, 16);
+			__builtin_memcpy(e->daddr, tmp, 16);
+			e->sport = e->dport;
+			e->dport = p;
+		}
+		e->netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+		e->reason = reason;
+		bpf_ringbuf_submit(e, 0);
+		return 0;
+	}
+	if (!sk)
+		return 0;
+	e = reserve(EVENT_RST_OUT);
+	if (!e)
+		return 0;
+	sk_tuple(sk, e);
+	if (!port_traced(e->sport) && !port_traced(e->dport)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	e->flags |= EVENT_F_NO_SKB | EVENT_F_HAS_SK | EVENT_F_CURRENT;
+	/* A child never accepted has no file: its listener was closed. */
+	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e->netns = sk_netns(sk);
+	e->sk = (__u64)sk;
+	e->ino = sk_ino(sk);
+	e->reason = reason;
+	current_proc(&e->proc);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tp_btf_send_reset_fw, const struct sock *sk,
+	     const struct sk_buff *skb, enum sk_rst_reason reason)
+{
+	return handle_send_reset_fw(sk, skb, reason);
+}
+
+/* Before 6.10 (no reason argument; the tracepoint still fires for active
+ * resets, which always have a full socket). */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tp_btf_send_reset_fw_noreason, const struct sock *sk,
+	     const struct sk_buff *skb)
+{
+	return handle_send_reset_fw(sk, skb, RST_REASON_NONE);
+}
+
+/* A RST reached a local socket past the handshake (tcp_reset()): its
+ * owner sees ECONNRESET (or EPIPE). SYN_SENT is the core's (a refusal). */
+static __always_inline int handle_receive_reset_fw(const struct sock *sk)
+{
+	struct event *e;
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+
+	if (state == TCP_SYN_SENT || state == TCP_LISTEN)
+		return 0;
+	e = reserve(EVENT_RST_IN);
+	if (!e)
+		return 0;
+	sk_tuple(sk, e);
+	if (!port_traced(e->sport) && !port_traced(e->dport)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	e->state = state;
+	e->flags |= EVENT_F_HAS_SK;
+	e->netns = sk_netns(sk);
+	e->sk = (__u64)sk;
+	e->ino = sk_ino(sk);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tp_btf_receive_reset_fw, const struct sock *sk)
+{
+	return handle_receive_reset_fw(sk);
+}

@@ -26,7 +26,28 @@ enum event_type {
 	/* listen() on a socket already listening changed its backlog
 	 * (syscalls:sys_exit_listen); fields as for EVENT_LISTEN. */
 	EVENT_LISTEN_UPDATE = 6,
+
+	/* ---- issue 5: firewall, timeouts, resets (values >= 10) ---- */
+	/* The packet filter dropped a TCP SYN (skb:kfree_skb NETFILTER_DROP).
+	 * saddr/sport sent the SYN, daddr/dport was its destination.
+	 * aux: enum nf_hook_id where the kernel's call stack shows it. */
+	EVENT_FW_DROP = 10,
+	/* A local connect() ended in SYN_SENT->CLOSE with an error or after
+	 * SYN retransmits. saddr is the local client; ret = -sk_err;
+	 * aux = connect_aux (retransmits and elapsed ms). */
+	EVENT_CONNECT_FAILED = 11,
+	/* A local connect()'s SYN was retransmitted (tcp:tcp_retransmit_skb in
+	 * SYN_SENT); aux = retransmits so far. */
+	EVENT_SYN_RETRANS = 12,
+	/* This host's TCP stack sent a RST on an existing connection
+	 * (tcp:tcp_send_reset). saddr/sport is the local sender, daddr/dport
+	 * the receiver; reason as for EVENT_RESET_SENT. */
+	EVENT_RST_OUT = 13,
+	/* A local socket past SYN_SENT received a RST (tcp:tcp_receive_reset).
+	 * saddr/sport is the local receiver, daddr/dport the sender. */
+	EVENT_RST_IN = 14,
 };
+
 
 /* Bits of event.flags. */
 enum event_flag {
@@ -42,7 +63,42 @@ enum event_flag {
 	EVENT_F_HAS_SK = 1 << 3,
 	/* The IPv6 socket is IPV6_V6ONLY. */
 	EVENT_F_V6ONLY = 1 << 4,
+
+	/* ---- issue 5 (bits >= 1 << 8) ---- */
+	/* EVENT_FW_DROP: the kernel sent an ICMP error for the dropped SYN
+	 * (icmp:icmp_send saw the same skb): an nft/iptables `reject`. */
+	EVENT_F_FW_ICMP = 1 << 8,
+	/* EVENT_FW_DROP: nft_do_chain is on the stack (nftables, including
+	 * iptables-nft); otherwise the table kind is unknown. */
+	EVENT_F_FW_NFT = 1 << 9,
+	/* EVENT_RST_OUT: proc is the task that sent the RST (process
+	 * context, e.g. close()); meaningful for close-type reasons only. */
+	EVENT_F_CURRENT = 1 << 10,
 };
+
+/* EVENT_FW_DROP aux: the netfilter hook, found by the function that called
+ * nf_hook_slow (the NF_HOOK caller) on the kernel stack. */
+enum nf_hook_id {
+	NF_HOOK_ID_UNKNOWN = 0,
+	NF_HOOK_ID_PREROUTING = 1,
+	NF_HOOK_ID_INPUT = 2,
+	NF_HOOK_ID_FORWARD = 3,
+	NF_HOOK_ID_OUTPUT = 4,
+	NF_HOOK_ID_POSTROUTING = 5,
+	/* Not a hook: marks nft_do_chain in the table of code ranges. */
+	NF_HOOK_ID_NFT = 16,
+};
+
+/* A kernel function's code range [start, end) and what it means; the Go
+ * side fills a table of these from /proc/kallsyms before load. */
+struct code_range {
+	__u64 start;
+	__u64 end;
+	__u32 what; /* enum nf_hook_id */
+	__u32 pad;
+};
+
+#define NF_RANGES_MAX 24
 
 /* event.reason when the hook gives no RST reason (kernels before 6.10). */
 #define RST_REASON_NONE 0xffffffff

@@ -96,6 +96,8 @@ func (t *textEncoder) Encode(e *Event) error {
 				fmt.Fprintf(b, "; port held by %s", x.Holder)
 			}
 		}
+	case TypeTimeout, TypeReset, TypeFiltered:
+		textIssue5(b, e)
 	default:
 		fmt.Fprintf(b, "%s", e.Type)
 	}

@@ -27,6 +27,16 @@ const (
 	// A listener's queue overflowed: connection attempts were dropped
 	// (one record per listener per interval while it lasts).
 	TypeListenOverflow Type = "listen_overflow"
+
+	// A local connect() got no answer: its SYNs were retransmitted until
+	// it gave up (issue 5).
+	TypeTimeout Type = "timeout"
+	// A RST ended an established connection (issue 5).
+	TypeReset Type = "reset"
+	// This host's packet filter discarded a SYN whose sender is not a
+	// local process the tracer saw: the sender got a RST if the rule
+	// rejects with tcp reset, nothing if it drops (issue 5).
+	TypeFiltered Type = "filtered"
 )
 
 // Cause is why a connection was refused.
@@ -51,7 +61,46 @@ const (
 	CauseBacklogFull Cause = "backlog_full"
 	// Nothing the tracer knows explains the refusal.
 	CauseUnknown Cause = "unknown"
+
+	// This host's packet filter (nftables/iptables `reject`) refused the
+	// connection, with a RST or an ICMP error; Firewall says where.
+	CauseFirewallReject Cause = "firewall_reject"
+	// This host's packet filter dropped the SYNs (timeout, filtered).
+	CauseFirewallDrop Cause = "firewall_drop"
+	// Nothing answered the SYNs, and this host did not drop them.
+	CauseNoResponse Cause = "no_response"
+	// Another host refused a local client: a RST or ICMP error arrived in
+	// SYN_SENT and neither this host's TCP stack nor its packet filter
+	// sent it.
+	CauseRemote Cause = "remote"
 )
+
+// Firewall is where this host's packet filter discarded the SYNs of a
+// connection attempt, as far as the kernel says.
+type Firewall struct {
+	// Hook is the netfilter hook: prerouting, input, forward, output,
+	// postrouting; empty when the kernel stack did not show it.
+	Hook string `json:"hook,omitempty"`
+	// Table is "nftables" when nft_do_chain dropped it (iptables-nft
+	// included), empty when the kernel does not say.
+	Table string `json:"table,omitempty"`
+	// SYNs dropped for this connection attempt (retransmits included).
+	SYNs uint32 `json:"syns,omitempty"`
+}
+
+// Attempt is how a connect() that got no usable answer went.
+type Attempt struct {
+	// Errno is what connect() returned (ETIMEDOUT, ECONNREFUSED), empty
+	// when the client gave up (closed the socket) first.
+	Errno string `json:"errno,omitempty"`
+	// Retransmits counts the SYNs sent again after the first.
+	Retransmits uint32 `json:"retransmits"`
+	// WaitedMs is the time from connect() to the end of the attempt.
+	WaitedMs int64 `json:"waited_ms"`
+	// StillWaiting: the attempt had not ended when the event was written
+	// (at shutdown, or after 10 minutes).
+	StillWaiting bool `json:"still_waiting,omitempty"`
+}
 
 // Endpoint is one side of a connection.
 type Endpoint struct {
@@ -165,6 +214,21 @@ type Event struct {
 	Client   *Process  `json:"client,omitempty"`
 	Listener *Listener `json:"listener,omitempty"`
 	Bind     *Bind     `json:"bind,omitempty"`
+
+	// issue 5: refused (firewall_reject, remote), timeout, filtered, reset.
+	// Answer is how the refusal reached the client: "tcp_reset" (a RST)
+	// or "icmp" (an ICMP error, e.g. port unreachable).
+	Answer   string    `json:"answer,omitempty"`
+	Firewall *Firewall `json:"firewall,omitempty"`
+	Attempt  *Attempt  `json:"attempt,omitempty"`
+	// reset: Process sent the RST (when local), PeerProcess received it.
+	Process     *Process `json:"process,omitempty"`
+	PeerProcess *Process `json:"peer_process,omitempty"`
+	// reset: the TCP state of the socket that sent or received the RST.
+	State string `json:"state,omitempty"`
+	// reset: the sending socket was never accept()ed: its listener was
+	// closed with the connection still in the accept queue.
+	Unaccepted bool `json:"unaccepted,omitempty"`
 
 	// listen_overflow: drops in the interval that ends at Time, and how
 	// long the owner has not called accept() (when the tracer knows).

@@ -61,6 +61,9 @@ func (x *Exit) String() string {
 // Explain returns the one plain sentence that says why a refusal happened,
 // from the fields the classifier filled in.
 func Explain(e *Event) string {
+	if s, ok := explainIssue5(e); ok {
+		return s
+	}
 	port := 0
 	if e.Dst != nil {
 		port = int(e.Dst.Port)

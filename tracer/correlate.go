@@ -42,6 +42,8 @@ type Correlator struct {
 
 	pending map[tuple]*events.Event
 	queue   []pendingRef // pending refusals in arrival order
+
+	x5 issue5 // firewall, timeouts, resets (firewall_correlate.go)
 }
 
 type nsPort struct {
@@ -164,7 +166,7 @@ func (c *Correlator) Handle(r *Record, emit func(*events.Event) error) error {
 	case recBind:
 		return c.bind(r, emit)
 	}
-	return nil
+	return c.handleIssue5(r, emit)
 }
 
 // Expire writes the held refusals older than Hold at record time now.
@@ -186,7 +188,7 @@ func (c *Correlator) Expire(now uint64, emit func(*events.Event) error) error {
 		}
 	}
 	c.queue = c.queue[n:]
-	return nil
+	return c.expireIssue5(now, emit)
 }
 
 // FlushAll writes every held refusal (at shutdown).
@@ -241,10 +243,14 @@ func (c *Correlator) clientRefused(r *Record, emit func(*events.Event) error) er
 		client = &p
 	}
 	key, ev := c.refusal(r)
+	c.x5.noteRefused(key, r.Ts)
 	if pending, ok := c.pending[key]; ok {
 		delete(c.pending, key)
 		pending.Client = client
 		return emit(pending)
+	}
+	if done, err := c.refusedByFirewallOrRemote(r, key, ev, client, emit); done {
+		return err
 	}
 	// The RST did not come from this host's TCP stack: a remote host or a
 	// packet filter answered. Say what is known and no more.

@@ -52,6 +52,11 @@ func TestMain(m *testing.M) {
 func runHelper(mode string) int {
 	// One thread does every syscall, so comm and netns are the process's.
 	runtime.LockOSThread()
+	// ---- issue 5 helper modes (firewall_priv_test.go) ----
+	if code, ok := runIssue5Helper(mode); ok {
+		return code
+	}
+	// ---- end issue 5 ----
 	ap := netip.MustParseAddrPort(os.Getenv("RSTTRACE_TEST_ADDR"))
 	fd, err := bindSocket(ap)
 	if err == nil && mode == "listen" {

@@ -92,6 +92,9 @@ var capabilities = []capability{
 	{name: CapAcceptCalls, options: []option{
 		{"tracepoint/syscalls/sys_enter_accept{,4}", "tracepoint", []string{"tp_sys_enter_accept", "tp_sys_enter_accept4"}, nil, attachSyscallTP},
 	}},
+	// Issue 5 (tracer/firewall.go): firewall, firewall_icmp,
+	// connect_failures, resets.
+	issue5Capabilities[0], issue5Capabilities[1], issue5Capabilities[2], issue5Capabilities[3],
 }
 
 var (

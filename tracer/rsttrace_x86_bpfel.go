@@ -21,6 +21,14 @@ type rsttraceBindArgs struct {
 	Port   uint16
 }
 
+type rsttraceCodeRange struct {
+	_     structs.HostLayout
+	Start uint64
+	End   uint64
+	What  uint32
+	Pad   uint32
+}
+
 type rsttraceEvent struct {
 	_          structs.HostLayout
 	Type       uint8
@@ -53,6 +61,9 @@ const (
 	rsttraceEventFlagEVENT_F_NO_SKB     rsttraceEventFlag = 4
 	rsttraceEventFlagEVENT_F_HAS_SK     rsttraceEventFlag = 8
 	rsttraceEventFlagEVENT_F_V6ONLY     rsttraceEventFlag = 16
+	rsttraceEventFlagEVENT_F_FW_ICMP    rsttraceEventFlag = 256
+	rsttraceEventFlagEVENT_F_FW_NFT     rsttraceEventFlag = 512
+	rsttraceEventFlagEVENT_F_CURRENT    rsttraceEventFlag = 1024
 )
 
 type rsttraceEventType uint32
@@ -64,7 +75,18 @@ const (
 	rsttraceEventTypeEVENT_LISTEN_CLOSE   rsttraceEventType = 4
 	rsttraceEventTypeEVENT_BIND           rsttraceEventType = 5
 	rsttraceEventTypeEVENT_LISTEN_UPDATE  rsttraceEventType = 6
+	rsttraceEventTypeEVENT_FW_DROP        rsttraceEventType = 10
+	rsttraceEventTypeEVENT_CONNECT_FAILED rsttraceEventType = 11
+	rsttraceEventTypeEVENT_SYN_RETRANS    rsttraceEventType = 12
+	rsttraceEventTypeEVENT_RST_OUT        rsttraceEventType = 13
+	rsttraceEventTypeEVENT_RST_IN         rsttraceEventType = 14
 )
+
+type rsttraceFwConn struct {
+	_    structs.HostLayout
+	Proc rsttraceProcInfo
+	Ts   uint64
+}
 
 type rsttraceListenArgs struct {
 	_            structs.HostLayout
@@ -81,6 +103,18 @@ type rsttraceListenStats struct {
 	FinalAck   uint64
 	LastAccept uint64
 }
+
+type rsttraceNfHookId uint32
+
+const (
+	rsttraceNfHookIdNF_HOOK_ID_UNKNOWN     rsttraceNfHookId = 0
+	rsttraceNfHookIdNF_HOOK_ID_PREROUTING  rsttraceNfHookId = 1
+	rsttraceNfHookIdNF_HOOK_ID_INPUT       rsttraceNfHookId = 2
+	rsttraceNfHookIdNF_HOOK_ID_FORWARD     rsttraceNfHookId = 3
+	rsttraceNfHookIdNF_HOOK_ID_OUTPUT      rsttraceNfHookId = 4
+	rsttraceNfHookIdNF_HOOK_ID_POSTROUTING rsttraceNfHookId = 5
+	rsttraceNfHookIdNF_HOOK_ID_NFT         rsttraceNfHookId = 16
+)
 
 type rsttraceProcInfo struct {
 	_    structs.HostLayout
@@ -131,26 +165,33 @@ type rsttraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rsttraceProgramSpecs struct {
-	FentryTcpConnRequest   *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
-	FentryTcpV4SendReset   *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_send_reset"`
-	FentryTcpV4SynRecvSock *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
-	FentryTcpV6SendReset   *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_send_reset"`
-	FentryTcpV6SynRecvSock *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
-	KprobeTcpConnRequest   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
-	KprobeTcpV4SendReset   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_send_reset"`
-	KprobeTcpV4SynRecvSock *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
-	KprobeTcpV6SendReset   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_send_reset"`
-	KprobeTcpV6SynRecvSock *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
-	TpBtfInetSockSetState  *ebpf.ProgramSpec `ebpf:"tp_btf_inet_sock_set_state"`
-	TpBtfKfreeSkbOverflow  *ebpf.ProgramSpec `ebpf:"tp_btf_kfree_skb_overflow"`
-	TpBtfTcpReceiveReset   *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_receive_reset"`
-	TpBtfTcpSendReset      *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_send_reset"`
-	TpSysEnterAccept       *ebpf.ProgramSpec `ebpf:"tp_sys_enter_accept"`
-	TpSysEnterAccept4      *ebpf.ProgramSpec `ebpf:"tp_sys_enter_accept4"`
-	TpSysEnterBind         *ebpf.ProgramSpec `ebpf:"tp_sys_enter_bind"`
-	TpSysEnterListen       *ebpf.ProgramSpec `ebpf:"tp_sys_enter_listen"`
-	TpSysExitBind          *ebpf.ProgramSpec `ebpf:"tp_sys_exit_bind"`
-	TpSysExitListen        *ebpf.ProgramSpec `ebpf:"tp_sys_exit_listen"`
+	FentryTcpConnRequest     *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpV4SendReset     *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_send_reset"`
+	FentryTcpV4SynRecvSock   *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SendReset     *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_send_reset"`
+	FentryTcpV6SynRecvSock   *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	KprobeTcpConnRequest     *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpV4SendReset     *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_send_reset"`
+	KprobeTcpV4SynRecvSock   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SendReset     *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_send_reset"`
+	KprobeTcpV6SynRecvSock   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	TpBtfIcmpSendFw          *ebpf.ProgramSpec `ebpf:"tp_btf_icmp_send_fw"`
+	TpBtfInetSockSetState    *ebpf.ProgramSpec `ebpf:"tp_btf_inet_sock_set_state"`
+	TpBtfKfreeSkbFw          *ebpf.ProgramSpec `ebpf:"tp_btf_kfree_skb_fw"`
+	TpBtfKfreeSkbOverflow    *ebpf.ProgramSpec `ebpf:"tp_btf_kfree_skb_overflow"`
+	TpBtfReceiveResetFw      *ebpf.ProgramSpec `ebpf:"tp_btf_receive_reset_fw"`
+	TpBtfRetransmitFw        *ebpf.ProgramSpec `ebpf:"tp_btf_retransmit_fw"`
+	TpBtfSendResetFw         *ebpf.ProgramSpec `ebpf:"tp_btf_send_reset_fw"`
+	TpBtfSendResetFwNoreason *ebpf.ProgramSpec `ebpf:"tp_btf_send_reset_fw_noreason"`
+	TpBtfSetStateFw          *ebpf.ProgramSpec `ebpf:"tp_btf_set_state_fw"`
+	TpBtfTcpReceiveReset     *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_receive_reset"`
+	TpBtfTcpSendReset        *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_send_reset"`
+	TpSysEnterAccept         *ebpf.ProgramSpec `ebpf:"tp_sys_enter_accept"`
+	TpSysEnterAccept4        *ebpf.ProgramSpec `ebpf:"tp_sys_enter_accept4"`
+	TpSysEnterBind           *ebpf.ProgramSpec `ebpf:"tp_sys_enter_bind"`
+	TpSysEnterListen         *ebpf.ProgramSpec `ebpf:"tp_sys_enter_listen"`
+	TpSysExitBind            *ebpf.ProgramSpec `ebpf:"tp_sys_exit_bind"`
+	TpSysExitListen          *ebpf.ProgramSpec `ebpf:"tp_sys_exit_listen"`
 }
 
 // rsttraceMapSpecs contains maps before they are loaded into the kernel.
@@ -160,6 +201,8 @@ type rsttraceMapSpecs struct {
 	Binds         *ebpf.MapSpec `ebpf:"binds"`
 	Connecting    *ebpf.MapSpec `ebpf:"connecting"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	FwConnecting  *ebpf.MapSpec `ebpf:"fw_connecting"`
+	FwIcmpSkbs    *ebpf.MapSpec `ebpf:"fw_icmp_skbs"`
 	ListenCalls   *ebpf.MapSpec `ebpf:"listen_calls"`
 	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
@@ -171,11 +214,16 @@ type rsttraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type rsttraceVariableSpecs struct {
 	FilterPorts          *ebpf.VariableSpec `ebpf:"filter_ports"`
+	NetfilterDropReason  *ebpf.VariableSpec `ebpf:"netfilter_drop_reason"`
+	NfRangeCount         *ebpf.VariableSpec `ebpf:"nf_range_count"`
+	NfRanges             *ebpf.VariableSpec `ebpf:"nf_ranges"`
 	ReasonListenOverflow *ebpf.VariableSpec `ebpf:"reason_listen_overflow"`
+	UnusedCodeRange      *ebpf.VariableSpec `ebpf:"unused_code_range"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag      *ebpf.VariableSpec `ebpf:"unused_event_flag"`
 	UnusedEventType      *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedListenStats    *ebpf.VariableSpec `ebpf:"unused_listen_stats"`
+	UnusedNfHookId       *ebpf.VariableSpec `ebpf:"unused_nf_hook_id"`
 }
 
 // rsttraceObjects contains all objects after they have been loaded into the kernel.
@@ -201,6 +249,8 @@ type rsttraceMaps struct {
 	Binds         *ebpf.Map `ebpf:"binds"`
 	Connecting    *ebpf.Map `ebpf:"connecting"`
 	Events        *ebpf.Map `ebpf:"events"`
+	FwConnecting  *ebpf.Map `ebpf:"fw_connecting"`
+	FwIcmpSkbs    *ebpf.Map `ebpf:"fw_icmp_skbs"`
 	ListenCalls   *ebpf.Map `ebpf:"listen_calls"`
 	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
 	Lost          *ebpf.Map `ebpf:"lost"`
@@ -212,6 +262,8 @@ func (m *rsttraceMaps) Close() error {
 		m.Binds,
 		m.Connecting,
 		m.Events,
+		m.FwConnecting,
+		m.FwIcmpSkbs,
 		m.ListenCalls,
 		m.ListenerStats,
 		m.Lost,
@@ -224,37 +276,49 @@ func (m *rsttraceMaps) Close() error {
 // It can be passed to loadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rsttraceVariables struct {
 	FilterPorts          *ebpf.Variable `ebpf:"filter_ports"`
+	NetfilterDropReason  *ebpf.Variable `ebpf:"netfilter_drop_reason"`
+	NfRangeCount         *ebpf.Variable `ebpf:"nf_range_count"`
+	NfRanges             *ebpf.Variable `ebpf:"nf_ranges"`
 	ReasonListenOverflow *ebpf.Variable `ebpf:"reason_listen_overflow"`
+	UnusedCodeRange      *ebpf.Variable `ebpf:"unused_code_range"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag      *ebpf.Variable `ebpf:"unused_event_flag"`
 	UnusedEventType      *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedListenStats    *ebpf.Variable `ebpf:"unused_listen_stats"`
+	UnusedNfHookId       *ebpf.Variable `ebpf:"unused_nf_hook_id"`
 }
 
 // rsttracePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rsttracePrograms struct {
-	FentryTcpConnRequest   *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
-	FentryTcpV4SendReset   *ebpf.Program `ebpf:"fentry_tcp_v4_send_reset"`
-	FentryTcpV4SynRecvSock *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
-	FentryTcpV6SendReset   *ebpf.Program `ebpf:"fentry_tcp_v6_send_reset"`
-	FentryTcpV6SynRecvSock *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
-	KprobeTcpConnRequest   *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
-	KprobeTcpV4SendReset   *ebpf.Program `ebpf:"kprobe_tcp_v4_send_reset"`
-	KprobeTcpV4SynRecvSock *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
-	KprobeTcpV6SendReset   *ebpf.Program `ebpf:"kprobe_tcp_v6_send_reset"`
-	KprobeTcpV6SynRecvSock *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
-	TpBtfInetSockSetState  *ebpf.Program `ebpf:"tp_btf_inet_sock_set_state"`
-	TpBtfKfreeSkbOverflow  *ebpf.Program `ebpf:"tp_btf_kfree_skb_overflow"`
-	TpBtfTcpReceiveReset   *ebpf.Program `ebpf:"tp_btf_tcp_receive_reset"`
-	TpBtfTcpSendReset      *ebpf.Program `ebpf:"tp_btf_tcp_send_reset"`
-	TpSysEnterAccept       *ebpf.Program `ebpf:"tp_sys_enter_accept"`
-	TpSysEnterAccept4      *ebpf.Program `ebpf:"tp_sys_enter_accept4"`
-	TpSysEnterBind         *ebpf.Program `ebpf:"tp_sys_enter_bind"`
-	TpSysEnterListen       *ebpf.Program `ebpf:"tp_sys_enter_listen"`
-	TpSysExitBind          *ebpf.Program `ebpf:"tp_sys_exit_bind"`
-	TpSysExitListen        *ebpf.Program `ebpf:"tp_sys_exit_listen"`
+	FentryTcpConnRequest     *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpV4SendReset     *ebpf.Program `ebpf:"fentry_tcp_v4_send_reset"`
+	FentryTcpV4SynRecvSock   *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SendReset     *ebpf.Program `ebpf:"fentry_tcp_v6_send_reset"`
+	FentryTcpV6SynRecvSock   *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	KprobeTcpConnRequest     *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpV4SendReset     *ebpf.Program `ebpf:"kprobe_tcp_v4_send_reset"`
+	KprobeTcpV4SynRecvSock   *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SendReset     *ebpf.Program `ebpf:"kprobe_tcp_v6_send_reset"`
+	KprobeTcpV6SynRecvSock   *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	TpBtfIcmpSendFw          *ebpf.Program `ebpf:"tp_btf_icmp_send_fw"`
+	TpBtfInetSockSetState    *ebpf.Program `ebpf:"tp_btf_inet_sock_set_state"`
+	TpBtfKfreeSkbFw          *ebpf.Program `ebpf:"tp_btf_kfree_skb_fw"`
+	TpBtfKfreeSkbOverflow    *ebpf.Program `ebpf:"tp_btf_kfree_skb_overflow"`
+	TpBtfReceiveResetFw      *ebpf.Program `ebpf:"tp_btf_receive_reset_fw"`
+	TpBtfRetransmitFw        *ebpf.Program `ebpf:"tp_btf_retransmit_fw"`
+	TpBtfSendResetFw         *ebpf.Program `ebpf:"tp_btf_send_reset_fw"`
+	TpBtfSendResetFwNoreason *ebpf.Program `ebpf:"tp_btf_send_reset_fw_noreason"`
+	TpBtfSetStateFw          *ebpf.Program `ebpf:"tp_btf_set_state_fw"`
+	TpBtfTcpReceiveReset     *ebpf.Program `ebpf:"tp_btf_tcp_receive_reset"`
+	TpBtfTcpSendReset        *ebpf.Program `ebpf:"tp_btf_tcp_send_reset"`
+	TpSysEnterAccept         *ebpf.Program `ebpf:"tp_sys_enter_accept"`
+	TpSysEnterAccept4        *ebpf.Program `ebpf:"tp_sys_enter_accept4"`
+	TpSysEnterBind           *ebpf.Program `ebpf:"tp_sys_enter_bind"`
+	TpSysEnterListen         *ebpf.Program `ebpf:"tp_sys_enter_listen"`
+	TpSysExitBind            *ebpf.Program `ebpf:"tp_sys_exit_bind"`
+	TpSysExitListen          *ebpf.Program `ebpf:"tp_sys_exit_listen"`
 }
 
 func (p *rsttracePrograms) Close() error {
@@ -269,8 +333,15 @@ func (p *rsttracePrograms) Close() error {
 		p.KprobeTcpV4SynRecvSock,
 		p.KprobeTcpV6SendReset,
 		p.KprobeTcpV6SynRecvSock,
+		p.TpBtfIcmpSendFw,
 		p.TpBtfInetSockSetState,
+		p.TpBtfKfreeSkbFw,
 		p.TpBtfKfreeSkbOverflow,
+		p.TpBtfReceiveResetFw,
+		p.TpBtfRetransmitFw,
+		p.TpBtfSendResetFw,
+		p.TpBtfSendResetFwNoreason,
+		p.TpBtfSetStateFw,
 		p.TpBtfTcpReceiveReset,
 		p.TpBtfTcpSendReset,
 		p.TpSysEnterAccept,

@@ -116,6 +116,9 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	// load on this kernel (fentry where it is refused, for example).
 	choices := choose(kernelBTF, cfg.Force)
 	t.plan = planOf(choices)
+	if err := configureIssue5(spec, kernelBTF, choices, cfg.Proc); err != nil {
+		return err
+	}
 	keep := map[string]bool{}
 	chosen := map[string]string{} // capability -> hook kind
 	for _, c := range choices {
@@ -189,6 +192,7 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	t.corr.HolderScan = func(pid uint32, port uint16) *events.Process { return procHolder(proc, pid, port) }
 	t.corr.Alive = func(pid uint32, ino uint64) bool { return procHasSocket(proc, pid, ino) }
 	t.corr.PortOf = func(pid uint32, ino uint64) uint16 { return procPortOf(proc, pid, ino) }
+	t.corr.x5 = newIssue5(choices, proc)
 
 	var mono unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {

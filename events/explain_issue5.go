@@ -1,0 +1,169 @@
+package events
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Explanations of issue 5: the packet filter, timeouts, remote refusals
+// and resets. Each says what happened and where to look next.
+
+// fwWhere says where the packet filter acted: "an nftables rule in a chain
+// on the input hook".
+func fwWhere(f *Firewall) string {
+	s := "a packet filter rule (nftables or iptables)"
+	if f != nil && f.Table == "nftables" {
+		s = "an nftables rule (nft or iptables-nft)"
+	}
+	if f != nil && f.Hook != "" {
+		s += " in a chain on the " + f.Hook + " hook"
+	}
+	return s
+}
+
+// fwCheck is what to run to find the rule.
+func fwCheck(f *Firewall, port uint16) string {
+	hook := ""
+	if f != nil && f.Hook != "" {
+		hook = " hook " + f.Hook
+	}
+	if f != nil && f.Table == "nftables" {
+		return fmt.Sprintf("check `nft -a list ruleset` for a rule matching tcp dport %d in the chains with%s", port, orAny(hook))
+	}
+	return fmt.Sprintf("check `nft -a list ruleset` and `iptables-save` for a rule matching port %d%s", port, hook)
+}
+
+func orAny(hook string) string {
+	if hook == "" {
+		return " any hook"
+	}
+	return hook
+}
+
+func answerText(a string) string {
+	switch a {
+	case "tcp_reset":
+		return "a TCP reset"
+	case "icmp":
+		return "an ICMP error (port unreachable or the type the rule names)"
+	}
+	return "an error"
+}
+
+func waited(a *Attempt) string {
+	if a == nil {
+		return ""
+	}
+	d := time.Duration(a.WaitedMs) * time.Millisecond
+	return fmt.Sprintf("%d SYNs in %s", a.Retransmits+1, d.Round(time.Millisecond))
+}
+
+func explainIssue5(e *Event) (string, bool) {
+	port := uint16(0)
+	dst := "?"
+	if e.Dst != nil {
+		port = e.Dst.Port
+		dst = hostPort(e.Dst.Addr.String(), e.Dst.Port)
+	}
+	if e.Type == TypeReset {
+		return explainReset(e), true
+	}
+	switch e.Cause {
+	case CauseFirewallReject:
+		s := fmt.Sprintf("this host's packet filter refused the connection to %s: %s dropped the SYN and answered with %s; the service never saw it",
+			dst, fwWhere(e.Firewall), answerText(e.Answer))
+		if e.Listener != nil {
+			s += fmt.Sprintf(" although %s listens on port %d", e.Listener.Process, port)
+		}
+		return s + ": " + fwCheck(e.Firewall, port), true
+	case CauseFirewallDrop:
+		if e.Type == TypeFiltered {
+			s := fmt.Sprintf("%s on this host discarded %d SYN(s) to %s", fwWhere(e.Firewall), synCount(e.Firewall), dst)
+			if e.Listener != nil {
+				s += fmt.Sprintf(" (where %s listens)", e.Listener.Process)
+			}
+			return s + "; the sender got a RST if the rule rejects with tcp reset, nothing if it drops: " + fwCheck(e.Firewall, port), true
+		}
+		s := "connect() to " + dst + " got no answer"
+		if e.Attempt != nil && e.Attempt.StillWaiting {
+			s = "connect() to " + dst + " is still waiting"
+		} else if e.Attempt != nil && e.Attempt.Errno == "" {
+			s = "the client gave up on connect() to " + dst
+		}
+		if w := waited(e.Attempt); w != "" {
+			s += " after " + w
+		}
+		return s + ": " + fwWhere(e.Firewall) + " on this host dropped its SYNs; " + fwCheck(e.Firewall, port), true
+	case CauseNoResponse:
+		s := "connect() to " + dst + " got no answer"
+		if e.Attempt != nil && e.Attempt.Errno == "" {
+			s = "the client gave up on connect() to " + dst
+		}
+		if w := waited(e.Attempt); w != "" {
+			s += " after " + w
+		}
+		addr := "the destination"
+		if e.Dst != nil {
+			addr = e.Dst.Addr.String()
+		}
+		return s + fmt.Sprintf(" and this host did not drop them: %s is down or unreachable, or a firewall on the path or on that host drops them; check `ip route get %s` and that host's firewall", addr, addr), true
+	case CauseRemote:
+		return fmt.Sprintf("%s refused the connection with %s, and nothing on this host sent it: nothing listens on port %d there, or its firewall rejects it; check the service and the firewall on that host", dst, answerText(e.Answer), port), true
+	}
+	return "", false
+}
+
+func synCount(f *Firewall) uint32 {
+	if f == nil {
+		return 0
+	}
+	return f.SYNs
+}
+
+// explainReset: who reset the connection, why, and who got ECONNRESET.
+func explainReset(e *Event) string {
+	sender := "the peer"
+	if e.Src != nil {
+		sender = hostPort(e.Src.Addr.String(), e.Src.Port)
+	}
+	if e.Process != nil {
+		sender = e.Process.String()
+	}
+	var why string
+	switch e.KernelReason {
+	case "TCP_ABORT_ON_CLOSE":
+		why = " closed its socket with unread data, so the kernel aborted the connection with a RST instead of a FIN: the application should read (or shutdown()) before close()"
+	case "TCP_STATE":
+		if e.Unaccepted {
+			why = " closed its listener (or exited) while this connection waited in the accept queue: the kernel reset every connection not yet accept()ed"
+			break
+		}
+		why = " aborted the connection (close() with SO_LINGER {1, 0}, or a disconnect): the kernel sends a RST instead of a FIN"
+	case "TCP_ABORT_ON_LINGER":
+		why = " closed its socket and the FIN_WAIT2 linger time (TCP_LINGER2) ran out"
+	case "TCP_ABORT_ON_MEMORY":
+		why = "'s kernel ran out of memory for orphaned sockets (net.ipv4.tcp_mem, tcp_max_orphans) and reset the connection"
+	case "TCP_ABORT_ON_DATA":
+		why = " got data after the application closed its socket, and answered with a RST"
+	case "TCP_KEEPALIVE_TIMEOUT":
+		why = " reset the connection because keepalive probes got no answer: the peer is gone or unreachable"
+	case "TCP_TIMEOUT":
+		why = " gave up retransmitting and reset the connection"
+	case "NO_SOCKET":
+		why = " got a segment for a connection it no longer has (the socket was closed or the process restarted) and answered with a RST"
+	case "":
+		if e.Process == nil && e.PeerProcess != nil {
+			why = " reset the connection (the process there crashed, closed with unread data or aborted, or a middlebox/load balancer timed the connection out)"
+		} else {
+			why = " reset the connection"
+		}
+	default:
+		why = " reset the connection (kernel: " + e.KernelReason + ")"
+	}
+	s := sender + why
+	if e.PeerProcess != nil {
+		s += "; " + e.PeerProcess.String() + " gets ECONNRESET"
+	}
+	return strings.TrimSpace(s)
+}

@@ -1,0 +1,264 @@
+package tracer
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/rsttrace/rsttrace/events"
+)
+
+// Unit tests of the issue 5 correlation: records in, events out.
+
+func fwRec(typ uint8, ts uint64, netns uint32, src, dst string) *Record {
+	r := &Record{Type: typ, Ts: ts, Netns: netns}
+	r.Family = ctSetAP(&r.Saddr, &r.Sport, src)
+	ctSetAP(&r.Daddr, &r.Dport, dst)
+	return r
+}
+
+func fwDropRec(ts uint64, src, dst string, hook rsttraceNfHookId, flags uint32) *Record {
+	r := fwRec(recFwDrop, ts, 7, src, dst)
+	r.Aux, r.Flags = uint32(hook), flags
+	return r
+}
+
+func connFailedRec(ts uint64, src, dst string, errno int32, retrans, ms uint32, p events.Process) *Record {
+	r := fwRec(recConnectFailed, ts, 7, src, dst)
+	r.Ret, r.Aux, r.Flags = -errno, retrans<<24|ms, flagProcKnown
+	return ctWithProc(r, p)
+}
+
+func retransRec(ts uint64, src, dst string, p events.Process) *Record {
+	r := fwRec(recSynRetrans, ts, 7, src, dst)
+	r.Flags = flagProcKnown
+	return ctWithProc(r, p)
+}
+
+var curl = events.Process{Pid: 42, Comm: "curl"}
+
+const ms = uint64(time.Millisecond)
+
+func newX5Correlator() *Correlator {
+	c := NewCorrelator()
+	c.x5.remoteKnown = true
+	return c
+}
+
+func TestFirewallRejectWithRST(t *testing.T) {
+	c, s := newX5Correlator(), &ctSink{}
+	ctFeed(t, c, s,
+		fwDropRec(1*ms, "10.0.0.1:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwNFT),
+		ctClient(1*ms+1000, 7, "10.0.0.1:5000", "10.0.0.2:80", &curl),
+		connFailedRec(1*ms+2000, "10.0.0.1:5000", "10.0.0.2:80", econnrefused, 0, 0, curl))
+	if err := c.FlushAll(s.emit); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.evs) != 1 {
+		t.Fatalf("%d events, want 1: %+v", len(s.evs), s.evs)
+	}
+	e := s.evs[0]
+	if e.Type != events.TypeRefused || e.Cause != events.CauseFirewallReject || e.Answer != "tcp_reset" ||
+		e.Firewall == nil || e.Firewall.Hook != "input" || e.Firewall.Table != "nftables" || e.Firewall.SYNs != 1 ||
+		e.Client == nil || *e.Client != curl {
+		t.Errorf("event = %+v firewall %+v", e, e.Firewall)
+	}
+}
+
+func TestFirewallICMPRejectClaimedByRetransmit(t *testing.T) {
+	c, s := newX5Correlator(), &ctSink{}
+	ctFeed(t, c, s,
+		fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwICMP),
+		retransRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", curl),
+		fwDropRec(1000*ms+1, "10.0.0.1:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwICMP))
+	// Past the claim hold: the claimed entry waits for its connect().
+	if err := c.Expire(5000*ms, s.emit); err != nil || len(s.evs) != 0 {
+		t.Fatalf("claimed drop written before its connect() ended: %v %+v", err, s.evs)
+	}
+	ctFeed(t, c, s, connFailedRec(5001*ms, "10.0.0.1:5000", "10.0.0.2:80", econnrefused, 1, 1000, curl))
+	if len(s.evs) != 1 {
+		t.Fatalf("%d events, want 1", len(s.evs))
+	}
+	e := s.evs[0]
+	if e.Cause != events.CauseFirewallReject || e.Answer != "icmp" || e.Firewall.SYNs != 2 ||
+		e.Attempt == nil || e.Attempt.Errno != "ECONNREFUSED" || *e.Client != curl {
+		t.Errorf("event = %+v", e)
+	}
+}
+
+func TestTimeoutCauses(t *testing.T) {
+	cases := []struct {
+		name  string
+		drop  bool
+		errno int32
+		cause events.Cause
+		want  string
+	}{
+		{"firewall-drop", true, etimedout, events.CauseFirewallDrop, "ETIMEDOUT"},
+		{"no-response", false, etimedout, events.CauseNoResponse, "ETIMEDOUT"},
+		{"gave-up", false, 0, events.CauseNoResponse, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, s := newX5Correlator(), &ctSink{}
+			if tc.drop {
+				ctFeed(t, c, s, fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_OUTPUT, 0),
+					retransRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", curl))
+			}
+			ctFeed(t, c, s, connFailedRec(3000*ms, "10.0.0.1:5000", "10.0.0.2:80", tc.errno, 2, 3000, curl))
+			c.FlushAll(s.emit)
+			if len(s.evs) != 1 {
+				t.Fatalf("%d events, want 1: %+v", len(s.evs), s.evs)
+			}
+			e := s.evs[0]
+			if e.Type != events.TypeTimeout || e.Cause != tc.cause || e.Attempt.Errno != tc.want ||
+				e.Attempt.Retransmits != 2 || e.Attempt.WaitedMs != 3000 || *e.Client != curl {
+				t.Errorf("event = %+v attempt %+v", e, e.Attempt)
+			}
+			if tc.drop && e.Firewall.Hook != "output" {
+				t.Errorf("firewall = %+v", e.Firewall)
+			}
+		})
+	}
+}
+
+func TestFirewallUnclaimed(t *testing.T) {
+	c, s := newX5Correlator(), &ctSink{}
+	ctFeed(t, c, s,
+		fwDropRec(0, "192.0.2.9:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_PREROUTING, 0),
+		fwDropRec(1*ms, "192.0.2.9:5001", "10.0.0.2:81", rsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwICMP))
+	if err := c.Expire(1000*ms, s.emit); err != nil || len(s.evs) != 0 {
+		t.Fatalf("written before the claim hold: %+v", s.evs)
+	}
+	c.Expire(uint64(fwClaimHold)+2*ms, s.emit)
+	if len(s.evs) != 2 {
+		t.Fatalf("%d events, want 2", len(s.evs))
+	}
+	if e := s.evs[0]; e.Type != events.TypeFiltered || e.Cause != events.CauseFirewallDrop || e.Firewall.Hook != "prerouting" || e.Client != nil {
+		t.Errorf("drop: %+v", e)
+	}
+	if e := s.evs[1]; e.Type != events.TypeRefused || e.Cause != events.CauseFirewallReject || e.Answer != "icmp" {
+		t.Errorf("icmp reject: %+v", e)
+	}
+}
+
+func TestStillWaitingAtShutdown(t *testing.T) {
+	c, s := newX5Correlator(), &ctSink{}
+	ctFeed(t, c, s,
+		fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_INPUT, 0),
+		retransRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", curl),
+		fwDropRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_INPUT, 0))
+	c.FlushAll(s.emit)
+	if len(s.evs) != 1 {
+		t.Fatalf("%d events", len(s.evs))
+	}
+	e := s.evs[0]
+	if e.Type != events.TypeTimeout || !e.Attempt.StillWaiting || e.Attempt.Retransmits != 1 || *e.Client != curl {
+		t.Errorf("event = %+v attempt %+v", e, e.Attempt)
+	}
+}
+
+func TestRemoteRefusal(t *testing.T) {
+	for _, known := range []bool{true, false} {
+		c, s := NewCorrelator(), &ctSink{}
+		c.x5.remoteKnown = known
+		ctFeed(t, c, s,
+			ctClient(0, 7, "10.0.0.1:5000", "198.51.100.1:80", &curl),
+			connFailedRec(1, "10.0.0.1:5000", "198.51.100.1:80", econnrefused, 0, 0, curl),
+			connFailedRec(2, "10.0.0.1:5001", "198.51.100.1:80", econnrefused, 0, 0, curl))
+		c.FlushAll(s.emit)
+		want := events.CauseUnknown
+		if known {
+			want = events.CauseRemote
+		}
+		if len(s.evs) != 2 || s.evs[0].Cause != want || s.evs[1].Cause != want ||
+			s.evs[1].Answer != "icmp" || *s.evs[0].Client != curl {
+			t.Errorf("remoteKnown %v: %d events %+v", known, len(s.evs), s.evs)
+		}
+		if known && s.evs[0].Answer != "tcp_reset" {
+			t.Errorf("answer %q", s.evs[0].Answer)
+		}
+	}
+}
+
+func TestResetPairsBothSides(t *testing.T) {
+	srv := events.Process{Pid: 7, Comm: "srv"}
+	for _, order := range []string{"in-first", "out-first"} {
+		c, s := NewCorrelator(), &ctSink{}
+		c.RSTReason = func(v uint32) string { return map[uint32]string{11: "TCP_ABORT_ON_CLOSE"}[v] }
+		c.x5.owner = func(ino uint64) *events.Process {
+			if ino == 99 {
+				return &curl
+			}
+			return nil
+		}
+		out := ctWithProc(fwRec(recRstOut, 1, 7, "10.0.0.2:80", "10.0.0.1:5000"), srv)
+		out.Reason, out.Flags, out.Ino = 11, flagCurrent|flagNoSkb, 5
+		in := fwRec(recRstIn, 2, 7, "10.0.0.1:5000", "10.0.0.2:80")
+		in.Ino, in.State = 99, 1
+		if order == "in-first" {
+			ctFeed(t, c, s, in, out)
+		} else {
+			ctFeed(t, c, s, out, in)
+		}
+		c.FlushAll(s.emit)
+		if len(s.evs) != 1 {
+			t.Fatalf("%s: %d events", order, len(s.evs))
+		}
+		e := s.evs[0]
+		if e.Type != events.TypeReset || e.Src.Port != 80 || e.Dst.Port != 5000 || e.KernelReason != "TCP_ABORT_ON_CLOSE" ||
+			e.Process == nil || *e.Process != srv || e.PeerProcess == nil || *e.PeerProcess != curl {
+			t.Errorf("%s: %+v", order, e)
+		}
+	}
+}
+
+func TestResetSenderNotTrustedWithoutCloseReason(t *testing.T) {
+	c, s := NewCorrelator(), &ctSink{}
+	out := ctWithProc(fwRec(recRstOut, 1, 7, "10.0.0.2:80", "10.0.0.1:5000"), events.Process{Pid: 1, Comm: "swapper"})
+	out.Reason, out.Flags = RSTReasonNoneForTest, flagCurrent|flagNoSkb
+	ctFeed(t, c, s, out)
+	c.FlushAll(s.emit)
+	if len(s.evs) != 1 || s.evs[0].Process != nil {
+		t.Errorf("events %+v: the interrupted task is not the sender", s.evs)
+	}
+}
+
+const RSTReasonNoneForTest = 0xffffffff
+
+func TestDecodeAcceptsIssue5Records(t *testing.T) {
+	for _, typ := range []uint8{recFwDrop, recConnectFailed, recSynRetrans, recRstOut, recRstIn} {
+		r := fwRec(typ, 1, 1, "10.0.0.1:1", "10.0.0.2:2")
+		raw := make([]byte, RecordSize)
+		copy(raw, dtBytes(r))
+		var got Record
+		if err := Decode(raw, &got); err != nil {
+			t.Errorf("type %d: %v", typ, err)
+		}
+	}
+}
+
+func TestKallsymsRanges(t *testing.T) {
+	f := t.TempDir() + "/kallsyms"
+	data := "ffffffff81000000 T _stext\n" +
+		"ffffffff81ff5d30 T ip_local_deliver\n" +
+		"ffffffff81ff5e00 t ip_local_deliver_finish\n" +
+		"ffffffff81f62a50 T nft_do_chain\t[nf_tables]\n" +
+		"ffffffff81f63000 T other\n" +
+		"0000000000000000 T hidden\n"
+	if err := os.WriteFile(f, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := kallsymsRanges(f, map[string]rsttraceNfHookId{"ip_local_deliver": rsttraceNfHookIdNF_HOOK_ID_INPUT,
+		"nft_do_chain": rsttraceNfHookIdNF_HOOK_ID_NFT, "hidden": rsttraceNfHookIdNF_HOOK_ID_OUTPUT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []rsttraceCodeRange{
+		{Start: 0xffffffff81ff5d30, End: 0xffffffff81ff5e00, What: uint32(rsttraceNfHookIdNF_HOOK_ID_INPUT)},
+		{Start: 0xffffffff81f62a50, End: 0xffffffff81f63000, What: uint32(rsttraceNfHookIdNF_HOOK_ID_NFT)},
+	}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("ranges = %+v, want %+v", got, want)
+	}
+}

@@ -1,0 +1,360 @@
+package tracer
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+
+	"github.com/rsttrace/rsttrace/events"
+)
+
+// Privileged tests of issue 5: real nft rules and real clients in fresh
+// network namespaces, each asserting the one event the attempt makes.
+
+// runIssue5Helper: "acceptsrv": listen on RSTTRACE_TEST_ADDR, print "ok",
+// then obey stdin: "accept" (prints "accepted"), "linger" (SO_LINGER {1,0}
+// on the accepted socket), "close" (closes it, prints "closed").
+func runIssue5Helper(mode string) (int, bool) {
+	if mode != "acceptsrv" {
+		return 0, false
+	}
+	ap := netip.MustParseAddrPort(os.Getenv("RSTTRACE_TEST_ADDR"))
+	fd, err := bindSocket(ap)
+	if err == nil {
+		err = unix.Listen(fd, 16)
+	}
+	if err != nil {
+		fmt.Println(events.ErrnoName(int(err.(syscall.Errno))))
+		return 1, true
+	}
+	fmt.Println("ok")
+	conn := -1
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		switch sc.Text() {
+		case "accept":
+			conn, _, err = unix.Accept(fd)
+			if err != nil {
+				fmt.Println(err)
+				return 1, true
+			}
+			fmt.Println("accepted")
+		case "linger":
+			unix.SetsockoptLinger(conn, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		case "close":
+			unix.Close(conn)
+			fmt.Println("closed")
+		}
+	}
+	return 0, true
+}
+
+// nft loads a ruleset in the namespace (nft forked from its thread).
+func (n *netns) nft(t *testing.T, ruleset string) {
+	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not installed (make test-deps installs nftables)")
+	}
+	var out []byte
+	var err error
+	n.run(func() {
+		cmd := exec.Command("nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(ruleset)
+		out, err = cmd.CombinedOutput()
+	})
+	if err != nil {
+		t.Fatalf("nft -f: %v: %s\nruleset:\n%s", err, out, ruleset)
+	}
+}
+
+// rule is an nft ruleset with one rule in a filter chain on hook.
+func rule(hook, r string) string {
+	return fmt.Sprintf("table inet rsttrace_test {\n chain c {\n  type filter hook %s priority 0;\n  %s\n }\n}\n", hook, r)
+}
+
+// dialSyn connects from the namespace to dst with TCP_SYNCNT synRetries (0:
+// the default) and returns connect's error and the client's address.
+func (n *netns) dialSyn(t *testing.T, dst netip.AddrPort, synRetries int) (error, netip.AddrPort, int) {
+	t.Helper()
+	var cerr error
+	var local netip.AddrPort
+	fd := -1
+	n.run(func() {
+		fam, sa := sockaddr(dst)
+		fd, cerr = unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if cerr != nil {
+			return
+		}
+		if synRetries > 0 {
+			if cerr = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_SYNCNT, synRetries); cerr != nil {
+				return
+			}
+		}
+		_, self := sockaddr(netip.AddrPortFrom(dst.Addr(), 0))
+		if cerr = unix.Bind(fd, self); cerr != nil {
+			return
+		}
+		if ls, err := unix.Getsockname(fd); err == nil {
+			local = sockaddrAddrPort(ls)
+		}
+		cerr = unix.Connect(fd, sa)
+	})
+	return cerr, local, fd
+}
+
+func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// requireCap skips when the plan cannot serve capability c, with the
+// kernel's reason from the plan.
+func requireCap(t *testing.T, s *session, c string) {
+	t.Helper()
+	for _, a := range s.tr.Plan() {
+		if a.Capability == c && a.Degraded != "" {
+			t.Skipf("this kernel cannot serve %s: %s", c, a.Degraded)
+		}
+	}
+}
+
+func toDst(n *netns, typ events.Type, dst netip.AddrPort) func(*events.Event) bool {
+	return func(e *events.Event) bool {
+		return e.Type == typ && e.Netns == n.ino && e.Dst != nil && e.Dst.AddrPort() == dst
+	}
+}
+
+// checkClient asserts the event names this test process as the client
+// at local.
+func checkClient(t *testing.T, e *events.Event, local netip.AddrPort) {
+	t.Helper()
+	if e.Client == nil || e.Client.Pid != uint32(os.Getpid()) || e.Client.Comm != selfComm {
+		t.Errorf("client = %+v, want pid %d comm %q", e.Client, os.Getpid(), selfComm)
+	}
+	if e.Src == nil || e.Src.AddrPort() != local || local.Port() == 0 {
+		t.Errorf("src = %+v, want the client's %v", e.Src, local)
+	}
+}
+
+// onlyOne asserts exactly one event of any issue 5 or refusal type went to
+// dst (after the tracer drained).
+func onlyOne(t *testing.T, s *session, n *netns, dst netip.AddrPort) {
+	t.Helper()
+	s.stop()
+	var got []string
+	for _, e := range s.all(func(e *events.Event) bool { return e.Netns == n.ino && e.Dst != nil && e.Dst.AddrPort() == dst }) {
+		got = append(got, fmt.Sprintf("%s/%s", e.Type, e.Cause))
+	}
+	if len(got) != 1 {
+		t.Errorf("%d events for one attempt, want 1: %v", len(got), got)
+	}
+}
+
+func checkFirewall(t *testing.T, e *events.Event, hook string, syns uint32) {
+	t.Helper()
+	if e.Firewall == nil {
+		t.Fatalf("no firewall in %+v", e)
+	}
+	if e.Firewall.Hook != hook {
+		t.Errorf("firewall hook = %q, want %q", e.Firewall.Hook, hook)
+	}
+	if syns != 0 && e.Firewall.SYNs != syns {
+		t.Errorf("firewall syns = %d, want %d", e.Firewall.SYNs, syns)
+	}
+	if e.Firewall.Table != "nftables" && e.Firewall.Table != "" {
+		t.Errorf("firewall table = %q", e.Firewall.Table)
+	}
+	if !strings.Contains(e.Explanation, "nft") || !strings.Contains(e.Explanation, hook) {
+		t.Errorf("explanation %q does not say where to look", e.Explanation)
+	}
+}
+
+// nft `reject with tcp reset` while a service listens: the firewall is the
+// cause, not the service; no tcp_send_reset fires (nf_send_reset).
+func TestPrivFirewallRejectTCPReset(t *testing.T) {
+	for _, hook := range []string{"input", "output"} {
+		t.Run(hook, func(t *testing.T) {
+			families(t, func(t *testing.T, lo netip.Addr) {
+				n := newNetns(t)
+				s := startTracer(t, Config{}, n)
+				requireCap(t, s, CapFirewall)
+				dst := netip.AddrPortFrom(lo, 2090)
+				h := n.mustStart(t, "fakesrv", "listen", dst)
+				s.waitFor("listen", ofType(n, events.TypeListen, dst.Port()))
+				n.nft(t, rule(hook, "tcp dport 2090 reject with tcp reset"))
+
+				err, local, fd := n.dialSyn(t, dst, 0)
+				unix.Close(fd)
+				if !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Fatalf("connect: %v, want ECONNREFUSED", err)
+				}
+				e := s.waitFor("refused", toDst(n, events.TypeRefused, dst))
+				if e.Cause != events.CauseFirewallReject || e.Answer != "tcp_reset" {
+					t.Errorf("cause %q answer %q (%s), want firewall_reject tcp_reset", e.Cause, e.Answer, e.Explanation)
+				}
+				checkClient(t, e, local)
+				checkFirewall(t, e, hook, 1)
+				checkListener(t, e.Listener, h, n, dst)
+				if e.KernelReason != "" {
+					t.Errorf("kernel_reason %q: the TCP stack sent no RST", e.KernelReason)
+				}
+				onlyOne(t, s, n, dst)
+			})
+		})
+	}
+}
+
+// Plain `reject`: ICMP port unreachable, no RST; connect() still fails
+// with ECONNREFUSED (after one SYN retransmit on loopback: the first ICMP
+// arrives while connect() holds the socket lock, tcp_v4_err keeps it as a
+// soft error).
+func TestPrivFirewallRejectICMP(t *testing.T) {
+	families(t, func(t *testing.T, lo netip.Addr) {
+		n := newNetns(t)
+		s := startTracer(t, Config{}, n)
+		requireCap(t, s, CapFirewall)
+		requireCap(t, s, CapConnectFailures)
+		dst := netip.AddrPortFrom(lo, 2091)
+		n.nft(t, rule("input", "tcp dport 2091 reject"))
+
+		err, local, fd := n.dialSyn(t, dst, 0)
+		unix.Close(fd)
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("connect: %v, want ECONNREFUSED", err)
+		}
+		e := s.waitFor("refused", toDst(n, events.TypeRefused, dst))
+		if e.Cause != events.CauseFirewallReject || e.Answer != "icmp" {
+			t.Errorf("cause %q answer %q (%s), want firewall_reject icmp", e.Cause, e.Answer, e.Explanation)
+		}
+		checkClient(t, e, local)
+		checkFirewall(t, e, "input", 0)
+		if e.Attempt == nil || e.Attempt.Errno != "ECONNREFUSED" {
+			t.Errorf("attempt = %+v, want errno ECONNREFUSED", e.Attempt)
+		}
+		onlyOne(t, s, n, dst)
+	})
+}
+
+// `drop`: the client retransmits its SYN and times out. TCP_SYNCNT 1 gives
+// up after about 3 s: two SYNs with exponential backoff, three on kernels
+// with linear SYN timeouts (net.ipv4.tcp_syn_linear_timeouts, 6.18 here).
+func TestPrivFirewallDropTimeout(t *testing.T) {
+	families(t, func(t *testing.T, lo netip.Addr) {
+		n := newNetns(t)
+		s := startTracer(t, Config{}, n)
+		requireCap(t, s, CapFirewall)
+		requireCap(t, s, CapConnectFailures)
+		dst := netip.AddrPortFrom(lo, 2092)
+		n.nft(t, rule("input", "tcp dport 2092 drop"))
+
+		start := time.Now()
+		err, local, fd := n.dialSyn(t, dst, 1)
+		unix.Close(fd)
+		if !errors.Is(err, syscall.ETIMEDOUT) {
+			t.Fatalf("connect: %v, want ETIMEDOUT", err)
+		}
+		e := s.waitFor("timeout", toDst(n, events.TypeTimeout, dst))
+		if e.Cause != events.CauseFirewallDrop {
+			t.Errorf("cause %q (%s), want firewall_drop", e.Cause, e.Explanation)
+		}
+		checkClient(t, e, local)
+		checkFirewall(t, e, "input", 0)
+		// Every SYN the client sent was dropped here: the two sides agree.
+		if a := e.Attempt; a == nil || a.Errno != "ETIMEDOUT" || a.Retransmits < 1 || e.Firewall.SYNs != a.Retransmits+1 ||
+			a.WaitedMs < 2000 || a.WaitedMs > time.Since(start).Milliseconds() {
+			t.Errorf("attempt = %+v, firewall %+v; want ETIMEDOUT, syns = retransmits+1, 2s..%v", e.Attempt, e.Firewall, time.Since(start))
+		}
+		onlyOne(t, s, n, dst)
+	})
+}
+
+// rstReasonExists: this kernel's enum sk_rst_reason has name.
+func rstReasonExists(t *testing.T, name string) bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = enumValue(spec, "sk_rst_reason", "SK_RST_REASON_"+name)
+	return err == nil
+}
+
+// A server aborts an established connection: SO_LINGER {1,0} then close,
+// or close with unread data. One reset event names the sender (the
+// server, when the kernel gives a close-type reason) and the receiver.
+func TestPrivReset(t *testing.T) {
+	cases := []struct{ name, reason string }{
+		{"linger", "TCP_STATE"},
+		{"unread", "TCP_ABORT_ON_CLOSE"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			n := newNetns(t)
+			s := startTracer(t, Config{}, n)
+			requireCap(t, s, CapResets)
+			srv := netip.MustParseAddrPort("127.0.0.1:2093")
+			h := n.mustStart(t, "abortsrv", "acceptsrv", srv)
+			err, local, fd := n.dialSyn(t, srv, 0)
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			defer unix.Close(fd)
+			h.send("accept")
+			if l := h.line(); l != "accepted" {
+				t.Fatalf("helper: %s", l)
+			}
+			if c.name == "linger" {
+				h.send("linger")
+			} else if _, err := unix.Write(fd, []byte("unread")); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond) // the data reaches the server
+			h.send("close")
+			h.line()
+			buf := make([]byte, 16)
+			_, rerr := unix.Read(fd, buf)
+			if !errors.Is(rerr, syscall.ECONNRESET) {
+				t.Fatalf("client read: %v, want ECONNRESET", rerr)
+			}
+			e := s.waitFor("reset", toDst(n, events.TypeReset, local))
+			if e.Src == nil || e.Src.AddrPort() != srv {
+				t.Errorf("src = %+v, want the server %v", e.Src, srv)
+			}
+			if e.PeerProcess == nil || e.PeerProcess.Pid != uint32(os.Getpid()) || e.PeerProcess.Comm != selfComm {
+				t.Errorf("peer_process = %+v, want pid %d comm %q", e.PeerProcess, os.Getpid(), selfComm)
+			}
+			withReason := s.hook(CapResets) == "tp_btf/tcp_send_reset+tcp_receive_reset" && rstReasonExists(t, c.reason)
+			if withReason {
+				if e.KernelReason != c.reason {
+					t.Errorf("kernel_reason = %q, want %q", e.KernelReason, c.reason)
+				}
+				if e.Process == nil || e.Process.Pid != h.pid || e.Process.Comm != "abortsrv" {
+					t.Errorf("process = %+v, want abortsrv pid %d", e.Process, h.pid)
+				}
+			} else if e.Process != nil {
+				t.Errorf("process %+v without a close-type reason (kernel gives %q)", e.Process, e.KernelReason)
+			}
+			if !strings.Contains(e.Explanation, "ECONNRESET") {
+				t.Errorf("explanation %q", e.Explanation)
+			}
+			s.stop()
+			if got := s.all(toDst(n, events.TypeReset, local)); len(got) != 1 {
+				t.Errorf("%d reset events, want 1", len(got))
+			}
+		})
+	}
+}
