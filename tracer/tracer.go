@@ -176,13 +176,28 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 			}
 			continue
 		}
+		var links []link.Link
+		var aerr error
 		for _, name := range c.opt.progs {
 			l, err := c.opt.attach(name, t.coll.Programs[name])
 			if err != nil {
-				return fmt.Errorf("attaching %s (%s): %w", c.opt.hook, name, err)
+				aerr = fmt.Errorf("attaching %s (%s): %w", c.opt.hook, name, err)
+				break
 			}
-			t.links = append(t.links, l)
+			links = append(links, l)
 		}
+		if aerr != nil {
+			// A probe said yes and the kernel still said no (a
+			// function ftrace cannot patch, for one): the capability is
+			// degraded, and says why, rather than the tracer failing.
+			for _, l := range links {
+				l.Close()
+			}
+			delete(chosen, c.capability)
+			t.degrade(c.capability, aerr.Error())
+			continue
+		}
+		t.links = append(t.links, links...)
 	}
 
 	t.corr = NewCorrelator()
@@ -247,6 +262,23 @@ func (k kernelOverflow) stages(ino uint64) stageCounts {
 		return stageCounts{}
 	}
 	return stageCounts{synAcceptQ: v.SynAcceptq, synReqQ: v.SynReqq, finalAck: v.FinalAck, lastAccept: v.LastAccept}
+}
+
+// degrade marks capability c as not served in the plan, with reason.
+func (t *Tracer) degrade(c, reason string) {
+	for i := range t.plan {
+		if t.plan[i].Capability != c {
+			continue
+		}
+		t.plan[i].Hook = ""
+		t.plan[i].Degraded = reason
+		for _, cp := range capabilities {
+			if cp.name == c {
+				t.plan[i].Fallback = cp.fallback
+			}
+		}
+		t.log.Warn("capability degraded", "capability", c, "reason", reason)
+	}
 }
 
 func (t *Tracer) wall(ns uint64) time.Time { return time.Unix(0, int64(ns)+t.wallOffset) }
