@@ -15,7 +15,7 @@ import (
 )
 
 func TestParseFlags(t *testing.T) {
-	def := config{format: "text", ringSize: tracer.DefaultRingSize}
+	def := config{format: "text", ringSize: tracer.DefaultRingSize, overflow: tracer.DefaultOverflowInterval}
 	with := func(f func(c *config)) config {
 		c := def
 		f(&c)
@@ -42,7 +42,7 @@ func TestParseFlags(t *testing.T) {
 		{"ring size 64MiB", []string{"--ring-size", "67108864"}, with(func(c *config) { c.ringSize = 64 << 20 })},
 		{"verbose", []string{"-v"}, with(func(c *config) { c.verbose = true })},
 		{"everything", []string{"-o", "json", "--port", "80", "--duration", "5m", "-v", "--ring-size", "1048576"},
-			config{format: "json", ports: []uint16{80}, duration: 5 * time.Minute, ringSize: 1 << 20, verbose: true}},
+			config{format: "json", ports: []uint16{80}, duration: 5 * time.Minute, ringSize: 1 << 20, overflow: tracer.DefaultOverflowInterval, verbose: true}},
 		{"flags end at --", []string{"-o", "json", "--"}, with(func(c *config) { c.format = "json" })},
 	}
 	for _, tt := range tests {
@@ -84,6 +84,7 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"positional after flags", []string{"-o", "json", "foo", "bar"}, []string{`unexpected argument "foo"`}},
 		{"positional after --", []string{"--", "-o"}, []string{`unexpected argument "-o"`}},
 		{"ring size not a power of two", []string{"--ring-size", "1000000"}, []string{"--ring-size 1000000", "power of two"}},
+		{"overflow interval too short", []string{"--overflow-interval", "10ms"}, []string{"--overflow-interval 10ms", "at least 100ms"}},
 		{"ring size 3 pages", []string{"--ring-size", strconv.Itoa(3 * os.Getpagesize())}, []string{"power of two"}},
 		{"ring size below a page", []string{"--ring-size", strconv.Itoa(os.Getpagesize() / 2)}, []string{"power of two", "at least " + strconv.Itoa(os.Getpagesize())}},
 		{"ring size 0", []string{"--ring-size", "0"}, []string{"power of two"}},

@@ -36,9 +36,11 @@ Examples:
   sudo rsttrace --port 80 --port 443 # only these local ports
   sudo rsttrace --duration 30s -o json | jq 'select(.type=="refused")'
   sudo rsttrace --check              # will it work on this host? (hooks per capability)
+  sudo rsttrace -o json | jq 'select(.type=="listen_overflow")'  # who does not accept()
 
 Causes of a refusal: no_listener, listener_closed, wrong_address,
-other_netns, bind_failed, unknown (see the README for what to do about each).
+other_netns, bind_failed, backlog_full, firewall_reject, remote, unknown;
+of a timeout: firewall_drop, no_response (see the README for what to do).
 
 Flags:
 `
@@ -49,6 +51,7 @@ type config struct {
 	ports    []uint16
 	duration time.Duration
 	ringSize int
+	overflow time.Duration
 	verbose  bool
 	check    bool
 }
@@ -86,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.format, "o", "text", "output format: text or json (JSON Lines)")
 	fs.Var(&ports, "port", "trace only this local port (repeatable, or comma-separated)")
 	fs.DurationVar(&cfg.duration, "duration", 0, "stop by itself after this long (e.g. 30s, 5m); 0 means until interrupted")
+	fs.DurationVar(&cfg.overflow, "overflow-interval", tracer.DefaultOverflowInterval, "how often listen-queue overflow is summed up per listener (100ms or more)")
 	fs.IntVar(&cfg.ringSize, "ring-size", tracer.DefaultRingSize, "kernel ring buffer size in bytes (a power of two)")
 	fs.BoolVar(&cfg.verbose, "v", false, "log diagnostics to stderr")
 	fs.BoolVar(&cfg.check, "check", false, "load and attach everything, print the attach plan, and exit (1 if a capability is degraded)")
@@ -105,6 +109,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if cfg.duration < 0 {
 		return cfg, fmt.Errorf("--duration %v: must not be negative", cfg.duration)
+	}
+	if cfg.overflow < 100*time.Millisecond {
+		return cfg, fmt.Errorf("--overflow-interval %v: must be at least 100ms", cfg.overflow)
 	}
 	if r := cfg.ringSize; r < os.Getpagesize() || r&(r-1) != 0 {
 		return cfg, fmt.Errorf("--ring-size %d: want a power of two of at least %d", r, os.Getpagesize())
@@ -154,7 +161,7 @@ func run(ctx context.Context, cfg config, out *os.File) error {
 	defer cancel()
 	go watchClosed(ctx, out, cancel)
 
-	t, err := tracer.New(tracer.Config{Ports: cfg.ports, RingSize: cfg.ringSize})
+	t, err := tracer.New(tracer.Config{Ports: cfg.ports, RingSize: cfg.ringSize, OverflowInterval: cfg.overflow})
 	if err != nil {
 		return err
 	}
