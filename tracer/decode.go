@@ -30,7 +30,7 @@ func knownRecord(t uint8) bool {
 	case recResetSent, recClientRefused, recListen, recListenClose, recBind, recListenUpdate:
 		return true
 	}
-	return false
+	return isIssue5Record(t)
 }
 
 // RecordSize is the size of a kernel record in bytes.
@@ -52,7 +52,7 @@ func Decode(raw []byte, r *Record) error {
 	// bpf2go built for (-target bpfel), with no pointers inside: a copy of
 	// the bytes is the decode.
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(r)), RecordSize), raw)
-	if !knownRecord(r.Type) && !isIssue5Record(r.Type) {
+	if !knownRecord(r.Type) {
 		return fmt.Errorf("unknown record type %d", r.Type)
 	}
 	if r.Family != afInet && r.Family != afInet6 && r.Type != recListenClose {
