@@ -2,7 +2,6 @@ package events
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -21,21 +20,10 @@ func NewEncoder(format string, w io.Writer) (Encoder, error) {
 	case "text":
 		return &textEncoder{w: bw}, nil
 	case "json":
-		enc := json.NewEncoder(bw)
-		enc.SetEscapeHTML(false)
-		return &jsonEncoder{w: bw, enc: enc}, nil
+		return &jsonEncoder{w: bw}, nil
 	}
 	return nil, fmt.Errorf("unknown output format %q (want text or json)", format)
 }
-
-// jsonEncoder writes JSON Lines: one object per line.
-type jsonEncoder struct {
-	w   *bufio.Writer
-	enc *json.Encoder
-}
-
-func (j *jsonEncoder) Encode(e *Event) error { return j.enc.Encode(e) }
-func (j *jsonEncoder) Flush() error          { return j.w.Flush() }
 
 // textEncoder writes one human-readable line per record.
 type textEncoder struct {
