@@ -119,7 +119,7 @@ func appendText(b []byte, e *Event) []byte {
 			}
 			if l.Exit != nil {
 				b = append(b, ' ')
-				b = append(b, l.Exit.String()...)
+				b = appendExit(b, l.Exit)
 			}
 		}
 	case TypeListenOverflow:
@@ -212,7 +212,8 @@ func appendClock(b []byte, t time.Time) []byte {
 	return b
 }
 
-// appendDuration appends d as ago does, without " ago": 250ms, 4.1s, 3m0s.
+// appendDuration appends d as explanations say ages, without " ago":
+// 250ms, 4.1s, 3m0s; 0ms when negative.
 func appendDuration(b []byte, d time.Duration) []byte {
 	switch {
 	case d < 0:
@@ -261,15 +262,12 @@ func appendEndpointText(b []byte, e *Endpoint) []byte {
 // appendHostPort appends 127.0.0.1:80, [::1]:80, or "invalid IP:80" for
 // the zero address, as Addr.String would name it.
 func appendHostPort(b []byte, a netip.Addr, port uint16) []byte {
-	switch {
-	case !a.IsValid():
-		b = append(b, "invalid IP"...)
-	case a.Is6():
+	if a.Is6() {
 		b = append(b, '[')
 		b = a.AppendTo(b)
 		b = append(b, ']')
-	default:
-		b = a.AppendTo(b)
+	} else {
+		b = appendAddrText(b, a)
 	}
 	b = append(b, ':')
 	return strconv.AppendUint(b, uint64(port), 10)

@@ -53,23 +53,23 @@ func oracleText(e *Event) string {
 		}
 	case TypeListen:
 		if l := e.Listener; l != nil {
-			fmt.Fprintf(&b, "LISTEN %s netns %d %s backlog %d", hostPort(l.Addr.String(), l.Port), l.Netns, l.Process, l.Backlog)
+			fmt.Fprintf(&b, "LISTEN %s netns %d %s backlog %d", hostPort(l.Addr.String(), l.Port), l.Netns, oracleProc(l.Process), l.Backlog)
 		}
 	case TypeListenClose:
 		if l := e.Listener; l != nil {
-			fmt.Fprintf(&b, "CLOSE %s netns %d %s", hostPort(l.Addr.String(), l.Port), l.Netns, l.Process)
+			fmt.Fprintf(&b, "CLOSE %s netns %d %s", hostPort(l.Addr.String(), l.Port), l.Netns, oracleProc(l.Process))
 			if l.ClosedBy != nil && l.ClosedBy.Pid != l.Pid {
-				fmt.Fprintf(&b, " closed by %s", l.ClosedBy)
+				fmt.Fprintf(&b, " closed by %s", oracleProc(*l.ClosedBy))
 			}
 			if l.Exit != nil {
-				b.WriteString(" " + l.Exit.String())
+				b.WriteString(" " + oracleExitString(l.Exit))
 			}
 		}
 	case TypeBindFailed:
 		if x := e.Bind; x != nil {
-			fmt.Fprintf(&b, "BIND-FAILED %s netns %d %s %s", hostPort(x.Addr.String(), x.Port), e.Netns, x.Process, x.Errno)
+			fmt.Fprintf(&b, "BIND-FAILED %s netns %d %s %s", hostPort(x.Addr.String(), x.Port), e.Netns, oracleProc(x.Process), x.Errno)
 			if x.Holder != nil {
-				fmt.Fprintf(&b, "; port held by %s", x.Holder)
+				fmt.Fprintf(&b, "; port held by %s", oracleProc(*x.Holder))
 			}
 		}
 	default:
