@@ -42,9 +42,11 @@ type Correlator struct {
 
 	pending map[tuple]*refusal
 	// queue holds the refusals waiting for their client in arrival order
-	// (and so in record time); queue[head:] are not expired yet.
-	queue []*refusal
+	// (and so in record time); queue[head:] are not expired yet, and
+	// first is the sequence number of queue[0].
+	queue []queued
 	head  int
+	first uint64
 
 	comms commCache
 }
@@ -76,10 +78,14 @@ type refusal struct {
 	src, dst events.Endpoint
 	client   events.Process
 	key      tuple
-	ts       uint64
-	// written: emitted already (joined by its client record, or pushed
-	// out by a retransmission); Expire skips it.
-	written bool
+	seq      uint64 // in queue
+}
+
+// queued is a held refusal in the queue, with its record time: Expire
+// reads only the queue, not the (by then cold) refusals it skips.
+type queued struct {
+	ts uint64
+	p  *refusal // nil once written (joined by its client, or retransmitted)
 }
 
 // maxRemembered bounds each table of past facts (closed listeners, failed
@@ -183,22 +189,23 @@ func (c *Correlator) Handle(r *Record, emit func(*events.Event) error) error {
 func (c *Correlator) Expire(now uint64, emit func(*events.Event) error) error {
 	hold := uint64(c.Hold)
 	for c.head < len(c.queue) {
-		p := c.queue[c.head]
-		if p.ts+hold > now {
+		q := &c.queue[c.head]
+		if q.ts+hold > now {
 			break
 		}
-		c.queue[c.head] = nil
+		p := q.p
+		q.p = nil
 		c.head++
-		if p.written {
+		if p == nil {
 			continue // already written with its client
 		}
 		delete(c.pending, p.key)
-		p.written = true
 		if err := emit(&p.ev); err != nil {
 			return err
 		}
 	}
 	if c.head == len(c.queue) {
+		c.first += uint64(len(c.queue))
 		c.queue, c.head = c.queue[:0], 0
 	}
 	return nil
@@ -207,14 +214,23 @@ func (c *Correlator) Expire(now uint64, emit func(*events.Event) error) error {
 // hold queues a refusal until its client record comes or Hold expires.
 // The queue's array is reused: when it is full and at least half of it
 // has expired, the live part moves to the front instead of growing.
-func (c *Correlator) hold(p *refusal) {
+func (c *Correlator) hold(p *refusal, ts uint64) {
 	c.pending[p.key] = p
 	if len(c.queue) == cap(c.queue) && c.head > 0 && c.head >= len(c.queue)/2 {
 		n := copy(c.queue, c.queue[c.head:])
 		clear(c.queue[n:])
+		c.first += uint64(c.head)
 		c.queue, c.head = c.queue[:n], 0
 	}
-	c.queue = append(c.queue, p)
+	p.seq = c.first + uint64(len(c.queue))
+	c.queue = append(c.queue, queued{ts: ts, p: p})
+}
+
+// unhold takes a held refusal out of pending and the queue, to be written
+// now.
+func (c *Correlator) unhold(p *refusal) {
+	delete(c.pending, p.key)
+	c.queue[p.seq-c.first].p = nil
 }
 
 // FlushAll writes every held refusal (at shutdown).
@@ -236,7 +252,7 @@ func refusalKey(r *Record) tuple {
 // newRefusal starts the refused event of a record for connection key;
 // this is the one place that builds it, for both sides.
 func (c *Correlator) newRefusal(r *Record, key tuple) *refusal {
-	p := &refusal{key: key, ts: r.Ts}
+	p := &refusal{key: key}
 	p.src = events.Endpoint{Addr: key.src.Addr(), Port: key.src.Port()}
 	p.dst = events.Endpoint{Addr: key.dst.Addr(), Port: key.dst.Port()}
 	p.ev = events.Event{
@@ -267,21 +283,19 @@ func (c *Correlator) resetSent(r *Record, emit func(*events.Event) error) error 
 	c.Classify(&p.ev)
 	if old, ok := c.pending[key]; ok {
 		// A retransmitted SYN refused again before the first was written.
-		delete(c.pending, key)
-		old.written = true
+		c.unhold(old)
 		if err := emit(&old.ev); err != nil {
 			return err
 		}
 	}
-	c.hold(p)
+	c.hold(p, r.Ts)
 	return nil
 }
 
 func (c *Correlator) clientRefused(r *Record, emit func(*events.Event) error) error {
 	key := refusalKey(r)
 	if p, ok := c.pending[key]; ok {
-		delete(c.pending, key)
-		p.written = true
+		c.unhold(p)
 		c.setClient(p, r)
 		return emit(&p.ev)
 	}
