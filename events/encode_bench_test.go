@@ -69,3 +69,14 @@ func benchEncode(b *testing.B, format string) {
 
 func BenchmarkEncodeJSON(b *testing.B) { benchEncode(b, "json") }
 func BenchmarkEncodeText(b *testing.B) { benchEncode(b, "text") }
+
+var benchSink []byte
+
+// BenchmarkAppendString escapes a typical explanation.
+func BenchmarkAppendString(b *testing.B) {
+	s := "nothing listens on port 1 in netns 4026532177, and nothing has since rsttrace started"
+	buf := make([]byte, 0, 256)
+	for b.Loop() {
+		benchSink = appendString(buf[:0], s)
+	}
+}

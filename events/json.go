@@ -267,12 +267,16 @@ func appendAttach(b []byte, a *Attach) []byte {
 // MarshalText: a string, empty for the zero Addr. Only an IPv6 zone can
 // hold bytes that need escaping.
 func appendAddr(b []byte, a netip.Addr) []byte {
-	if a.Is6() && a.Zone() != "" {
-		var tmp [64]byte
-		return appendString(b, a.AppendTo(tmp[:0]))
-	}
 	b = append(b, '"')
-	b = a.AppendTo(b)
+	if zone := a.Zone(); zone != "" {
+		// Escaping the zone alone is escaping the whole: what precedes
+		// it is hex digits and colons, then '%'.
+		b = a.WithZone("").AppendTo(b)
+		b = append(b, '%')
+		b = appendEscaped(b, zone)
+	} else {
+		b = a.AppendTo(b)
+	}
 	return append(b, '"')
 }
 
@@ -312,10 +316,24 @@ const hexDigits = "0123456789abcdef"
 // with SetEscapeHTML(false): ", \ and control characters escaped (\b, \f,
 // \n, \r, \t by name, others as \u00XX), invalid UTF-8 replaced by
 // \ufffd, and U+2028, U+2029 escaped (they end lines in JavaScript).
-func appendString[S ~string | ~[]byte](b []byte, s S) []byte {
+func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
+	b = appendEscaped(b, s)
+	return append(b, '"')
+}
+
+// appendEscaped appends s escaped, without the quotes.
+func appendEscaped(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
+		// Explanations are plain ASCII: skip 8 bytes at a time while
+		// none needs a look (see plain8).
+		for i+8 <= len(s) && plain8(load64(s, i)) {
+			i += 8
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= ' ' && c != '"' && c != '\\' {
@@ -343,7 +361,7 @@ func appendString[S ~string | ~[]byte](b []byte, s S) []byte {
 			start = i
 			continue
 		}
-		r, size := decodeRune(s[i:])
+		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
 		case r == utf8.RuneError && size == 1:
 			b = append(b, s[start:i]...)
@@ -358,11 +376,24 @@ func appendString[S ~string | ~[]byte](b []byte, s S) []byte {
 		i += size
 		start = i
 	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return append(b, s[start:]...)
 }
 
-// decodeRune is utf8.DecodeRune for a string or a byte slice.
-func decodeRune[S ~string | ~[]byte](s S) (rune, int) {
-	return utf8.DecodeRuneInString(string(s[:min(len(s), utf8.UTFMax)]))
+// load64 returns the 8 bytes of s at i as a little-endian word.
+func load64(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// plain8 reports whether none of 8 bytes needs a look: each is ASCII, not
+// a control character, '"' or '\\'. Explanations are plain ASCII, and this
+// skips them 8 bytes at a time. (Per byte b < 0x80, b-0x20 sets the high
+// bit exactly when b < 0x20, and (b^c)-1 exactly when b == c; a borrow
+// only crosses into higher bytes from a byte that already set its own,
+// and bytes >= 0x80 are caught by their own high bit.)
+func plain8(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	t := w | (w - ones*' ') | ((w ^ ones*'"') - ones) | ((w ^ ones*'\\') - ones)
+	return t&highs == 0
 }

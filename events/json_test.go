@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // The JSON encoder is written by hand; encoding/json (Encoder,
@@ -152,9 +154,6 @@ func TestJSONStringEscaping(t *testing.T) {
 		want := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 		if got := appendString(nil, s); !bytes.Equal(got, want) {
 			t.Errorf("appendString(%q) = %s, want %s", s, got, want)
-		}
-		if got := appendString(nil, []byte(s)); !bytes.Equal(got, want) {
-			t.Errorf("appendString([]byte(%q)) = %s, want %s", s, got, want)
 		}
 	}
 }
@@ -453,4 +452,40 @@ func FuzzJSONEncoder(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sameAsOracle(t, fuzzEvent(t, data))
 	})
+}
+
+// TestPlain8 checks the word-at-a-time test against the byte rule: every
+// byte value at every position, then random words.
+func TestPlain8(t *testing.T) {
+	plain := func(c byte) bool { return c >= ' ' && c < utf8.RuneSelf && c != '"' && c != '\\' }
+	check := func(w [8]byte) {
+		want := true
+		for _, c := range w {
+			want = want && plain(c)
+		}
+		if got := plain8(binary.LittleEndian.Uint64(w[:])); got != want {
+			t.Fatalf("plain8(%q) = %v, want %v", w, got, want)
+		}
+		if got := plain8(load64(string(w[:]), 0)); got != want {
+			t.Fatalf("plain8(load64(%q)) = %v, want %v", w, got, want)
+		}
+	}
+	for pos := range 8 {
+		for c := range 256 {
+			for _, fill := range []byte{'a', ' ', 0x7f, 0, 0xff, '"', '!', '#', '[', ']'} {
+				w := [8]byte{}
+				for i := range w {
+					w[i] = fill
+				}
+				w[pos] = byte(c)
+				check(w)
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 1 << 20 {
+		var w [8]byte
+		binary.LittleEndian.PutUint64(w[:], rng.Uint64()&0x7f7f7f7f7f7f7f7f|0x2020202020202020*uint64(rng.IntN(2)))
+		check(w)
+	}
 }
