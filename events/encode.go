@@ -2,10 +2,11 @@ package events
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
+	"net/netip"
+	"strconv"
+	"time"
 )
 
 // Encoder writes records. Flush pushes buffered output to the writer.
@@ -21,89 +22,235 @@ func NewEncoder(format string, w io.Writer) (Encoder, error) {
 	case "text":
 		return &textEncoder{w: bw}, nil
 	case "json":
-		enc := json.NewEncoder(bw)
-		enc.SetEscapeHTML(false)
-		return &jsonEncoder{w: bw, enc: enc}, nil
+		return &jsonEncoder{w: bw}, nil
 	}
 	return nil, fmt.Errorf("unknown output format %q (want text or json)", format)
 }
 
-// jsonEncoder writes JSON Lines: one object per line.
-type jsonEncoder struct {
-	w   *bufio.Writer
-	enc *json.Encoder
-}
-
-func (j *jsonEncoder) Encode(e *Event) error { return j.enc.Encode(e) }
-func (j *jsonEncoder) Flush() error          { return j.w.Flush() }
-
-// textEncoder writes one human-readable line per record.
+// textEncoder writes one human-readable line per record. Like the JSON
+// encoder it appends into one reused buffer: a refusal line costs no
+// allocation.
 type textEncoder struct {
-	w *bufio.Writer
-	b strings.Builder
+	w   *bufio.Writer
+	buf []byte
 }
 
 func (t *textEncoder) Flush() error { return t.w.Flush() }
 
 func (t *textEncoder) Encode(e *Event) error {
-	b := &t.b
-	b.Reset()
-	b.WriteString(e.Time.Local().Format("15:04:05.000000"))
-	b.WriteByte(' ')
+	b := appendText(t.buf[:0], e)
+	if cap(b) <= maxKeptBuffer {
+		t.buf = b[:0]
+	}
+	_, err := t.w.Write(b)
+	return err
+}
+
+// appendText appends the line of e, newline included.
+func appendText(b []byte, e *Event) []byte {
+	b = appendClock(b, e.Time.Local())
+	b = append(b, ' ')
 	switch e.Type {
 	case TypeStart:
-		fmt.Fprintf(b, "START rsttrace schema %d on Linux %s:", e.Version, e.Kernel)
+		b = append(b, "START rsttrace schema "...)
+		b = strconv.AppendInt(b, int64(e.Version), 10)
+		b = append(b, " on Linux "...)
+		b = append(b, e.Kernel...)
+		b = append(b, ':')
 		for _, a := range e.Plan {
+			b = append(b, ' ')
+			b = append(b, a.Capability...)
 			if a.Degraded != "" && a.Fallback != "" {
-				fmt.Fprintf(b, " %s=PARTIAL(%s; %s)", a.Capability, a.Degraded, a.Fallback)
+				b = append(b, "=PARTIAL("...)
+				b = append(b, a.Degraded...)
+				b = append(b, "; "...)
+				b = append(b, a.Fallback...)
+				b = append(b, ')')
 			} else if a.Degraded != "" {
-				fmt.Fprintf(b, " %s=DEGRADED(%s)", a.Capability, a.Degraded)
+				b = append(b, "=DEGRADED("...)
+				b = append(b, a.Degraded...)
+				b = append(b, ')')
 			} else {
-				fmt.Fprintf(b, " %s=%s", a.Capability, a.Hook)
+				b = append(b, '=')
+				b = append(b, a.Hook...)
 			}
 		}
 	case TypeStop:
-		fmt.Fprintf(b, "STOP %d records written, %d lost", e.Events, deref(e.Lost))
+		b = append(b, "STOP "...)
+		b = strconv.AppendUint(b, e.Events, 10)
+		b = append(b, " records written, "...)
+		b = strconv.AppendUint(b, deref(e.Lost), 10)
+		b = append(b, " lost"...)
 	case TypeLost:
-		fmt.Fprintf(b, "LOST %d records (ring buffer full or output too slow)", deref(e.Lost))
+		b = append(b, "LOST "...)
+		b = strconv.AppendUint(b, deref(e.Lost), 10)
+		b = append(b, " records (ring buffer full or output too slow)"...)
 	case TypeRefused:
-		fmt.Fprintf(b, "REFUSED %s -> %s netns %d", endpoint(e.Src), endpoint(e.Dst), e.Netns)
+		b = append(b, "REFUSED "...)
+		b = appendEndpointText(b, e.Src)
+		b = append(b, " -> "...)
+		b = appendEndpointText(b, e.Dst)
+		b = append(b, " netns "...)
+		b = strconv.AppendUint(b, uint64(e.Netns), 10)
 		if e.Client != nil {
-			fmt.Fprintf(b, " [%s %d]", e.Client.Comm, e.Client.Pid)
+			b = append(b, " ["...)
+			b = append(b, e.Client.Comm...)
+			b = append(b, ' ')
+			b = strconv.AppendUint(b, uint64(e.Client.Pid), 10)
+			b = append(b, ']')
 		}
-		fmt.Fprintf(b, " %s: %s", e.Cause, e.Explanation)
+		b = append(b, ' ')
+		b = append(b, e.Cause...)
+		b = append(b, ": "...)
+		b = append(b, e.Explanation...)
 		if e.KernelReason != "" {
-			fmt.Fprintf(b, " (kernel: %s)", e.KernelReason)
+			b = append(b, " (kernel: "...)
+			b = append(b, e.KernelReason...)
+			b = append(b, ')')
 		}
 	case TypeListen:
 		if l := e.Listener; l != nil {
-			fmt.Fprintf(b, "LISTEN %s netns %d %s backlog %d", hostPort(l.Addr.String(), l.Port), l.Netns, l.Process, l.Backlog)
+			b = append(b, "LISTEN "...)
+			b = appendListenerText(b, l)
+			b = append(b, " backlog "...)
+			b = strconv.AppendUint(b, uint64(l.Backlog), 10)
 		}
 	case TypeListenClose:
 		if l := e.Listener; l != nil {
-			fmt.Fprintf(b, "CLOSE %s netns %d %s", hostPort(l.Addr.String(), l.Port), l.Netns, l.Process)
+			b = append(b, "CLOSE "...)
+			b = appendListenerText(b, l)
 			if l.ClosedBy != nil && l.ClosedBy.Pid != l.Pid {
-				fmt.Fprintf(b, " closed by %s", l.ClosedBy)
+				b = append(b, " closed by "...)
+				b = appendProcessText(b, *l.ClosedBy)
 			}
 			if l.Exit != nil {
-				b.WriteString(" " + l.Exit.String())
+				b = append(b, ' ')
+				b = appendExit(b, l.Exit)
 			}
 		}
+	case TypeListenOverflow:
+		b = appendOverflowText(b, e)
 	case TypeBindFailed:
 		if x := e.Bind; x != nil {
-			fmt.Fprintf(b, "BIND-FAILED %s netns %d %s %s", hostPort(x.Addr.String(), x.Port), e.Netns, x.Process, x.Errno)
+			b = append(b, "BIND-FAILED "...)
+			b = appendHostPort(b, x.Addr, x.Port)
+			b = append(b, " netns "...)
+			b = strconv.AppendUint(b, uint64(e.Netns), 10)
+			b = append(b, ' ')
+			b = appendProcessText(b, x.Process)
+			b = append(b, ' ')
+			b = append(b, x.Errno...)
 			if x.Holder != nil {
-				fmt.Fprintf(b, "; port held by %s", x.Holder)
+				b = append(b, "; port held by "...)
+				b = appendProcessText(b, *x.Holder)
 			}
 		}
 	case TypeTimeout, TypeReset, TypeFiltered:
-		textIssue5(b, e)
+		b = appendIssue5Text(b, e)
 	default:
-		fmt.Fprintf(b, "%s", e.Type)
+		b = append(b, e.Type...)
 	}
-	b.WriteByte('\n')
-	_, err := t.w.WriteString(b.String())
-	return err
+	return append(b, '\n')
+}
+
+// appendOverflowText says which listener dropped connection attempts, how
+// many at which stage, and, when the tracer knows, for how long its owner
+// has not called accept():
+//
+//	OVERFLOW 127.0.0.1:8080 netns 4026532 nginx (pid 812) backlog 128 (requested 511) queued 129: dropped 312 (syn 300, syn-queue 0, final-ack 12, other 0) in 1000ms; no accept() for 4.1s backlog_full: ...
+func appendOverflowText(b []byte, e *Event) []byte {
+	b = append(b, "OVERFLOW"...)
+	if l := e.Listener; l != nil {
+		b = append(b, ' ')
+		b = appendListenerText(b, l)
+		b = append(b, " backlog "...)
+		b = strconv.AppendUint(b, uint64(l.Backlog), 10)
+		if l.BacklogRequested != 0 && l.BacklogRequested != l.Backlog {
+			b = append(b, " (requested "...)
+			b = strconv.AppendUint(b, uint64(l.BacklogRequested), 10)
+			b = append(b, ')')
+		}
+		if l.Queued != nil {
+			b = append(b, " queued "...)
+			b = strconv.AppendUint(b, uint64(*l.Queued), 10)
+		}
+	}
+	if d := e.Dropped; d != nil {
+		b = append(b, ": dropped "...)
+		b = strconv.AppendUint(b, d.Total, 10)
+		b = append(b, " (syn "...)
+		b = strconv.AppendUint(b, d.SynAcceptQueueFull, 10)
+		b = append(b, ", syn-queue "...)
+		b = strconv.AppendUint(b, d.SynQueueFull, 10)
+		b = append(b, ", final-ack "...)
+		b = strconv.AppendUint(b, d.FinalAck, 10)
+		b = append(b, ", other "...)
+		b = strconv.AppendUint(b, d.Other, 10)
+		b = append(b, ')')
+	}
+	if e.IntervalMs != 0 {
+		b = append(b, " in "...)
+		b = strconv.AppendInt(b, e.IntervalMs, 10)
+		b = append(b, "ms"...)
+	}
+	if e.AcceptIdleMs != nil {
+		b = append(b, "; no accept() for "...)
+		b = appendDuration(b, time.Duration(*e.AcceptIdleMs)*time.Millisecond)
+	}
+	if e.Cause != "" {
+		b = append(b, ' ')
+		b = append(b, e.Cause...)
+		if e.Explanation != "" {
+			b = append(b, ": "...)
+			b = append(b, e.Explanation...)
+		}
+	}
+	return b
+}
+
+// appendClock appends t as the layout "15:04:05.000000" formats it.
+func appendClock(b []byte, t time.Time) []byte {
+	h, m, s := t.Clock()
+	us := t.Nanosecond() / 1000
+	b = append(b, byte('0'+h/10), byte('0'+h%10), ':', byte('0'+m/10), byte('0'+m%10), ':',
+		byte('0'+s/10), byte('0'+s%10), '.')
+	for d := 100000; d > 0; d /= 10 {
+		b = append(b, byte('0'+us/d%10))
+	}
+	return b
+}
+
+// appendDuration appends d as explanations say ages, without " ago":
+// 250ms, 4.1s, 3m0s; 0ms when negative.
+func appendDuration(b []byte, d time.Duration) []byte {
+	switch {
+	case d < 0:
+		return append(b, "0ms"...)
+	case d < time.Second:
+		b = strconv.AppendInt(b, d.Milliseconds(), 10)
+		return append(b, "ms"...)
+	case d < time.Minute:
+		b = strconv.AppendFloat(b, d.Seconds(), 'f', 1, 64)
+		return append(b, 's')
+	}
+	return append(b, d.Round(time.Second).String()...)
+}
+
+// appendListenerText appends "ADDR:PORT netns N COMM (pid PID)".
+func appendListenerText(b []byte, l *Listener) []byte {
+	b = appendHostPort(b, l.Addr, l.Port)
+	b = append(b, " netns "...)
+	b = strconv.AppendUint(b, uint64(l.Netns), 10)
+	b = append(b, ' ')
+	return appendProcessText(b, l.Process)
+}
+
+// appendProcessText appends what Process.String returns.
+func appendProcessText(b []byte, p Process) []byte {
+	b = append(b, p.Comm...)
+	b = append(b, " (pid "...)
+	b = strconv.AppendUint(b, uint64(p.Pid), 10)
+	return append(b, ')')
 }
 
 func deref(p *uint64) uint64 {
@@ -113,16 +260,23 @@ func deref(p *uint64) uint64 {
 	return *p
 }
 
-func endpoint(e *Endpoint) string {
+func appendEndpointText(b []byte, e *Endpoint) []byte {
 	if e == nil {
-		return "?"
+		return append(b, '?')
 	}
-	return hostPort(e.Addr.String(), e.Port)
+	return appendHostPort(b, e.Addr, e.Port)
 }
 
-func hostPort(addr string, port uint16) string {
-	if strings.Contains(addr, ":") {
-		return fmt.Sprintf("[%s]:%d", addr, port)
+// appendHostPort appends 127.0.0.1:80, [::1]:80, or "invalid IP:80" for
+// the zero address, as Addr.String would name it.
+func appendHostPort(b []byte, a netip.Addr, port uint16) []byte {
+	if a.Is6() {
+		b = append(b, '[')
+		b = a.AppendTo(b)
+		b = append(b, ']')
+	} else {
+		b = appendAddrText(b, a)
 	}
-	return fmt.Sprintf("%s:%d", addr, port)
+	b = append(b, ':')
+	return strconv.AppendUint(b, uint64(port), 10)
 }

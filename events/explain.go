@@ -2,6 +2,7 @@ package events
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,44 +27,52 @@ func ErrnoName(errno int) string {
 	return "errno " + strconv.Itoa(errno)
 }
 
-func (p Process) String() string { return fmt.Sprintf("%s (pid %d)", p.Comm, p.Pid) }
+func (p Process) String() string { return string(appendProcessText(nil, p)) }
 
-// ago formats how long before t the past moment was.
-func ago(past, t time.Time) string {
-	d := t.Sub(past)
-	if d < 0 {
-		d = 0
-	}
-	switch {
-	case d < time.Second:
-		return fmt.Sprintf("%dms ago", d.Milliseconds())
-	case d < time.Minute:
-		return fmt.Sprintf("%.1fs ago", d.Seconds())
-	default:
-		return d.Round(time.Second).String() + " ago"
-	}
+// appendAgo appends how long before t the past moment was: "250ms ago",
+// "1.5s ago", "3m0s ago".
+func appendAgo(b []byte, past, t time.Time) []byte {
+	b = appendDuration(b, t.Sub(past))
+	return append(b, " ago"...)
 }
 
-func (x *Exit) String() string {
+func (x *Exit) String() string { return string(appendExit(nil, x)) }
+
+// appendExit appends how a process ended, as Exit.String says it.
+func appendExit(b []byte, x *Exit) []byte {
 	switch {
 	case x == nil:
-		return ""
-	case x.Signal != "" && x.CoreDumped:
-		return "was killed by " + x.Signal + " (core dumped)"
+		return b
 	case x.Signal != "":
-		return "was killed by " + x.Signal
+		b = append(b, "was killed by "...)
+		b = append(b, x.Signal...)
+		if x.CoreDumped {
+			b = append(b, " (core dumped)"...)
+		}
+		return b
 	case x.Code != nil:
-		return "exited with code " + strconv.Itoa(*x.Code)
+		b = append(b, "exited with code "...)
+		return strconv.AppendInt(b, int64(*x.Code), 10)
 	}
-	return "exited"
+	return append(b, "exited"...)
 }
 
 // Explain returns the one plain sentence that says why a refusal happened,
-// from the fields the classifier filled in.
+// from the fields the classifier filled in. It is called for every
+// refusal: it appends to a buffer on the stack, and allocates only the
+// string it returns.
 func Explain(e *Event) string {
 	if s, ok := explainIssue5(e); ok {
 		return s
 	}
+	if e.Type == TypeListenOverflow && e.Cause == CauseBacklogFull {
+		return explainOverflow(e)
+	}
+	var buf [256]byte
+	return string(appendExplain(buf[:0], e))
+}
+
+func appendExplain(s []byte, e *Event) []byte {
 	port := 0
 	if e.Dst != nil {
 		port = int(e.Dst.Port)
@@ -71,69 +80,119 @@ func Explain(e *Event) string {
 	l, b := e.Listener, e.Bind
 	switch e.Cause {
 	case CauseNoListener:
-		return fmt.Sprintf("nothing listens on port %d in netns %d, and nothing has since rsttrace started", port, e.Netns)
+		s = appendNothingOn(s, port)
+		s = append(s, " in netns "...)
+		s = strconv.AppendUint(s, uint64(e.Netns), 10)
+		return append(s, ", and nothing has since rsttrace started"...)
 	case CauseListenerClosed:
 		if l == nil {
 			break
 		}
-		s := fmt.Sprintf("nothing listens on port %d; %s", port, l.Process)
+		s = appendNothingOn(s, port)
+		s = append(s, "; "...)
+		s = appendProcessText(s, l.Process)
 		other := l.ClosedBy != nil && l.ClosedBy.Pid != l.Pid
 		switch {
 		case other && l.Exit != nil:
 			// Exit is the closer's: the last holder of the socket died.
-			s += fmt.Sprintf(" listened on it until %s %s, closing the socket %s", l.ClosedBy, l.Exit, ago(l.ClosedAt, e.Time))
+			s = append(s, " listened on it until "...)
+			s = appendProcessText(s, *l.ClosedBy)
+			s = append(s, ' ')
+			s = appendExit(s, l.Exit)
+			s = append(s, ", closing the socket "...)
 		case l.Exit != nil:
-			s += " " + l.Exit.String() + ", closing its listener " + ago(l.ClosedAt, e.Time)
+			s = append(s, ' ')
+			s = appendExit(s, l.Exit)
+			s = append(s, ", closing its listener "...)
 		case other:
-			s += fmt.Sprintf(" listened on it until %s closed the socket %s", l.ClosedBy, ago(l.ClosedAt, e.Time))
+			s = append(s, " listened on it until "...)
+			s = appendProcessText(s, *l.ClosedBy)
+			s = append(s, " closed the socket "...)
 		default:
-			s += " closed its listener " + ago(l.ClosedAt, e.Time)
+			s = append(s, " closed its listener "...)
 		}
-		return s
+		return appendAgo(s, l.ClosedAt, e.Time)
 	case CauseWrongAddress:
 		if l == nil {
 			break
 		}
-		only := ""
+		s = appendProcessText(s, l.Process)
+		s = append(s, " listens on port "...)
+		s = strconv.AppendInt(s, int64(port), 10)
+		s = append(s, " at "...)
+		s = appendAddrText(s, l.Addr)
 		if l.V6Only {
-			only = " (IPv6 only)"
+			s = append(s, " (IPv6 only)"...)
 		}
-		dst := ""
+		s = append(s, ", not at "...)
 		if e.Dst != nil {
-			dst = e.Dst.Addr.String()
+			s = appendAddrText(s, e.Dst.Addr)
 		}
-		return fmt.Sprintf("%s listens on port %d at %s%s, not at %s", l.Process, port, l.Addr, only, dst)
+		return s
 	case CauseOtherNetns:
 		if l == nil {
 			break
 		}
-		return fmt.Sprintf("port %d is listened on by %s in netns %d, not in netns %d where the connection arrived", port, l.Process, l.Netns, e.Netns)
+		s = append(s, "port "...)
+		s = strconv.AppendInt(s, int64(port), 10)
+		s = append(s, " is listened on by "...)
+		s = appendProcessText(s, l.Process)
+		s = append(s, " in netns "...)
+		s = strconv.AppendUint(s, uint64(l.Netns), 10)
+		s = append(s, ", not in netns "...)
+		s = strconv.AppendUint(s, uint64(e.Netns), 10)
+		return append(s, " where the connection arrived"...)
 	case CauseBindFailed:
 		if b == nil {
 			break
 		}
-		s := fmt.Sprintf("nothing listens on port %d: %s failed to bind it with %s %s", port, b.Process, b.Errno, ago(b.Time, e.Time))
+		s = appendNothingOn(s, port)
+		s = append(s, ": "...)
+		s = appendProcessText(s, b.Process)
+		s = append(s, " failed to bind it with "...)
+		s = append(s, b.Errno...)
+		s = append(s, ' ')
+		s = appendAgo(s, b.Time, e.Time)
 		if b.Holder != nil {
-			s += fmt.Sprintf("; %s holds the port", b.Holder)
+			s = append(s, "; "...)
+			s = appendProcessText(s, *b.Holder)
+			s = append(s, " holds the port"...)
 		}
 		return s
 	case CauseBacklogFull:
-		if e.Type == TypeListenOverflow {
-			return explainOverflow(e)
-		}
-		who := "the listener"
+		s = append(s, "the accept queue of "...)
 		if l != nil && l.Pid != 0 {
-			who = l.Process.String()
+			s = appendProcessText(s, l.Process)
+		} else {
+			s = append(s, "the listener"...)
 		}
-		return fmt.Sprintf("the accept queue of %s on port %d was full and net.ipv4.tcp_abort_on_overflow=1: "+
-			"the kernel answered the handshake with a RST (the client sees ECONNRESET)", who, port)
+		s = append(s, " on port "...)
+		s = strconv.AppendInt(s, int64(port), 10)
+		return append(s, " was full and net.ipv4.tcp_abort_on_overflow=1: "+
+			"the kernel answered the handshake with a RST (the client sees ECONNRESET)"...)
 	case CauseUnknown:
 		if e.KernelReason != "" {
-			return "the kernel refused it (" + e.KernelReason + ") and rsttrace knows no more"
+			s = append(s, "the kernel refused it ("...)
+			s = append(s, e.KernelReason...)
+			return append(s, ") and rsttrace knows no more"...)
 		}
-		return "rsttrace knows nothing that explains this refusal"
+		return append(s, "rsttrace knows nothing that explains this refusal"...)
 	}
-	return string(e.Cause)
+	return append(s, e.Cause...)
+}
+
+func appendNothingOn(s []byte, port int) []byte {
+	s = append(s, "nothing listens on port "...)
+	return strconv.AppendInt(s, int64(port), 10)
+}
+
+// appendAddrText appends what Addr.String returns ("invalid IP" for the
+// zero Addr).
+func appendAddrText(b []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return append(b, "invalid IP"...)
+	}
+	return a.AppendTo(b)
 }
 
 // explainOverflow says who is not accepting, how full the queue is, what
@@ -144,7 +203,7 @@ func explainOverflow(e *Event) string {
 		return "connection attempts were dropped at a full listen queue"
 	}
 	var b strings.Builder
-	where := hostPort(l.Addr.String(), l.Port)
+	where := string(appendHostPort(nil, l.Addr, l.Port))
 	owner := "the listener on " + where
 	if l.Pid != 0 {
 		owner = l.Process.String() + " on " + where

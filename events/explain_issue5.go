@@ -60,11 +60,17 @@ func waited(a *Attempt) string {
 }
 
 func explainIssue5(e *Event) (string, bool) {
+	switch {
+	case e.Type == TypeReset:
+	case e.Cause == CauseFirewallReject, e.Cause == CauseFirewallDrop, e.Cause == CauseNoResponse, e.Cause == CauseRemote:
+	default:
+		return "", false // the core's causes: nothing formatted, nothing allocated
+	}
 	port := uint16(0)
 	dst := "?"
 	if e.Dst != nil {
 		port = e.Dst.Port
-		dst = hostPort(e.Dst.Addr.String(), e.Dst.Port)
+		dst = string(appendHostPort(nil, e.Dst.Addr, e.Dst.Port))
 	}
 	if e.Type == TypeReset {
 		return explainReset(e), true
@@ -125,7 +131,7 @@ func synCount(f *Firewall) uint32 {
 func explainReset(e *Event) string {
 	sender := "the peer"
 	if e.Src != nil {
-		sender = hostPort(e.Src.Addr.String(), e.Src.Port)
+		sender = string(appendHostPort(nil, e.Src.Addr, e.Src.Port))
 	}
 	if e.Process != nil {
 		sender = e.Process.String()

@@ -1,35 +1,59 @@
 package events
 
-import (
-	"fmt"
-	"strings"
-)
+import "strconv"
 
-// textIssue5 renders the issue 5 records (timeout, reset, filtered) as one
-// line; refusals with issue 5 causes use the REFUSED line.
-func textIssue5(b *strings.Builder, e *Event) {
+// appendIssue5Text renders the issue 5 records (timeout, reset, filtered)
+// as one line; refusals with issue 5 causes use the REFUSED line.
+func appendIssue5Text(b []byte, e *Event) []byte {
 	switch e.Type {
 	case TypeTimeout:
-		fmt.Fprintf(b, "TIMEOUT %s -> %s netns %d", endpoint(e.Src), endpoint(e.Dst), e.Netns)
+		b = append(b, "TIMEOUT "...)
+		b = appendFlow(b, e)
 		if e.Client != nil {
-			fmt.Fprintf(b, " [%s %d]", e.Client.Comm, e.Client.Pid)
+			b = appendBracketed(b, " [", *e.Client)
 		}
 	case TypeFiltered:
-		fmt.Fprintf(b, "FILTERED %s -> %s netns %d", endpoint(e.Src), endpoint(e.Dst), e.Netns)
+		b = append(b, "FILTERED "...)
+		b = appendFlow(b, e)
 	case TypeReset:
-		fmt.Fprintf(b, "RESET %s -> %s netns %d", endpoint(e.Src), endpoint(e.Dst), e.Netns)
+		b = append(b, "RESET "...)
+		b = appendFlow(b, e)
 		if e.Process != nil {
-			fmt.Fprintf(b, " from [%s %d]", e.Process.Comm, e.Process.Pid)
+			b = appendBracketed(b, " from [", *e.Process)
 		}
 		if e.PeerProcess != nil {
-			fmt.Fprintf(b, " to [%s %d]", e.PeerProcess.Comm, e.PeerProcess.Pid)
+			b = appendBracketed(b, " to [", *e.PeerProcess)
 		}
 	}
 	if e.Cause != "" {
-		fmt.Fprintf(b, " %s:", e.Cause)
+		b = append(b, ' ')
+		b = append(b, e.Cause...)
+		b = append(b, ':')
 	}
-	fmt.Fprintf(b, " %s", e.Explanation)
+	b = append(b, ' ')
+	b = append(b, e.Explanation...)
 	if e.KernelReason != "" {
-		fmt.Fprintf(b, " (kernel: %s)", e.KernelReason)
+		b = append(b, " (kernel: "...)
+		b = append(b, e.KernelReason...)
+		b = append(b, ')')
 	}
+	return b
+}
+
+// appendFlow appends "SRC -> DST netns N".
+func appendFlow(b []byte, e *Event) []byte {
+	b = appendEndpointText(b, e.Src)
+	b = append(b, " -> "...)
+	b = appendEndpointText(b, e.Dst)
+	b = append(b, " netns "...)
+	return strconv.AppendUint(b, uint64(e.Netns), 10)
+}
+
+// appendBracketed appends prefix, then "COMM PID]".
+func appendBracketed(b []byte, prefix string, p Process) []byte {
+	b = append(b, prefix...)
+	b = append(b, p.Comm...)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(p.Pid), 10)
+	return append(b, ']')
 }

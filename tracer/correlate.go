@@ -40,8 +40,15 @@ type Correlator struct {
 	bindFails map[nsPort]*events.Bind
 	bound     map[uint64]boundSock // successful binds, by socket key
 
-	pending map[tuple]*events.Event
-	queue   []pendingRef // pending refusals in arrival order
+	pending map[tuple]*refusal
+	// queue holds the refusals waiting for their client in arrival order
+	// (and so in record time); queue[head:] are not expired yet, and
+	// first is the sequence number of queue[0].
+	queue []queued
+	head  int
+	first uint64
+
+	comms commCache
 
 	x5 issue5 // firewall, timeouts, resets (firewall_correlate.go)
 }
@@ -59,15 +66,45 @@ type boundSock struct {
 	ino   uint64
 }
 
-// tuple identifies a connection attempt: client -> refused side.
+// tuple identifies a connection attempt: client -> refused side. Each
+// address is kept as its 16-byte form and whether it is IPv4, which is
+// one-to-one for the unmapped, zoneless addresses records carry. The key
+// has no pointers and no padding, so the pending map hashes it as plain
+// memory (two netip.AddrPort were hashed field by field: ~7% of the CPU
+// under a refusal flood).
 type tuple struct {
-	src, dst netip.AddrPort
+	src, dst     [16]byte
+	sport, dport uint16
+	src4, dst4   bool
 }
 
-type pendingRef struct {
-	key tuple
-	ev  *events.Event
-	ts  uint64
+func (t *tuple) srcAddr() netip.Addr { return tupleAddr(t.src, t.src4) }
+func (t *tuple) dstAddr() netip.Addr { return tupleAddr(t.dst, t.dst4) }
+
+func tupleAddr(a [16]byte, is4 bool) netip.Addr {
+	if is4 {
+		return netip.AddrFrom4([4]byte(a[12:]))
+	}
+	return netip.AddrFrom16(a)
+}
+
+// refusal is a refused event with what it points to: its endpoints and its
+// client are one allocation with it, and it carries what holding it back
+// takes. Under a refusal flood these are most of what the correlator
+// allocates.
+type refusal struct {
+	ev       events.Event
+	src, dst events.Endpoint
+	client   events.Process
+	key      tuple
+	seq      uint64 // in queue
+}
+
+// queued is a held refusal in the queue, with its record time: Expire
+// reads only the queue, not the (by then cold) refusals it skips.
+type queued struct {
+	ts uint64
+	p  *refusal // nil once written (joined by its client, or retransmitted)
 }
 
 // maxRemembered bounds each table of past facts (closed listeners, failed
@@ -85,7 +122,7 @@ func NewCorrelator() *Correlator {
 		closed:    map[nsPort]*events.Listener{},
 		bindFails: map[nsPort]*events.Bind{},
 		bound:     map[uint64]boundSock{},
-		pending:   map[tuple]*events.Event{},
+		pending:   map[tuple]*refusal{},
 	}
 }
 
@@ -141,8 +178,8 @@ func (c *Correlator) removeListener(key uint64) *events.Listener {
 	return l
 }
 
-func procOf(r *Record) events.Process {
-	return events.Process{Pid: r.Proc.Pid, Comm: commString(&r.Proc.Comm)}
+func (c *Correlator) procOf(r *Record) events.Process {
+	return events.Process{Pid: r.Proc.Pid, Comm: c.comms.get(&r.Proc.Comm)}
 }
 
 // Handle processes one kernel record, calling emit for every event that is
@@ -172,23 +209,49 @@ func (c *Correlator) Handle(r *Record, emit func(*events.Event) error) error {
 // Expire writes the held refusals older than Hold at record time now.
 func (c *Correlator) Expire(now uint64, emit func(*events.Event) error) error {
 	hold := uint64(c.Hold)
-	n := 0
-	for ; n < len(c.queue); n++ {
-		p := c.queue[n]
-		if p.ts+hold > now {
+	for c.head < len(c.queue) {
+		q := &c.queue[c.head]
+		if q.ts+hold > now {
 			break
 		}
-		if c.pending[p.key] != p.ev {
+		p := q.p
+		q.p = nil
+		c.head++
+		if p == nil {
 			continue // already written with its client
 		}
 		delete(c.pending, p.key)
-		if err := emit(p.ev); err != nil {
-			c.queue = c.queue[n+1:]
+		if err := emit(&p.ev); err != nil {
 			return err
 		}
 	}
-	c.queue = c.queue[n:]
+	if c.head == len(c.queue) {
+		c.first += uint64(len(c.queue))
+		c.queue, c.head = c.queue[:0], 0
+	}
 	return c.expireIssue5(now, emit)
+}
+
+// hold queues a refusal until its client record comes or Hold expires.
+// The queue's array is reused: when it is full and at least half of it
+// has expired, the live part moves to the front instead of growing.
+func (c *Correlator) hold(p *refusal, ts uint64) {
+	c.pending[p.key] = p
+	if len(c.queue) == cap(c.queue) && c.head > 0 && c.head >= len(c.queue)/2 {
+		n := copy(c.queue, c.queue[c.head:])
+		clear(c.queue[n:])
+		c.first += uint64(c.head)
+		c.queue, c.head = c.queue[:n], 0
+	}
+	p.seq = c.first + uint64(len(c.queue))
+	c.queue = append(c.queue, queued{ts: ts, p: p})
+}
+
+// unhold takes a held refusal out of pending and the queue, to be written
+// now.
+func (c *Correlator) unhold(p *refusal) {
+	delete(c.pending, p.key)
+	c.queue[p.seq-c.first].p = nil
 }
 
 // FlushAll writes every held refusal (at shutdown).
@@ -196,67 +259,87 @@ func (c *Correlator) FlushAll(emit func(*events.Event) error) error {
 	return c.Expire(^uint64(0)-uint64(c.Hold), emit)
 }
 
-// refusal starts the refused event of a record: its connection, src -> dst.
-// An AF_INET6 client connecting to an IPv4 address has v4-mapped addresses
-// while the wire (and the server side) says IPv4: both are unmapped, so the
-// two sides of one connection get the same key.
-func (c *Correlator) refusal(r *Record) (tuple, *events.Event) {
-	key := tuple{
-		src: netip.AddrPortFrom(addr(r.Family, &r.Saddr).Unmap(), r.Sport),
-		dst: netip.AddrPortFrom(addr(r.Family, &r.Daddr).Unmap(), r.Dport),
-	}
-	return key, &events.Event{
-		Time:  c.Wall(r.Ts),
-		Type:  events.TypeRefused,
-		Netns: r.Netns,
-		Src:   &events.Endpoint{Addr: key.src.Addr(), Port: key.src.Port()},
-		Dst:   &events.Endpoint{Addr: key.dst.Addr(), Port: key.dst.Port()},
+// refusalKey is the connection of a refusal record, src -> dst. An
+// AF_INET6 client connecting to an IPv4 address has v4-mapped addresses
+// while the wire (and the server side) says IPv4: both are unmapped, so
+// the two sides of one connection get the same key.
+func refusalKey(r *Record) tuple {
+	src := addr(r.Family, &r.Saddr).Unmap()
+	dst := addr(r.Family, &r.Daddr).Unmap()
+	return tuple{
+		src: src.As16(), dst: dst.As16(),
+		sport: r.Sport, dport: r.Dport,
+		src4: src.Is4(), dst4: dst.Is4(),
 	}
 }
 
+// newRefusal starts the refused event of a record for connection key;
+// this is the one place that builds it, for both sides.
+func (c *Correlator) newRefusal(r *Record, key tuple) *refusal {
+	p := &refusal{key: key}
+	p.src = events.Endpoint{Addr: key.srcAddr(), Port: key.sport}
+	p.dst = events.Endpoint{Addr: key.dstAddr(), Port: key.dport}
+	p.ev = events.Event{
+		Time:  c.Wall(r.Ts),
+		Type:  events.TypeRefused,
+		Netns: r.Netns,
+		Src:   &p.src,
+		Dst:   &p.dst,
+	}
+	return p
+}
+
+// setClient names the client of a refusal from a client-side record, or
+// none when the process was not known at connect().
+func (c *Correlator) setClient(p *refusal, r *Record) {
+	if r.Flags&flagProcKnown == 0 {
+		p.ev.Client = nil
+		return
+	}
+	p.client = c.procOf(r)
+	p.ev.Client = &p.client
+}
+
 func (c *Correlator) resetSent(r *Record, emit func(*events.Event) error) error {
-	key, ev := c.refusal(r)
-	ev.KernelReason = c.RSTReason(r.Reason)
-	c.Classify(ev)
+	key := refusalKey(r)
+	p := c.newRefusal(r, key)
+	p.ev.KernelReason = c.RSTReason(r.Reason)
+	c.Classify(&p.ev)
 	if r.State == tcpListenState && r.Flags&flagHasSk != 0 {
 		// The RST came from a listener itself: a final ACK found its
 		// accept queue full under net.ipv4.tcp_abort_on_overflow=1.
-		ev.Cause = events.CauseBacklogFull
-		ev.Explanation = events.Explain(ev)
+		p.ev.Cause = events.CauseBacklogFull
+		p.ev.Explanation = events.Explain(&p.ev)
 	}
 	if old, ok := c.pending[key]; ok {
 		// A retransmitted SYN refused again before the first was written.
-		delete(c.pending, key)
-		if err := emit(old); err != nil {
+		c.unhold(old)
+		if err := emit(&old.ev); err != nil {
 			return err
 		}
 	}
-	c.pending[key] = ev
-	c.queue = append(c.queue, pendingRef{key: key, ev: ev, ts: r.Ts})
+	c.hold(p, r.Ts)
 	return nil
 }
 
 func (c *Correlator) clientRefused(r *Record, emit func(*events.Event) error) error {
-	var client *events.Process
-	if r.Flags&flagProcKnown != 0 {
-		p := procOf(r)
-		client = &p
-	}
-	key, ev := c.refusal(r)
+	key := refusalKey(r)
 	c.x5.noteRefused(key, r.Ts)
-	if pending, ok := c.pending[key]; ok {
-		delete(c.pending, key)
-		pending.Client = client
-		return emit(pending)
+	if p, ok := c.pending[key]; ok {
+		c.unhold(p)
+		c.setClient(p, r)
+		return emit(&p.ev)
 	}
-	if done, err := c.refusedByFirewallOrRemote(r, key, ev, client, emit); done {
+	p := c.newRefusal(r, key)
+	c.setClient(p, r)
+	if done, err := c.refusedByFirewallOrRemote(r, key, &p.ev, p.ev.Client, emit); done {
 		return err
 	}
 	// The RST did not come from this host's TCP stack: a remote host or a
 	// packet filter answered. Say what is known and no more.
-	ev.Cause, ev.Client = events.CauseUnknown, client
-	ev.Explanation = "the RST was not sent by this host's TCP stack: a remote host or a packet filter refused the connection"
-	return emit(ev)
+	p.ev.Cause = events.CauseUnknown
+	p.ev.Explanation = "the RST was not sent by this host's TCP stack: a remote host or a packet filter refused the connection"
+	return emit(&p.ev)
 }
 
 // covers reports whether a listener bound to l accepts connections to dst.
@@ -319,7 +402,7 @@ func (c *Correlator) Classify(ev *events.Event) {
 func (c *Correlator) listen(r *Record, emit func(*events.Event) error) error {
 	key := sockKey(r.Ino, r.Sk)
 	l := &events.Listener{
-		Process: procOf(r),
+		Process: c.procOf(r),
 		Addr:    addr(r.Family, &r.Daddr),
 		Port:    r.Dport,
 		Netns:   r.Netns,
@@ -384,7 +467,7 @@ func (c *Correlator) ListenersIn(netns uint32) int {
 
 func (c *Correlator) listenClose(r *Record, emit func(*events.Event) error) error {
 	key := sockKey(r.Ino, r.Sk)
-	closer := procOf(r)
+	closer := c.procOf(r)
 	l := c.removeListener(key)
 	if l == nil {
 		// A listener we never saw open (it was closed while the tracer
@@ -431,11 +514,11 @@ func (c *Correlator) bind(r *Record, emit func(*events.Event) error) error {
 				break
 			}
 		}
-		c.bound[key] = boundSock{proc: procOf(r), netns: r.Netns, addr: a, port: r.Dport, ino: r.Ino}
+		c.bound[key] = boundSock{proc: c.procOf(r), netns: r.Netns, addr: a, port: r.Dport, ino: r.Ino}
 		return nil
 	}
 	b := &events.Bind{
-		Process: procOf(r),
+		Process: c.procOf(r),
 		Addr:    a,
 		Port:    r.Dport,
 		Errno:   events.ErrnoName(int(-r.Ret)),

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"unsafe"
@@ -79,4 +80,23 @@ func commString(c *[16]int8) string {
 		b[i] = byte(c[i])
 	}
 	return string(b)
+}
+
+// commCache turns kernel command names into strings without a new string
+// per record: under a flood the same few processes are in every record.
+// It is direct-mapped by a hash of the name; a miss converts and replaces.
+type commCache [64]struct {
+	raw [16]int8
+	s   string
+}
+
+func (cc *commCache) get(c *[16]int8) string {
+	b := (*[16]byte)(unsafe.Pointer(c))
+	h := (binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])*31) * 0x9e3779b97f4a7c15
+	e := &cc[h>>(64-6)]
+	if e.raw == *c && e.s != "" {
+		return e.s
+	}
+	e.raw, e.s = *c, commString(c)
+	return e.s
 }

@@ -125,10 +125,22 @@ func (c *Correlator) handleIssue5(r *Record, emit func(*events.Event) error) err
 
 // sockTuple is the attempt of a client-side record: local -> remote.
 func sockTuple(r *Record) tuple {
-	return tuple{
-		src: netip.AddrPortFrom(addr(r.Family, &r.Saddr).Unmap(), r.Sport),
-		dst: netip.AddrPortFrom(addr(r.Family, &r.Daddr).Unmap(), r.Dport),
-	}
+	return refusalKey(r)
+}
+
+// makeTuple is the key of the attempt src -> dst.
+func makeTuple(src, dst netip.AddrPort) tuple {
+	s, d := src.Addr().Unmap(), dst.Addr().Unmap()
+	return tuple{src: s.As16(), dst: d.As16(), sport: src.Port(), dport: dst.Port(), src4: s.Is4(), dst4: d.Is4()}
+}
+
+func (t *tuple) dstAddrPort() netip.AddrPort { return netip.AddrPortFrom(t.dstAddr(), t.dport) }
+
+// pendingRef is one side of a RST waiting for the other, in arrival order.
+type pendingRef struct {
+	key tuple
+	ev  *events.Event
+	ts  uint64
 }
 
 func (c *Correlator) fwDrop(r *Record) error {
@@ -155,7 +167,7 @@ func (c *Correlator) fwDrop(r *Record) error {
 		e.icmp = true
 	}
 	if r.Flags&flagProcKnown != 0 {
-		p := procOf(r)
+		p := c.procOf(r)
 		e.client, e.claimed = &p, true
 	}
 	return nil
@@ -163,7 +175,7 @@ func (c *Correlator) fwDrop(r *Record) error {
 
 func (c *Correlator) synRetrans(r *Record) error {
 	if e := c.x5.fw[sockTuple(r)]; e != nil {
-		p := procOf(r)
+		p := c.procOf(r)
 		e.client, e.claimed = &p, true
 	}
 	return nil
@@ -175,8 +187,8 @@ func (c *Correlator) attemptEvent(typ events.Type, key tuple, ts uint64, netns u
 		Time:  c.Wall(ts),
 		Type:  typ,
 		Netns: netns,
-		Src:   &events.Endpoint{Addr: key.src.Addr(), Port: key.src.Port()},
-		Dst:   &events.Endpoint{Addr: key.dst.Addr(), Port: key.dst.Port()},
+		Src:   &events.Endpoint{Addr: key.srcAddr(), Port: key.sport},
+		Dst:   &events.Endpoint{Addr: key.dstAddr(), Port: key.dport},
 	}
 }
 
@@ -237,7 +249,7 @@ func (c *Correlator) connectFailed(r *Record, emit func(*events.Event) error) er
 		delete(x.refused, key) // reported as refused by its RST
 		return nil
 	}
-	client := procOf(r)
+	client := c.procOf(r)
 	attempt := &events.Attempt{Errno: errnoOf(r.Ret), Retransmits: r.Aux >> 24, WaitedMs: int64(r.Aux & 0xffffff)}
 	e := x.fw[key]
 	delete(x.fw, key)
@@ -291,7 +303,7 @@ func (c *Correlator) fwUnclaimed(key tuple, e *fwEntry, emit func(*events.Event)
 	}
 	ev := c.attemptEvent(events.TypeFiltered, key, e.first, e.netns)
 	ev.Cause, ev.Firewall = events.CauseFirewallDrop, &fw
-	ev.Listener = c.listenerFor(e.netns, key.dst)
+	ev.Listener = c.listenerFor(e.netns, key.dstAddrPort())
 	ev.Explanation = events.Explain(ev)
 	return emit(ev)
 }
@@ -306,16 +318,16 @@ func (c *Correlator) reset(r *Record, emit func(*events.Event) error) error {
 	ev := &events.Event{Time: c.Wall(r.Ts), Type: events.TypeReset, Netns: r.Netns}
 	var key tuple // sender -> receiver
 	if r.Type == recRstOut {
-		key = tuple{local, remote}
+		key = makeTuple(local, remote)
 		ev.KernelReason = c.RSTReason(r.Reason)
 		if r.Flags&flagCurrent != 0 && senderIsCurrent(ev.KernelReason) {
-			p := procOf(r)
+			p := c.procOf(r)
 			ev.Process = &p
 		}
 		ev.State = tcpStateName(r.State)
 		ev.Unaccepted = r.Flags&flagNoSkb != 0 && r.Ino == 0
 	} else {
-		key = tuple{remote, local}
+		key = makeTuple(remote, local)
 		var peer *events.Process
 		if x.owner != nil && r.Ino != 0 {
 			peer = x.owner(r.Ino)
@@ -323,16 +335,16 @@ func (c *Correlator) reset(r *Record, emit func(*events.Event) error) error {
 		// A refusal the core holds for this connection (a listener's RST
 		// to a final ACK, tcp_abort_on_overflow): the client thought it
 		// was connected. Name it there instead of a second event.
-		if p, ok := c.pending[tuple{local, remote}]; ok {
-			delete(c.pending, tuple{local, remote})
-			p.Client = peer
-			return emit(p)
+		if p, ok := c.pending[makeTuple(local, remote)]; ok {
+			c.unhold(p)
+			p.ev.Client = peer
+			return emit(&p.ev)
 		}
 		ev.PeerProcess = peer
 		ev.State = tcpStateName(r.State)
 	}
-	ev.Src = &events.Endpoint{Addr: key.src.Addr(), Port: key.src.Port()}
-	ev.Dst = &events.Endpoint{Addr: key.dst.Addr(), Port: key.dst.Port()}
+	ev.Src = &events.Endpoint{Addr: key.srcAddr(), Port: key.sport}
+	ev.Dst = &events.Endpoint{Addr: key.dstAddr(), Port: key.dport}
 	if other, ok := x.resets[key]; ok {
 		delete(x.resets, key)
 		if r.Type == recRstOut {
