@@ -101,8 +101,15 @@ func (x *issue5) init() {
 // RST, so its connect failure record is not a second event.
 func (x *issue5) noteRefused(key tuple, ts uint64) {
 	x.init()
-	if len(x.refused) >= maxRemembered {
-		return
+	// Bounded by count, not only by age: under a refusal flood five
+	// seconds of refusals are millions, while the connect failure record
+	// comes microseconds after its RST.
+	if len(x.refQ) >= maxRemembered {
+		old := x.refQ[0]
+		x.refQ = x.refQ[1:]
+		if x.refused[old.key] == old.ts {
+			delete(x.refused, old.key)
+		}
 	}
 	x.refused[key] = ts
 	x.refQ = append(x.refQ, tsKey{key, ts})

@@ -315,11 +315,18 @@ func (t *Tracer) Written() uint64 {
 const tick = 10 * time.Millisecond
 const lostEvery = time.Second
 
-// Run reads records until ctx is done, passing every event to out, plus a
-// `lost` record whenever the kernel lost records since the last one; out is
-// flushed whenever the ring buffer is idle. When ctx is done Run drains what
-// the kernel already wrote and returns nil. An error from out ends Run with
-// that error.
+// gather is how long Run lets records pile up after it emptied the ring.
+// The kernel wakes the reader only for the first record after the reader
+// caught up, so under a flood a reader that returned to epoll at once was
+// woken for every few records (each wakeup an interrupt-work item on the
+// CPU running the load, a context switch, and a tiny batch); pausing
+// bounds that to 1/gather batches a second. It is also the most an event
+// waits in the ring once the tracer is busy.
+const gather = time.Millisecond
+
+// Run reads records until ctx is cancelled or the reader is closed, and
+// writes events to out. It flushes out whenever the ring buffer is empty.
+// On cancellation it drains what is already in the ring, then returns.
 func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 	count := func(e *events.Event) error {
 		t.mu.Lock()
@@ -333,18 +340,33 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 	var rec ringbuf.Record
 	var r Record
 	lastLost := time.Now()
-	draining := false
+	draining, batch := false, false
+	n := 0
+	lastHouse := time.Now()
 	for {
 		if !draining && ctx.Err() != nil {
 			// Drain: read what is in the ring now, then stop.
 			draining = true
 			t.reader.SetDeadline(time.Now().Add(-time.Second))
-		} else if !draining {
+		}
+		if !draining && t.reader.AvailableBytes() == 0 {
+			if batch {
+				// Emptied the ring: housekeeping, then let the next
+				// records gather instead of waking up for each.
+				batch = false
+				if err := t.housekeep(count, out, &lastLost); err != nil {
+					return err
+				}
+				time.Sleep(gather)
+				continue
+			}
+			// Idle: wait in epoll, at most a tick.
 			t.reader.SetDeadline(time.Now().Add(tick))
 		}
 		err := t.reader.ReadInto(&rec)
 		switch {
 		case err == nil:
+			batch = true
 			if derr := Decode(rec.RawSample, &r); derr != nil {
 				t.log.Warn("dropping undecodable record", "error", derr)
 				continue
@@ -356,6 +378,14 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 				return err
 			}
 			t.trackNetns(&r, true)
+			// A ring that never empties must not starve the periodic
+			// work (lost reports, overflow polls).
+			if n++; n%1024 == 0 && time.Since(lastHouse) >= tick {
+				lastHouse = time.Now()
+				if err := t.housekeep(count, out, &lastLost); err != nil {
+					return err
+				}
+			}
 			continue
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 		case errors.Is(err, ringbuf.ErrClosed):
@@ -366,24 +396,34 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 		if draining {
 			return t.finish(count, out)
 		}
-		if time.Since(t.ovf.lastPoll) >= t.cfg.OverflowInterval {
-			if err := t.ovf.poll(time.Now(), t.monoNow(), t.corr.Listener, count); err != nil {
-				return err
-			}
-		}
-		if err := t.corr.Expire(t.monoNow(), count); err != nil {
+		if err := t.housekeep(count, out, &lastLost); err != nil {
 			return err
-		}
-		if err := out.Flush(); err != nil {
-			return err
-		}
-		if time.Since(lastLost) >= lostEvery {
-			lastLost = time.Now()
-			if err := t.reportLost(count); err != nil {
-				return err
-			}
 		}
 	}
+}
+
+// housekeep runs when the ring is empty: the overflow poll when due, held
+// refusals whose client did not come, the output flush, and the lost
+// report when due.
+func (t *Tracer) housekeep(emit func(*events.Event) error, out events.Encoder, lastLost *time.Time) error {
+	if time.Since(t.ovf.lastPoll) >= t.cfg.OverflowInterval {
+		if err := t.ovf.poll(time.Now(), t.monoNow(), t.corr.Listener, emit); err != nil {
+			return err
+		}
+	}
+	if err := t.corr.Expire(t.monoNow(), emit); err != nil {
+		return err
+	}
+	if err := out.Flush(); err != nil {
+		return err
+	}
+	if time.Since(*lastLost) >= lostEvery {
+		*lastLost = time.Now()
+		if err := t.reportLost(emit); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // finish writes what is still held and a last overflow summary.

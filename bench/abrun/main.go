@@ -85,6 +85,13 @@ type tracerResult struct {
 	Lost         *uint64    `json:"lost,omitempty"` // nil: no stop line seen
 	BadLines     uint64     `json:"unparsable_lines"`
 	StartupS     float64    `json:"startup_s"`
+	// From wait4's rusage of the tracer (sh -c execs it; a pipeline's
+	// waited-for children are included).
+	CPUUserS  float64 `json:"cpu_user_s"`
+	CPUSysS   float64 `json:"cpu_sys_s"`
+	MaxRSSKiB int64   `json:"max_rss_kib"`
+	// Refusals reported in aggregate ({"type":"summary"} records).
+	Summarized uint64 `json:"summarized_refusals"`
 	Progs        []progStat `json:"bpf_progs,omitempty"`
 }
 
@@ -403,6 +410,13 @@ func runTraced(o *options, cl *cleanup, n int) (loadResult, *tracerResult, error
 	}
 
 	stopErr := stopTracer()
+	if ps := cmd.ProcessState; ps != nil {
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+			tr.CPUUserS = time.Duration(ru.Utime.Nano()).Seconds()
+			tr.CPUSysS = time.Duration(ru.Stime.Nano()).Seconds()
+			tr.MaxRSSKiB = ru.Maxrss
+		}
+	}
 	if loadErr != nil {
 		return load, nil, loadErr
 	}
@@ -433,7 +447,7 @@ func runTraced(o *options, cl *cleanup, n int) (loadResult, *tracerResult, error
 // load begins and nothing during it.
 func waitForStart(path string, exited <-chan struct{}, waitErr *error, timeout time.Duration) error {
 	deadline := time.After(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
+	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
@@ -512,6 +526,11 @@ func countEvents(tr *tracerResult, netns uint64, netnsField string) error {
 					inNetns++
 				}
 			}
+		case "summary":
+			var n uint64
+			if json.Unmarshal(rec["refusals"], &n) == nil {
+				tr.Summarized += n
+			}
 		case "stop":
 			var lost uint64
 			if err := json.Unmarshal(rec["lost"], &lost); err == nil {
@@ -586,35 +605,43 @@ func diffProgs(before, after map[uint32]progStat) []progStat {
 
 func report(w io.Writer, rounds []round) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\tarm\trefusals/s\trefusals\terrors\tevents\tlost\t(events+lost)/refusals\tB/A\t")
-	var ratios []float64
+	fmt.Fprintln(tw, "round\tarm\trefusals/s\trefusals\tevents\tsummarized\tlost\treported+lost\tB/A\ttracer CPU s\tCPU us/refusal\tmax RSS MiB\tstart ms\t")
+	var ratios, starts []float64
 	var a *round
 	for i := range rounds {
 		r := &rounds[i]
-		errs := r.Load.Errors + r.Load.Connected
 		if r.Arm == "A" {
 			a = r
-			fmt.Fprintf(tw, "%d\tA\t%.0f\t%d\t%d\t\t\t\t\t\n", r.N, r.Load.RefusalsPerSec, r.Load.Refusals, errs)
+			fmt.Fprintf(tw, "%d\tA\t%.0f\t%d\t\t\t\t\t\t\t\t\t\t\n", r.N, r.Load.RefusalsPerSec, r.Load.Refusals)
 			continue
 		}
 		ratio := r.Load.RefusalsPerSec / a.Load.RefusalsPerSec
 		ratios = append(ratios, ratio)
 		t := r.Tracer
+		starts = append(starts, t.StartupS*1000)
+		got := t.Refused
+		if t.RefusedNetns != nil {
+			got = *t.RefusedNetns // the load's refusals only
+		}
 		lost, pct := "?", "?"
 		if t.Lost != nil {
 			lost = strconv.FormatUint(*t.Lost, 10)
 			if r.Load.Refusals > 0 {
-				pct = fmt.Sprintf("%.1f%%", 100*float64(t.Refused+*t.Lost)/float64(r.Load.Refusals))
+				pct = fmt.Sprintf("%.2f%%", 100*float64(got+t.Summarized+*t.Lost)/float64(r.Load.Refusals))
 			}
 		}
-		events := strconv.FormatUint(t.Refused, 10)
-		if t.RefusedNetns != nil {
-			events += fmt.Sprintf(" (%d in netns)", *t.RefusedNetns)
+		cpu := t.CPUUserS + t.CPUSysS
+		per := "-"
+		if r.Load.Refusals > 0 {
+			per = fmt.Sprintf("%.2f", cpu*1e6/float64(r.Load.Refusals))
 		}
-		fmt.Fprintf(tw, "%d\tB\t%.0f\t%d\t%d\t%s\t%s\t%s\t%.3f\t\n", r.N, r.Load.RefusalsPerSec, r.Load.Refusals, errs, events, lost, pct, ratio)
+		fmt.Fprintf(tw, "%d\tB\t%.0f\t%d\t%d\t%d\t%s\t%s\t%.3f\t%.2f\t%s\t%.1f\t%.0f\t\n", r.N, r.Load.RefusalsPerSec, r.Load.Refusals,
+			got, t.Summarized, lost, pct, ratio, cpu, per, float64(t.MaxRSSKiB)/1024, t.StartupS*1000)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nmedian B/A over %d pairs: %.3f  (overhead %.1f%%)\n", len(ratios), median(ratios), 100*(1-median(ratios)))
+	fmt.Fprintf(w, "\nmedian B/A over %d pairs: %.3f  (overhead %.1f%%); median start-up %.0f ms\n", len(ratios), median(ratios), 100*(1-median(ratios)), median(starts))
+	fmt.Fprintln(w, "(events: refused events in the load's netns; reported+lost = (events + summarized + lost) / refusals;")
+	fmt.Fprintln(w, " start ms: tracer exec to its start line on stdout, polled every 2 ms)")
 
 	// Per-program cost, summed over B rounds.
 	type agg struct{ cnt, ns uint64 }
