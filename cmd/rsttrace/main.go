@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -140,8 +141,17 @@ func main() {
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, cfg, os.Stdout); err != nil {
+	// For profiling under load (bench/README.md): not a flag, since
+	// operators have no use for it.
+	if path := os.Getenv("RSTTRACE_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
+	err = run(ctx, cfg, os.Stdout)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "rsttrace:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
