@@ -12,7 +12,7 @@ GEN_PKGS  := clang-14 llvm-14 libbpf-dev bpftool
 TEST_PKGS := iproute2 kmod nftables qemu-system-x86 busybox-static cpio xz-utils
 
 .PHONY: all build generate check-generated vmlinux deps gen-deps test-deps \
-	test test-go test-kernels fuzz bench clean
+	test test-go test-kernels fuzz bench bench-ab clean
 
 all: build
 
@@ -71,10 +71,13 @@ test-kernels: test-deps
 # What CI runs (.ci/run): generated code current, every test, every kernel.
 test: check-generated test-go fuzz test-kernels
 
-# Interleaved A/B overhead benchmark (bench/README.md); needs root.
+# Every performance measurement side by side, and the README's table
+# (bench/README.md); needs root. bench-ab: one A/B run (bench/run.sh).
 ROUNDS ?= 5
 export ROUNDS
 bench: build
+	bench/all.sh
+bench-ab: build
 	bench/run.sh
 
 clean:

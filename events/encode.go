@@ -81,6 +81,24 @@ func appendText(b []byte, e *Event) []byte {
 		b = append(b, " records written, "...)
 		b = strconv.AppendUint(b, deref(e.Lost), 10)
 		b = append(b, " lost"...)
+		if e.Summarized != 0 {
+			b = append(b, ", "...)
+			b = strconv.AppendUint(b, e.Summarized, 10)
+			b = append(b, " refusals summarized"...)
+		}
+	case TypeSummary:
+		b = append(b, "SUMMARY "...)
+		b = strconv.AppendUint(b, e.Refusals, 10)
+		b = append(b, " refused -> "...)
+		b = appendEndpointText(b, e.Dst)
+		b = append(b, " netns "...)
+		b = strconv.AppendUint(b, uint64(e.Netns), 10)
+		b = append(b, " in "...)
+		b = strconv.AppendInt(b, e.IntervalMs, 10)
+		b = append(b, "ms "...)
+		b = append(b, e.Cause...)
+		b = append(b, ": "...)
+		b = append(b, e.Explanation...)
 	case TypeLost:
 		b = append(b, "LOST "...)
 		b = strconv.AppendUint(b, deref(e.Lost), 10)

@@ -37,6 +37,12 @@ const (
 	// local process the tracer saw: the sender got a RST if the rule
 	// rejects with tcp reset, nothing if it drops (issue 5).
 	TypeFiltered Type = "filtered"
+
+	// Refusals counted in the kernel instead of written one event each:
+	// with --summary, or automatically while the ring buffer is more than
+	// half full (a flood the tracer would otherwise fall behind on). One
+	// record per network namespace and destination per interval.
+	TypeSummary Type = "summary"
 )
 
 // Cause is why a connection was refused.
@@ -242,6 +248,12 @@ type Event struct {
 	// clamped the backlog the program asked for.
 	Somaxconn uint32 `json:"somaxconn,omitempty"`
 
+	// summary: how many refusals to Dst in Netns were counted in the
+	// IntervalMs that ends at Time; Cause, Explanation and Listener are
+	// those a refusal to Dst would get at Time. Refusals by this host's
+	// TCP stack, else (nothing here sent a RST) those local clients got.
+	Refusals uint64 `json:"refusals,omitempty"`
+
 	// start
 	Version int      `json:"version,omitempty"`
 	Kernel  string   `json:"kernel,omitempty"`
@@ -252,4 +264,6 @@ type Event struct {
 	// previous lost record), Events the records written.
 	Lost   *uint64 `json:"lost,omitempty"`
 	Events uint64  `json:"events,omitempty"`
+	// stop: refusals written in summary records instead of one each.
+	Summarized uint64 `json:"summarized,omitempty"`
 }

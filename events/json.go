@@ -159,6 +159,10 @@ func appendJSON(b []byte, e *Event) ([]byte, error) {
 		b = append(b, `,"somaxconn":`...)
 		b = strconv.AppendUint(b, uint64(e.Somaxconn), 10)
 	}
+	if e.Refusals != 0 {
+		b = append(b, `,"refusals":`...)
+		b = strconv.AppendUint(b, e.Refusals, 10)
+	}
 	if e.Version != 0 {
 		b = append(b, `,"version":`...)
 		b = strconv.AppendInt(b, int64(e.Version), 10)
@@ -194,6 +198,10 @@ func appendJSON(b []byte, e *Event) ([]byte, error) {
 	if e.Events != 0 {
 		b = append(b, `,"events":`...)
 		b = strconv.AppendUint(b, e.Events, 10)
+	}
+	if e.Summarized != 0 {
+		b = append(b, `,"summarized":`...)
+		b = strconv.AppendUint(b, e.Summarized, 10)
 	}
 	return append(b, '}', '\n'), nil
 }

@@ -42,6 +42,11 @@ func oracleText(e *Event) string {
 		}
 	case TypeStop:
 		fmt.Fprintf(&b, "STOP %d records written, %d lost", e.Events, deref(e.Lost))
+		if e.Summarized != 0 {
+			fmt.Fprintf(&b, ", %d refusals summarized", e.Summarized)
+		}
+	case TypeSummary:
+		fmt.Fprintf(&b, "SUMMARY %d refused -> %s netns %d in %dms %s: %s", e.Refusals, endpoint(e.Dst), e.Netns, e.IntervalMs, e.Cause, e.Explanation)
 	case TypeLost:
 		fmt.Fprintf(&b, "LOST %d records (ring buffer full or output too slow)", deref(e.Lost))
 	case TypeRefused:

@@ -103,6 +103,13 @@ type round struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "-table" {
+		if err := printTable(os.Stdout, os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "abrun:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	opts, err := parseOptions()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "abrun:", err)

@@ -55,6 +55,7 @@ type config struct {
 	scan     bool
 	passes   int
 	netns    bool
+	rate     int
 }
 
 // result is the machine-readable outcome; the A/B runner parses it.
@@ -125,6 +126,7 @@ func main() {
 	flag.BoolVar(&cfg.jsonOut, "json", false, "print the result as one JSON object")
 	flag.BoolVar(&cfg.scan, "scan", false, "connect once to each of ports 1-65535 (port-scan shape) instead of looping on -port")
 	flag.IntVar(&cfg.passes, "passes", 1, "with -scan, sweep the whole port range this many times (one sweep takes only ~0.15s)")
+	flag.IntVar(&cfg.rate, "rate", 0, "refusals per second in all (paced per thread in 1 ms steps); 0: as fast as possible")
 	flag.BoolVar(&cfg.netns, "netns", true, "run in a fresh network namespace (re-executes itself; needs CAP_SYS_ADMIN)")
 	flag.Parse()
 
@@ -155,6 +157,8 @@ func main() {
 
 func validate(cfg config) error {
 	switch {
+	case cfg.rate < 0:
+		return errors.New("-rate must not be negative")
 	case cfg.threads < 1:
 		return errors.New("-threads must be >= 1")
 	case cfg.family != 4 && cfg.family != 6:
@@ -286,8 +290,23 @@ func runLoop(cfg config, t target) ([]*counters, time.Duration) {
 	all, start, wait := startWorkers(cfg.threads, func(c *counters) {
 		// A relaxed-cost atomic load per iteration is noise next to three
 		// syscalls, and gives a prompt, clean stop.
+		if cfg.rate == 0 {
+			for !stop.Load() {
+				c.record(t.dial(cfg.port))
+			}
+			return
+		}
+		// Paced: each thread owes rate/threads refusals a second and
+		// catches up in bursts each millisecond (a storm, not a trickle).
+		perThread := float64(cfg.rate) / float64(cfg.threads)
+		begin := time.Now()
+		done := 0
 		for !stop.Load() {
-			c.record(t.dial(cfg.port))
+			due := int(perThread * time.Since(begin).Seconds())
+			for ; done < due && !stop.Load(); done++ {
+				c.record(t.dial(cfg.port))
+			}
+			time.Sleep(time.Millisecond)
 		}
 	})
 	time.Sleep(cfg.duration)

@@ -1,0 +1,53 @@
+#!/bin/sh
+# make bench: every issue-6 measurement in one command, one table.
+#
+#   1. user space alone: decode + correlate + encode JSON on one core
+#      (BenchmarkPipeline, realistic records), events/s;
+#   2. interleaved A/B rounds (bench/run.sh) for several loads:
+#      storm      socket/connect/close on 2 threads, as fast as they go
+#      storm-60k  the same paced at 60,000 refusals/s
+#      scan       every port 1-65535, 20 sweeps
+#      summary    the storm with rsttrace --summary (counts, no events)
+#      floor      the storm under bench/bin/mintracer: one counting BPF
+#                 program on the same tracepoints (the physical limit)
+#   3. the table (abrun -table) the README carries.
+#
+# Environment: ROUNDS (storm, default 5), ROUNDS_OTHER (default 2),
+# DURATION (default 5s), OUT (default a new directory under /tmp).
+# Needs root, and ./rsttrace built (make bench builds it).
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+OUT=${OUT:-$(mktemp -d /tmp/rsttrace-bench.XXXXXX)}
+ROUNDS=${ROUNDS:-5}
+ROUNDS_OTHER=${ROUNDS_OTHER:-2}
+export DURATION=${DURATION:-5s}
+mkdir -p "$OUT"
+echo "kernel $(uname -r), $(nproc) CPUs, $(date -u +%FT%TZ), results in $OUT"
+
+echo "== user space: BenchmarkPipeline (one core)"
+go test -run '^$' -bench 'BenchmarkPipeline' -benchmem -cpu 1 -count 3 ./tracer | tee "$OUT/pipeline.txt" | grep -E 'Benchmark|ok'
+
+scenario() { # name rounds tracer-cmd loadgen-args
+	echo "== $1"
+	OUT_DIR="$OUT/$1" ROUNDS=$2 TRACER_CMD=$3 LOADGEN_ARGS=$4 bench/run.sh >"$OUT/$1.txt" 2>&1 ||
+		{ cat "$OUT/$1.txt"; exit 1; }
+	grep -E 'median' "$OUT/$1.txt"
+}
+scenario storm "$ROUNDS" "./rsttrace -o json" ""
+scenario storm-60k "$ROUNDS_OTHER" "./rsttrace -o json" "-rate 60000"
+scenario scan "$ROUNDS_OTHER" "./rsttrace -o json" "-scan -passes 20"
+if ./rsttrace --help 2>&1 | grep -q -- '--summary'; then
+	scenario summary "$ROUNDS_OTHER" "./rsttrace -o json --summary" ""
+fi
+scenario floor "$ROUNDS_OTHER" "bench/bin/mintracer" ""
+
+echo
+echo "Pipeline (user space, one core): $(awk '/BenchmarkPipeline\/json/ {for (i=1;i<=NF;i++) if ($(i+1)=="events/s") print $i}' "$OUT/pipeline.txt" | sort -n | sed -n 2p) events/s (median of 3)"
+echo
+args=""
+for s in storm storm-60k scan summary floor; do
+	[ -f "$OUT/$s/summary.json" ] && args="$args $s=$OUT/$s/summary.json"
+done
+# shellcheck disable=SC2086
+bench/bin/abrun -table $args | tee "$OUT/table.md"
