@@ -102,22 +102,41 @@ func explainIssue5(e *Event) (string, bool) {
 		}
 		return s + ": " + fwWhere(e.Firewall) + " on this host dropped its SYNs; " + fwCheck(e.Firewall, port), true
 	case CauseNoResponse:
-		s := "connect() to " + dst + " got no answer"
-		if e.Attempt != nil && e.Attempt.Errno == "" {
-			s = "the client gave up on connect() to " + dst
+		addr := dstAddr(e)
+		return noAnswer(e, dst) + fmt.Sprintf(" and this host did not drop them: %s is down or unreachable, or a firewall on the path or on that host drops them; check `ip route get %s` and that host's firewall", addr, addr), true
+	case CauseUnknown:
+		// Where the kernel does not report packet filter drops (before
+		// 5.17) this host's own firewall cannot be ruled out.
+		switch {
+		case e.Type == TypeTimeout:
+			addr := dstAddr(e)
+			return noAnswer(e, dst) + fmt.Sprintf(": this kernel does not report packet filter drops, so this host's firewall is not ruled out: check `nft list ruleset` (and `iptables-save`) here for a drop on port %d, then `ip route get %s` and that host's firewall", port, addr), true
+		case e.Type == TypeRefused && e.Answer == "icmp":
+			return fmt.Sprintf("an ICMP error refused the connection to %s (no RST); this kernel cannot tell a `reject` rule of this host's packet filter from the remote host: check `nft list ruleset` here for a reject on port %d, then the service and firewall on %s", dst, port, dstAddr(e)), true
 		}
-		if w := waited(e.Attempt); w != "" {
-			s += " after " + w
-		}
-		addr := "the destination"
-		if e.Dst != nil {
-			addr = e.Dst.Addr.String()
-		}
-		return s + fmt.Sprintf(" and this host did not drop them: %s is down or unreachable, or a firewall on the path or on that host drops them; check `ip route get %s` and that host's firewall", addr, addr), true
 	case CauseRemote:
 		return fmt.Sprintf("%s refused the connection with %s, and nothing on this host sent it: nothing listens on port %d there, or its firewall rejects it; check the service and the firewall on that host", dst, answerText(e.Answer), port), true
 	}
 	return "", false
+}
+
+// noAnswer starts the explanation of a connect() that got no answer.
+func noAnswer(e *Event, dst string) string {
+	s := "connect() to " + dst + " got no answer"
+	if e.Attempt != nil && e.Attempt.Errno == "" {
+		s = "the client gave up on connect() to " + dst
+	}
+	if w := waited(e.Attempt); w != "" {
+		s += " after " + w
+	}
+	return s
+}
+
+func dstAddr(e *Event) string {
+	if e.Dst == nil {
+		return "the destination"
+	}
+	return e.Dst.Addr.String()
 }
 
 func synCount(f *Firewall) uint32 {

@@ -47,6 +47,10 @@ const refusedMemory = 5 * time.Second
 
 // issue5 is the correlator's state for issue 5.
 type issue5 struct {
+	// dropsKnown: the firewall capability is served, so a SYN this
+	// host's packet filter dropped would have been seen (skb:kfree_skb
+	// has a drop reason from 5.17).
+	dropsKnown bool
 	// remoteKnown: a RST or ICMP error sent by this host would have been
 	// seen (the refusals and firewall capabilities are served), so one
 	// that was not came from another host.
@@ -79,6 +83,7 @@ type fwEntry struct {
 
 func newIssue5(choices []choice, proc string) issue5 {
 	return issue5{
+		dropsKnown:  chosen(choices, CapFirewall),
 		remoteKnown: chosen(choices, CapRefusals) && chosen(choices, CapFirewall),
 		owner: func(ino uint64) *events.Process {
 			if p, ok := socketOwners(proc, map[uint64]bool{ino: true})[ino]; ok {
@@ -283,6 +288,10 @@ func (c *Correlator) connectFailed(r *Record, emit func(*events.Event) error) er
 		if e != nil {
 			fw := e.fw
 			ev.Cause, ev.Firewall, ev.Netns = events.CauseFirewallDrop, &fw, e.netns
+		} else if !x.dropsKnown {
+			// No drop seen, but none could be: this host's packet
+			// filter is not ruled out.
+			ev.Cause = events.CauseUnknown
 		}
 		ev.Explanation = events.Explain(ev)
 		return emit(ev)

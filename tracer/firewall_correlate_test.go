@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ const ms = uint64(time.Millisecond)
 
 func newX5Correlator() *Correlator {
 	c := NewCorrelator()
-	c.x5.remoteKnown = true
+	c.x5.remoteKnown, c.x5.dropsKnown = true, true
 	return c
 }
 
@@ -119,6 +120,27 @@ func TestTimeoutCauses(t *testing.T) {
 				t.Errorf("firewall = %+v", e.Firewall)
 			}
 		})
+	}
+}
+
+// Where packet filter drops cannot be seen (before 5.17), a timeout
+// without a seen drop does not say this host dropped nothing.
+func TestTimeoutWithoutDropHook(t *testing.T) {
+	for _, errno := range []int32{etimedout, 0} {
+		c, s := NewCorrelator(), &ctSink{}
+		ctFeed(t, c, s, connFailedRec(3000*ms, "10.0.0.1:5000", "10.0.0.2:80", errno, 1, 3000, curl))
+		c.FlushAll(s.emit)
+		if len(s.evs) != 1 {
+			t.Fatalf("%d events, want 1: %+v", len(s.evs), s.evs)
+		}
+		e := s.evs[0]
+		if e.Type != events.TypeTimeout || e.Cause != events.CauseUnknown || e.Firewall != nil ||
+			e.Attempt.Retransmits != 1 || *e.Client != curl {
+			t.Errorf("errno %d: event = %+v attempt %+v", errno, e, e.Attempt)
+		}
+		if strings.Contains(e.Explanation, "did not drop") || !strings.Contains(e.Explanation, "not ruled out") {
+			t.Errorf("errno %d: explanation %q", errno, e.Explanation)
+		}
 	}
 }
 

@@ -29,12 +29,16 @@
 #   VMTEST_WORKDIR          host directory whose contents are copied into the VM's
 #                           working directory (e.g. a package dir with testdata/)
 #   VMTEST_VERBOSE=1        also stream the VM console to stdout
+#   VMTEST_MODULES          kernel modules the VM loads at boot (with their
+#                           dependencies), default "inet_diag tcp_diag veth
+#                           crc32c_generic nf_tables nft_reject_inet"
 #   DEBIAN_MIRROR           default http://deb.debian.org/debian
 #   DEBIAN_SECURITY_MIRROR  default http://deb.debian.org/debian-security
 #   DEBIAN_KEYRING          default /usr/share/keyrings/debian-archive-keyring.gpg
 #
 # Needs: bash, apt-get/apt-cache, dpkg-deb, tar, cpio, gzip, busybox (static,
-# from busybox-static), qemu-system-x86_64 (qemu-system-x86), timeout, flock.
+# from busybox-static), qemu-system-x86_64 (qemu-system-x86), timeout, flock,
+# modinfo (kmod), xz (xz-utils); nft (nftables) and ldd to put nft in the VM.
 set -euo pipefail
 
 prog=vmtest
@@ -54,6 +58,13 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SEC_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 KEYRING=${DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
 BUSYBOX=${VMTEST_BUSYBOX:-/bin/busybox}
+# The VM has no module tree, so the modules the tests need come along:
+# sock_diag for TCP (rsttrace's overflow poller), veth (the two-host tests),
+# nf_tables with `reject` for the inet family (the firewall tests; `drop`,
+# `tcp dport` and filter chains are in nf_tables itself). nf_tables needs
+# libcrc32c, which finds crc32c through the crypto API at init (a softdep,
+# "pre: crc32c", that insmod does not follow): crc32c_generic comes first.
+VM_MODULES=${VMTEST_MODULES:-"inet_diag tcp_diag veth crc32c_generic nf_tables nft_reject_inet"}
 
 # kernel series -> Debian codename
 codename_for() {
@@ -83,6 +94,7 @@ need dpkg-deb dpkg
 need tar tar
 need flock util-linux
 need timeout coreutils
+need modinfo kmod
 if [ "$fetch_only" = 0 ]; then
 	need cpio cpio
 	need gzip gzip
@@ -215,7 +227,7 @@ refresh_kernel() {
 	fi
 	pkgver=$(apt-cache "${APT_OPTS[@]}" show --no-all-versions "$pkg" | awk '/^Version:/ { print $2; exit }')
 	if [ -f "$dir/current" ] && [ "$(cat "$dir/package" 2>/dev/null)" = "$pkg $pkgver" ] &&
-		[ -f "$dir/vmlinuz-$(cat "$dir/current")" ] && [ -f "$dir/modules-$(cat "$dir/current")/tcp_diag.ko" ]; then
+		[ -f "$dir/vmlinuz-$(cat "$dir/current")" ] && modules_cached "$dir"; then
 		info "kernel $ver: $pkg $pkgver already cached"
 		touch "$dir/stamp"
 		return 0
@@ -230,12 +242,10 @@ refresh_kernel() {
 	fi
 	deb=$(ls "$tmp"/*.deb 2>/dev/null | head -n1)
 	[ -n "$deb" ] || { warn "no .deb downloaded for $pkg"; return 1; }
-	# Only ./boot (vmlinuz + config) and the sock_diag modules that
-	# rsttrace's overflow poller needs (a host loads them on demand; the
-	# VM has no module tree) are needed; skip the ~400 MB of modules.
-	if ! dpkg-deb --fsys-tarfile "$deb" | tar -xf - -C "$tmp/x" --wildcards './boot/*' \
-		'*/kernel/net/ipv4/inet_diag.ko*' '*/kernel/net/ipv4/tcp_diag.ko*'; then
-		warn "cannot extract ./boot and the diag modules from $deb"
+	# Only ./boot (vmlinuz + config) and the modules in VM_MODULES (with
+	# what they depend on) are needed; skip the ~400 MB of other modules.
+	if ! dpkg-deb --fsys-tarfile "$deb" | tar -xf - -C "$tmp/x" --wildcards './boot/*'; then
+		warn "cannot extract ./boot from $deb"
 		return 1
 	fi
 	vmlinuz=$(ls "$tmp"/x/boot/vmlinuz-* 2>/dev/null | head -n1)
@@ -250,17 +260,7 @@ refresh_kernel() {
 		cp "$tmp/x/boot/config-$release" "$dir/config-$release"
 	fi
 	rm -rf "$dir/modules-$release" && mkdir -p "$dir/modules-$release" || return 1
-	local m
-	for m in inet_diag tcp_diag; do
-		local f
-		f=$(find "$tmp/x" -name "$m.ko*" | head -n1)
-		[ -n "$f" ] || { warn "$pkg has no $m module"; return 1; }
-		case $f in
-		*.xz) xz -dc "$f" >"$dir/modules-$release/$m.ko" ;;
-		*.zst) zstd -dqc "$f" >"$dir/modules-$release/$m.ko" ;;
-		*) cp "$f" "$dir/modules-$release/$m.ko" ;;
-		esac || { warn "cannot unpack $f"; return 1; }
-	done
+	extract_modules "$deb" "$tmp" "$dir/modules-$release" || return 1
 	# Drop older releases of this series, then switch the pointer.
 	find "$dir" -maxdepth 1 -type f \( -name 'vmlinuz-*' -o -name 'config-*' \) \
 		! -name "vmlinuz-$release" ! -name "config-$release" -delete
@@ -272,13 +272,97 @@ refresh_kernel() {
 	info "kernel $ver: cached $dir/vmlinuz-$release"
 }
 
+# modules_cached DIR: the cached release in DIR has the modules VM_MODULES
+# asks for (a cache made with another list is refreshed).
+modules_cached() {
+	local m="$1/modules-$(cat "$1/current")"
+	[ -f "$m/order" ] && [ "$(cat "$m/wanted" 2>/dev/null)" = "$VM_MODULES" ]
+}
+
+# ko_name FILE: the module name of a .ko file (dashes are underscores).
+ko_name() {
+	local b=${1##*/}
+	b=${b%%.ko*}
+	echo "${b//-/_}"
+}
+
+# extract_modules DEB TMP OUT: put the modules VM_MODULES names, and every
+# module they depend on, uncompressed into OUT as NAME.ko, with OUT/order
+# listing them dependencies first (the order for insmod). The package has
+# no modules.dep (depmod makes it at install): dependencies come from each
+# module's own "depends" field, which is what depmod reads. Modules built
+# into this kernel (modules.builtin) are skipped.
+extract_modules() {
+	local deb=$1 tmp=$2 out=$3 p f="" m
+	declare -A path=() got=() builtin=()
+	# Under ./lib/modules, or ./usr/lib/modules (merged /usr, trixie).
+	while read -r p; do
+		case $p in
+		*/modules.builtin) f=$p ;;
+		*) path[$(ko_name "$p")]=$p ;;
+		esac
+	done < <(dpkg-deb --fsys-tarfile "$deb" | tar -tf - | grep -E '/kernel/.*\.ko(\.xz|\.zst)?$|/modules\.builtin$')
+	if [ -n "$f" ]; then
+		dpkg-deb --fsys-tarfile "$deb" | tar -xf - -C "$tmp/x" "$f" || { warn "cannot extract $f from $deb"; return 1; }
+		while read -r p; do builtin[$(ko_name "$p")]=1; done <"$tmp/x/$f"
+	fi
+	# Breadth first: one pass over the package per level of dependencies.
+	local want=() next order=()
+	for m in $VM_MODULES; do want+=("${m//-/_}"); done
+	while [ "${#want[@]}" -gt 0 ]; do
+		local files=()
+		for m in "${want[@]}"; do
+			[ -n "${got[$m]:-}" ] && continue
+			got[$m]=1
+			if [ -n "${builtin[$m]:-}" ]; then
+				continue
+			fi
+			[ -n "${path[$m]:-}" ] || { warn "the kernel package has no module $m and it is not built in"; return 1; }
+			files+=("${path[$m]}")
+		done
+		[ "${#files[@]}" -gt 0 ] || break
+		dpkg-deb --fsys-tarfile "$deb" | tar -xf - -C "$tmp/x" "${files[@]}" ||
+			{ warn "cannot extract ${files[*]} from $deb"; return 1; }
+		next=()
+		for p in "${files[@]}"; do
+			m=$(ko_name "$p")
+			case $p in
+			*.xz) xz -dc "$tmp/x/$p" >"$out/$m.ko" ;;
+			*.zst) zstd -dqc "$tmp/x/$p" >"$out/$m.ko" ;;
+			*) cp "$tmp/x/$p" "$out/$m.ko" ;;
+			esac || { warn "cannot unpack $p"; return 1; }
+			local d
+			for d in $(modinfo -F depends "$out/$m.ko" | tr ',' ' '); do
+				next+=("${d//-/_}")
+			done
+		done
+		want=("${next[@]}")
+	done
+	# insmod order: a module after everything it depends on.
+	declare -A placed=()
+	place() {
+		local m=$1 d
+		[ -n "${placed[$m]:-}" ] && return 0
+		placed[$m]=1
+		[ -f "$out/$m.ko" ] || return 0 # built in
+		for d in $(modinfo -F depends "$out/$m.ko" | tr ',' ' '); do
+			place "${d//-/_}"
+		done
+		order+=("$m")
+	}
+	for m in $VM_MODULES; do place "${m//-/_}"; done
+	printf '%s\n' "${order[@]}" >"$out/order"
+	echo "$VM_MODULES" >"$out/wanted"
+	info "modules for the VM: ${order[*]}"
+}
+
 # Make sure kernel series $1 is in the cache; print its vmlinuz path.
 ensure_kernel() {
 	local ver=$1 dir="$CACHE/kernels/$1" have=0 stale=0
 	if [ -f "$dir/current" ] && [ -f "$dir/vmlinuz-$(cat "$dir/current")" ]; then
 		have=1
-		# Caches from before the diag modules were kept need a refresh.
-		[ -f "$dir/modules-$(cat "$dir/current")/tcp_diag.ko" ] || stale=1
+		# Caches made for another module list need a refresh.
+		modules_cached "$dir" || stale=1
 		if [ "${VMTEST_REFRESH:-0}" = 1 ]; then
 			stale=1
 		elif [ "$MAX_AGE_DAYS" -gt 0 ] 2>/dev/null &&
@@ -347,9 +431,24 @@ build_initramfs() {
 		rel=${VMLINUZ[$k]##*/vmlinuz-}
 		if [ -d "$CACHE/kernels/$k/modules-$rel" ]; then
 			mkdir -p "$root/lib/modules/$rel"
-			cp "$CACHE/kernels/$k/modules-$rel"/*.ko "$root/lib/modules/$rel/"
+			cp "$CACHE/kernels/$k/modules-$rel"/{*.ko,order} "$root/lib/modules/$rel/"
 		fi
 	done
+	# nft (nftables) for the firewall tests, with the shared libraries
+	# and the dynamic loader it needs (ldd), at the host's paths.
+	local nft lib
+	if nft=$(command -v nft); then
+		mkdir -p "$root/usr/sbin"
+		cp -L "$nft" "$root/usr/sbin/nft"
+		for lib in $(ldd "$nft" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+			mkdir -p "$root/${lib%/*}"
+			cp -L "$lib" "$root/$lib"
+		done
+		"$root/usr/sbin/nft" --version >/dev/null 2>&1 ||
+			warn "nft copied into the VM does not run on the host: check ldd $nft"
+	else
+		warn "nft not found (install nftables): the firewall tests will skip in the VMs"
+	fi
 	cp "$TESTBIN" "$root/test/$name"
 	chmod 0755 "$root/test/$name"
 	mkdir -p "$root/test/work"
@@ -385,11 +484,15 @@ mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
 mount -t bpf bpf /sys/fs/bpf || echo "rsttrace-vm: cannot mount bpffs"
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
 ip link set lo up
-# sock_diag for TCP (ss, rsttrace's overflow poller): a host loads these on
-# demand from its module tree; this VM has none, so they come along.
-for m in inet_diag tcp_diag; do
-	[ -f "/lib/modules/$(uname -r)/$m.ko" ] && insmod "/lib/modules/$(uname -r)/$m.ko"
-done
+# Modules the tests need (sock_diag, veth, nf_tables): a host loads them on
+# demand from its module tree; this VM has none, so they come along with the
+# order to load them in (dependencies first).
+mods=/lib/modules/$(uname -r)
+if [ -f "$mods/order" ]; then
+	while read -r m; do
+		insmod "$mods/$m.ko" || echo "rsttrace-vm: insmod $m failed"
+	done <"$mods/order"
+fi
 hostname rsttrace-vm
 # keep kernel messages off the console; they are dumped on failure instead
 dmesg -n 1

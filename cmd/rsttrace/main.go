@@ -41,7 +41,8 @@ Examples:
 
 Causes of a refusal: no_listener, listener_closed, wrong_address,
 other_netns, bind_failed, backlog_full, firewall_reject, remote, unknown;
-of a timeout: firewall_drop, no_response (see the README for what to do).
+of a timeout: firewall_drop, no_response, unknown (see the README for what
+to do).
 
 Flags:
 `
