@@ -61,7 +61,8 @@ func waited(a *Attempt) string {
 
 func explainIssue5(e *Event) (string, bool) {
 	switch {
-	case e.Type == TypeReset:
+	case e.Type == TypeReset, e.Type == TypeTimeout, e.Type == TypeFiltered:
+	case e.Cause == CauseUnknown && e.Answer != "":
 	case e.Cause == CauseFirewallReject, e.Cause == CauseFirewallDrop, e.Cause == CauseNoResponse, e.Cause == CauseRemote:
 	default:
 		return "", false // the core's causes: nothing formatted, nothing allocated
