@@ -349,8 +349,8 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 			draining = true
 			t.reader.SetDeadline(time.Now().Add(-time.Second))
 		}
-		if !draining && t.reader.AvailableBytes() == 0 {
-			if batch {
+		if !draining {
+			if batch && t.reader.AvailableBytes() == 0 {
 				// Emptied the ring: housekeeping, then let the next
 				// records gather instead of waking up for each.
 				batch = false
@@ -360,8 +360,12 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 				time.Sleep(gather)
 				continue
 			}
-			// Idle: wait in epoll, at most a tick.
-			t.reader.SetDeadline(time.Now().Add(tick))
+			if !batch {
+				// A read that may wait in epoll waits at most a tick:
+				// the kernel does not wake the reader for a record
+				// behind unread (discarded) ones.
+				t.reader.SetDeadline(time.Now().Add(tick))
+			}
 		}
 		err := t.reader.ReadInto(&rec)
 		switch {
@@ -388,6 +392,7 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 			}
 			continue
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+			batch = false
 		case errors.Is(err, ringbuf.ErrClosed):
 			return t.finish(count, out)
 		default:
