@@ -2,9 +2,20 @@
 /*
  * rsttrace: what the kernel does when TCP connections fail to be established.
  *
- * Programs here only observe; they never change a packet or a socket. Each
- * hook has one always-inline handler and a thin attach wrapper, so other
- * wrappers (fentry, kprobe) can share the handler on kernels that need them.
+ * Programs here only observe; they never change a packet or a socket.
+ *
+ * One program per tracepoint: where several capabilities need the same
+ * hook (tcp_send_reset, inet_sock_set_state, tcp_receive_reset, kfree_skb)
+ * a single program does the work of all of them, dispatching on what the
+ * hook saw and on `caps` (enum cap_flag), set before load. A second program
+ * on the same hook would pay the tracepoint's dispatch, the argument reads
+ * and the packet parse again on every event; under a refusal storm that
+ * was most of the cost (issue 6). Each handler is always-inline with thin
+ * attach wrappers, so fentry/kprobe wrappers share it on older kernels.
+ *
+ * Every handler decides from the hook's arguments and a parse into a
+ * stack copy whether it will report, and only then reserves ring buffer
+ * space: RSTs and state changes that are not reported cost a few loads.
  */
 #include "../vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -24,19 +35,35 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define TCPHDR_SYN 0x02
+#define TCPHDR_RST 0x04
 #define TCPHDR_ACK 0x10
+#define ICMP_DEST_UNREACH 3
 
 /* Set before load (pwru's habit): the verifier prunes what is not used. */
 const volatile bool filter_ports = false;
+/* enum cap_flag: what the tp_btf programs do (see rsttrace.h). */
+const volatile __u32 caps = 0;
 /* enum skb_drop_reason value of TCP_LISTEN_OVERFLOW on this kernel (6.15+),
  * resolved from BTF by name in userspace; 0 means none. */
 const volatile __u32 reason_listen_overflow = 0;
+/*
+ * The value of SKB_DROP_REASON_NETFILTER_DROP in this kernel's enum
+ * skb_drop_reason (resolved by name from BTF; the numbering differs between
+ * kernels), and the code ranges of the functions that call nf_hook_slow for
+ * each netfilter hook, from /proc/kallsyms.
+ */
+const volatile __u32 netfilter_drop_reason = 0xffffffff;
+const volatile __u32 nf_range_count = 0;
+const volatile struct code_range nf_ranges[NF_RANGES_MAX] = {};
 
 /* Force the generated Go types for the enums. */
 const enum event_type *unused_event_type __attribute__((unused));
 const enum event_flag *unused_event_flag __attribute__((unused));
+const enum cap_flag *unused_cap_flag __attribute__((unused));
 const struct event *unused_event __attribute__((unused));
 const struct listen_stats *unused_listen_stats __attribute__((unused));
+const enum nf_hook_id *unused_nf_hook_id __attribute__((unused));
+const struct code_range *unused_code_range __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -59,17 +86,26 @@ struct {
 	__type(value, __u8);
 } ports SEC(".maps");
 
+/* A local connect() in progress: who called it, and when. */
+struct conn {
+	struct proc_info proc;
+	__u64 ts; /* bpf_ktime_get_ns() at connect(); 0 unless connect_failures */
+};
+
 /*
  * Who called connect() on a socket, recorded at CLOSE->SYN_SENT (process
  * context; the source port is not chosen yet there, so the key is the socket
  * address). Read when the RST arrives in softirq, where `current` is
- * whoever was on the CPU.
+ * whoever was on the CPU, and when the attempt ends. One map for clients and
+ * connect failures: both are served by the one inet_sock_set_state
+ * program, so the order in which the entry is read and deleted is the
+ * program's own, not that of two programs on one tracepoint.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, struct proc_info);
+	__type(value, struct conn);
 } connecting SEC(".maps");
 
 struct bind_args {
@@ -108,6 +144,17 @@ struct {
 	__type(key, __u64);
 	__type(value, struct listen_stats);
 } listener_stats SEC(".maps");
+
+/* SYN skbs the kernel answered with an ICMP error (icmp:icmp_send), until
+ * the packet filter frees them: a `reject` rule, as opposed to `drop`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} fw_icmp_skbs SEC(".maps");
+
+#define FW_STACK_DEPTH 20
 
 static __always_inline bool port_traced(__u16 port)
 {
@@ -148,6 +195,31 @@ static __always_inline void current_proc(struct proc_info *p)
 	bpf_get_current_comm(p->comm, sizeof(p->comm));
 }
 
+/*
+ * A kernel field. tp_btf and fentry programs get typed (BTF) pointers: a
+ * plain load, which the verifier turns into a fault-safe load with no
+ * helper call (BPF_CORE_READ costs a bpf_probe_read_kernel call per
+ * field). kprobe arguments are plain numbers: bpf_probe_read_kernel. `btf`
+ * is a constant in every caller, so only one of the two is compiled.
+ * Only for fields of the pointer's own type: a cast to a larger type
+ * (inet_sock) is beyond what the verifier lets a typed pointer load.
+ */
+#define RD(btf, type, ptr, field) ({					\
+	type __v = 0;							\
+	if (btf)							\
+		__v = (ptr)->field;					\
+	else								\
+		bpf_core_read(&__v, sizeof(__v), &(ptr)->field);	\
+	__v;								\
+})
+
+static __always_inline __u32 sk_netns_of(const struct sock *sk, bool btf)
+{
+	struct net *net = RD(btf, struct net *, sk, __sk_common.skc_net.net);
+
+	return RD(btf, __u32, net, ns.inum);
+}
+
 static __always_inline __u32 sk_netns(const struct sock *sk)
 {
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
@@ -157,6 +229,18 @@ static __always_inline __u32 sk_netns(const struct sock *sk)
 static __always_inline __u64 sk_ino(const struct sock *sk)
 {
 	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+}
+
+/* Network namespace of a received skb: its device's. */
+static __always_inline __u32 skb_dev_netns(const struct sk_buff *skb, bool btf)
+{
+	struct net_device *dev = RD(btf, struct net_device *, skb, dev);
+	struct net *net;
+
+	if (!dev)
+		return 0;
+	net = RD(btf, struct net *, dev, nd_net.net);
+	return RD(btf, __u32, net, ns.inum);
 }
 
 /* Local address and port of sk into daddr/dport (listen and bind events). */
@@ -173,96 +257,256 @@ static __always_inline void sk_local(const struct sock *sk, struct event *e)
 	}
 }
 
-/*
- * Addresses of the segment a RST answers, from the skb's own headers: for a
- * refused SYN the socket is NULL, so the skb is all there is.
- */
-static __always_inline int skb_tuple(const struct sk_buff *skb, struct event *e)
+/* A connection's addresses, ports and flags, parsed onto the stack before
+ * anything is reserved. */
+struct pkt {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 tcp_flags;
+};
+
+static __always_inline void pkt_to_event(const struct pkt *p, struct event *e)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u16 th = BPF_CORE_READ(skb, transport_header);
-	struct tcphdr tcp;
-	__u8 ver;
+	e->family = p->family;
+	e->tcp_flags = p->tcp_flags;
+	__builtin_memcpy(e->saddr, p->saddr, 16);
+	__builtin_memcpy(e->daddr, p->daddr, 16);
+	e->sport = p->sport;
+	e->dport = p->dport;
+}
 
-	if (bpf_probe_read_kernel(&ver, 1, head + nh))
-		return -1;
-	ver >>= 4;
-	if (ver == 4) {
+static __always_inline bool pkt_is_syn(const struct pkt *p)
+{
+	return (p->tcp_flags & (TCPHDR_SYN | TCPHDR_ACK)) == TCPHDR_SYN;
+}
+
+/*
+ * Addresses of the segment in skb, from its own headers: for a refused SYN
+ * the socket is NULL, so the skb is all there is. One read covers the IP
+ * header and, without IPv4 options or IPv6 extension headers, the TCP
+ * header right behind it (IPv6 40 + TCP 20 bytes). For a short IPv4
+ * segment it reads past the segment's end, still inside the skb's head
+ * buffer (skb_shared_info follows it); the bytes past the headers are not
+ * used.
+ */
+static __always_inline int skb_parse(const struct sk_buff *skb, bool btf,
+				     struct pkt *p)
+{
+	unsigned char *head = RD(btf, unsigned char *, skb, head);
+	__u16 nh = RD(btf, __u16, skb, network_header);
+	__u16 th = RD(btf, __u16, skb, transport_header);
+	union {
 		struct iphdr ip;
-
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
-			return -1;
-		e->family = AF_INET;
-		__builtin_memcpy(e->saddr, &ip.saddr, 4);
-		__builtin_memcpy(e->daddr, &ip.daddr, 4);
-	} else if (ver == 6) {
 		struct ipv6hdr ip6;
+		__u8 raw[sizeof(struct ipv6hdr) + sizeof(struct tcphdr)];
+	} h;
+	struct tcphdr tcp;
+	const struct tcphdr *t = &tcp;
 
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
-			return -1;
-		e->family = AF_INET6;
-		__builtin_memcpy(e->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(e->daddr, &ip6.daddr, 16);
-	} else {
+	if (bpf_probe_read_kernel(&h, sizeof(h), head + nh))
+		return -1;
+	switch (h.raw[0] >> 4) {
+	case 4:
+		p->family = AF_INET;
+		__builtin_memcpy(p->saddr, &h.ip.saddr, 4);
+		__builtin_memcpy(p->daddr, &h.ip.daddr, 4);
+		if (th - nh == sizeof(struct iphdr))
+			t = (const void *)&h.raw[sizeof(struct iphdr)];
+		break;
+	case 6:
+		p->family = AF_INET6;
+		__builtin_memcpy(p->saddr, &h.ip6.saddr, 16);
+		__builtin_memcpy(p->daddr, &h.ip6.daddr, 16);
+		if (th - nh == sizeof(struct ipv6hdr))
+			t = (const void *)&h.raw[sizeof(struct ipv6hdr)];
+		break;
+	default:
 		return -1;
 	}
-	if (bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th))
+	if (t == &tcp && bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th))
 		return -1;
-	e->sport = bpf_ntohs(tcp.source);
-	e->dport = bpf_ntohs(tcp.dest);
-	e->tcp_flags = ((__u8 *)&tcp)[13];
+	p->sport = bpf_ntohs(t->source);
+	p->dport = bpf_ntohs(t->dest);
+	p->tcp_flags = ((const __u8 *)t)[13];
 	return 0;
 }
 
 /*
- * A RST leaves this host's TCP stack. Called for every RST from 6.10 on
- * (tcp_v4_send_reset/tcp_v6_send_reset call trace_tcp_send_reset even when
- * sk is NULL, and pass enum sk_rst_reason; before, the tracepoint fired only
- * with a full socket). Only RSTs that refuse a connection are reported:
- * the answered segment is a SYN (nothing listens), or sk is a listener
- * (final ACK with tcp_abort_on_overflow).
+ * Local address and port of sk into saddr/sport, remote into daddr/dport.
+ * A socket moving to CLOSE has already released its port (tcp_set_state ->
+ * inet_put_port zeroes inet_num) when tcp_disconnect sends its RST or
+ * tcp_done reports SYN_SENT->CLOSE; inet_sport keeps the port. tp_btf
+ * programs only (typed sk).
  */
-static __always_inline int handle_send_reset(const struct sock *sk,
-					     const struct sk_buff *skb,
-					     __u32 reason)
+static __always_inline void sk_pkt(const struct sock *sk, struct pkt *p)
+{
+	p->family = sk->__sk_common.skc_family;
+	p->sport = sk->__sk_common.skc_num;
+	if (!p->sport)
+		p->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	p->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (p->family == AF_INET) {
+		__u32 a = sk->__sk_common.skc_rcv_saddr;
+		__u32 b = sk->__sk_common.skc_daddr;
+
+		__builtin_memcpy(p->saddr, &a, 4);
+		__builtin_memcpy(p->daddr, &b, 4);
+	} else {
+		bpf_core_read(p->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(p->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
+static __always_inline __u8 syn_retransmits(const struct sock *sk)
+{
+	return BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits);
+}
+
+/* ---- tcp_send_reset: refusals and resets sent ---- */
+
+/*
+ * A RST refusing a connection: the answered segment is a SYN (nothing
+ * listens), or sk is a listener (final ACK with tcp_abort_on_overflow).
+ * saddr/sport is the peer the RST goes to, daddr/dport the refusing side.
+ */
+static __always_inline void refusal_sent(const struct sock *sk,
+					 const struct sk_buff *skb,
+					 const struct pkt *p, __u8 state,
+					 __u32 reason, bool btf)
 {
 	struct event *e;
-	__u8 state = 0;
 
-	if (!skb)
-		return 0; /* active reset of an established socket: not a refusal */
-	if (sk)
-		state = BPF_CORE_READ(sk, __sk_common.skc_state);
-
+	if (!port_traced(p->dport))
+		return;
 	e = reserve(EVENT_RESET_SENT);
 	if (!e)
-		return 0;
-	if (skb_tuple(skb, e) ||
-	    !((e->tcp_flags & TCPHDR_SYN) || state == TCP_LISTEN) ||
-	    !port_traced(e->dport)) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-		return 0;
-	}
+		return;
+	pkt_to_event(p, e);
 	e->reason = reason;
 	e->state = state;
 	if (sk) {
 		e->flags |= EVENT_F_HAS_SK;
-		e->netns = sk_netns(sk);
+		e->netns = sk_netns_of(sk, btf);
 		e->sk = (__u64)sk;
 	} else {
-		e->netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+		e->netns = skb_dev_netns(skb, btf);
 	}
 	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * A RST answering a non-SYN segment for which no socket exists (the
+ * connection is gone here): the sender is the local side, daddr of the
+ * answered segment.
+ */
+static __always_inline void rst_out_nosock(const struct sk_buff *skb,
+					   const struct pkt *p, __u32 reason,
+					   bool btf)
+{
+	struct event *e;
+
+	if ((p->tcp_flags & TCPHDR_RST) || !port_traced(p->dport))
+		return;
+	e = reserve(EVENT_RST_OUT);
+	if (!e)
+		return;
+	e->family = p->family;
+	e->tcp_flags = p->tcp_flags;
+	__builtin_memcpy(e->saddr, p->daddr, 16);
+	__builtin_memcpy(e->daddr, p->saddr, 16);
+	e->sport = p->dport;
+	e->dport = p->sport;
+	e->netns = skb_dev_netns(skb, btf);
+	e->reason = reason;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * An active reset (no segment answered: tcp_send_active_reset from
+ * close() with unread data, SO_LINGER {1,0}, keepalive or memory aborts).
+ * It comes with the socket; from 6.10 with an enum sk_rst_reason.
+ */
+static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
+{
+	struct event *e;
+	struct pkt p = {};
+
+	sk_pkt(sk, &p);
+	if (!port_traced(p.sport) && !port_traced(p.dport))
+		return;
+	e = reserve(EVENT_RST_OUT);
+	if (!e)
+		return;
+	pkt_to_event(&p, e);
+	e->flags |= EVENT_F_NO_SKB | EVENT_F_HAS_SK | EVENT_F_CURRENT;
+	/* A child never accepted has no file: its listener was closed. */
+	e->state = sk->__sk_common.skc_state;
+	e->netns = sk_netns_of(sk, true);
+	e->sk = (__u64)sk;
+	e->ino = sk_ino(sk);
+	e->reason = reason;
+	current_proc(&e->proc);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * A RST leaves this host's TCP stack. From 6.10 tcp:tcp_send_reset fires
+ * for every RST (tcp_v4_send_reset/tcp_v6_send_reset call it even when sk
+ * is NULL, and pass enum sk_rst_reason); before, only with a full socket,
+ * so refusals come from the senders themselves (fentry/kprobe below).
+ *
+ * refusals: report refused connections (EVENT_RESET_SENT); resets: report
+ * RSTs on existing connections (EVENT_RST_OUT, tracepoint only). A segment
+ * answered by a listener, request or timewait socket that is not a refusal
+ * is neither.
+ */
+static __always_inline int handle_send_reset(const struct sock *sk,
+					     const struct sk_buff *skb,
+					     __u32 reason, bool btf,
+					     bool refusals, bool resets)
+{
+	struct pkt p = {};
+	__u8 state = 0;
+
+	if (!skb) {
+		if (resets && sk)
+			rst_out_active(sk, reason);
+		return 0;
+	}
+	if (!refusals && sk)
+		return 0; /* only a socketless RST can be a reset report */
+	if (skb_parse(skb, btf, &p))
+		return 0;
+	if (sk)
+		state = RD(btf, __u8, sk, __sk_common.skc_state);
+	if ((p.tcp_flags & TCPHDR_SYN) || state == TCP_LISTEN) {
+		if (refusals)
+			refusal_sent(sk, skb, &p, state, reason, btf);
+		return 0;
+	}
+	if (resets && !sk)
+		rst_out_nosock(skb, &p, reason, btf);
 	return 0;
 }
 
-/* 6.10+: the tracepoint carries (sk, skb, reason). */
+/*
+ * tcp:tcp_send_reset (sk, skb[, reason from 6.10]). The reason argument is
+ * read only where CAP_F_RST_REASON says it exists: elsewhere the verifier
+ * prunes the read, which it would refuse on a two-argument tracepoint.
+ */
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(tp_btf_tcp_send_reset, const struct sock *sk,
-	     const struct sk_buff *skb, enum sk_rst_reason reason)
+	     const struct sk_buff *skb)
 {
-	return handle_send_reset(sk, skb, reason);
+	__u32 reason = RST_REASON_NONE;
+
+	if (caps & CAP_F_RST_REASON)
+		reason = (__u32)ctx[2];
+	return handle_send_reset(sk, skb, reason, true,
+				 caps & CAP_F_REFUSALS, caps & CAP_F_RESETS);
 }
 
 /*
@@ -275,14 +519,14 @@ SEC("fentry/tcp_v4_send_reset")
 int BPF_PROG(fentry_tcp_v4_send_reset, const struct sock *sk,
 	     const struct sk_buff *skb)
 {
-	return handle_send_reset(sk, skb, RST_REASON_NONE);
+	return handle_send_reset(sk, skb, RST_REASON_NONE, true, true, false);
 }
 
 SEC("fentry/tcp_v6_send_reset")
 int BPF_PROG(fentry_tcp_v6_send_reset, const struct sock *sk,
 	     const struct sk_buff *skb)
 {
-	return handle_send_reset(sk, skb, RST_REASON_NONE);
+	return handle_send_reset(sk, skb, RST_REASON_NONE, true, true, false);
 }
 
 /* Where fentry is not allowed (no BPF trampoline, or lockdown). */
@@ -290,72 +534,37 @@ SEC("kprobe/tcp_v4_send_reset")
 int BPF_KPROBE(kprobe_tcp_v4_send_reset, const struct sock *sk,
 	       const struct sk_buff *skb)
 {
-	return handle_send_reset(sk, skb, RST_REASON_NONE);
+	return handle_send_reset(sk, skb, RST_REASON_NONE, false, true, false);
 }
 
 SEC("kprobe/tcp_v6_send_reset")
 int BPF_KPROBE(kprobe_tcp_v6_send_reset, const struct sock *sk,
 	       const struct sk_buff *skb)
 {
-	return handle_send_reset(sk, skb, RST_REASON_NONE);
+	return handle_send_reset(sk, skb, RST_REASON_NONE, false, true, false);
 }
 
-/*
- * Socket state changes (sock:inet_sock_set_state, 4.16+):
- *  CLOSE->LISTEN in inet_csk_listen_start, in the listen() caller's context;
- *  LISTEN->CLOSE when the last reference to the listener goes (close(),
- *    exit, tcp_disconnect), in the context of whoever dropped it;
- *  CLOSE->SYN_SENT in tcp_v4_connect/tcp_v6_connect, the connect() caller;
- *  SYN_SENT->anything: the connect attempt is over.
- * LISTEN->SYN_RECV is a child socket in softirq, not a listener: ignored.
- */
-static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
-					    int newstate)
+/* ---- inet_sock_set_state: listeners, connect() attempts ---- */
+
+/* CLOSE->LISTEN and LISTEN->CLOSE: a listener appears or goes. */
+static __always_inline void listener_change(const struct sock *sk, int newstate)
 {
-	__u64 key = (__u64)sk;
 	struct event *e;
-	__u16 family;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family != AF_INET && family != AF_INET6)
-		return 0;
-
-	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
-		struct proc_info p = {};
-
-		if (!port_traced(bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
-			return 0;
-		current_proc(&p);
-		bpf_map_update_elem(&connecting, &key, &p, BPF_ANY);
-		return 0;
-	}
-	if (oldstate == TCP_SYN_SENT) {
-		bpf_map_delete_elem(&connecting, &key);
-		return 0;
-	}
-
-	if (oldstate == TCP_CLOSE && newstate == TCP_LISTEN) {
-		e = reserve(EVENT_LISTEN);
-	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
-		e = reserve(EVENT_LISTEN_CLOSE);
-	} else {
-		return 0;
-	}
+	e = reserve(newstate == TCP_LISTEN ? EVENT_LISTEN : EVENT_LISTEN_CLOSE);
 	if (!e)
-		return 0;
+		return;
 	sk_local(sk, e);
 	/* The port of an autobound listener is not known yet at CLOSE->LISTEN
 	 * (get_port runs after the state store); userspace learns it later. */
 	if (e->dport && !port_traced(e->dport)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-		return 0;
+		return;
 	}
 	e->state = newstate;
 	e->netns = sk_netns(sk);
 	e->ino = sk_ino(sk);
-	e->sk = key;
+	e->sk = (__u64)sk;
 	e->backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
 	current_proc(&e->proc);
 	if (newstate == TCP_LISTEN) {
@@ -377,6 +586,112 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 		}
 	}
 	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * SYN_SENT->CLOSE: the connect() attempt is over. tcp_done_with_error()
+ * stores sk_err before the state change: ECONNREFUSED (ICMP port
+ * unreachable), ETIMEDOUT (SYN retransmits exhausted: tcp_write_err),
+ * EHOSTUNREACH... An attempt closed by its owner has sk_err 0: reported
+ * only if SYNs were retransmitted (the client gave up waiting). An attempt
+ * refused by a RST is not here: tcp_receive_reset reported it and deleted
+ * its entry (handle_receive_reset). Returns whether sk had an entry.
+ */
+static __always_inline bool connect_failed(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct conn *c;
+	struct event *e;
+	struct pkt p = {};
+	__u8 retrans;
+	__u64 ms;
+	int err;
+
+	c = bpf_map_lookup_elem(&connecting, &key);
+	if (!c)
+		return false;
+	err = sk->sk_err;
+	retrans = syn_retransmits(sk);
+	if (err == 0 && retrans == 0)
+		return true;
+	sk_pkt(sk, &p);
+	e = reserve(EVENT_CONNECT_FAILED);
+	if (!e)
+		return true;
+	pkt_to_event(&p, e);
+	e->state = TCP_SYN_SENT;
+	e->netns = sk_netns_of(sk, true);
+	e->sk = key;
+	e->ret = -err;
+	ms = (bpf_ktime_get_ns() - c->ts) / 1000000;
+	if (ms > 0xffffff)
+		ms = 0xffffff;
+	e->aux = ((__u32)retrans << 24) | (__u32)ms;
+	e->proc = c->proc;
+	e->flags |= EVENT_F_PROC_KNOWN;
+	bpf_ringbuf_submit(e, 0);
+	return true;
+}
+
+/*
+ * Socket state changes (sock:inet_sock_set_state, 4.16+):
+ *  CLOSE->LISTEN in inet_csk_listen_start, in the listen() caller's context;
+ *  LISTEN->CLOSE when the last reference to the listener goes (close(),
+ *    exit, tcp_disconnect), in the context of whoever dropped it;
+ *  CLOSE->SYN_SENT in tcp_v4_connect/tcp_v6_connect, the connect() caller:
+ *    who connects, for clients and connect failures;
+ *  SYN_SENT->anything: the connect attempt is over.
+ * LISTEN->SYN_RECV is a child socket in softirq, not a listener: ignored,
+ * as is every other transition, before sk is read at all.
+ */
+static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
+					    int newstate)
+{
+	const __u32 conn_caps = CAP_F_CLIENTS | CAP_F_CONNECT_FAILURES;
+	__u64 key = (__u64)sk;
+	__u16 family;
+
+	if (oldstate == TCP_SYN_SENT) {
+		if (!(caps & conn_caps))
+			return 0;
+		if (sk->sk_protocol != IPPROTO_TCP)
+			return 0;
+		/* No entry (refused by a RST, or not traced): nothing to delete. */
+		if ((caps & CAP_F_CONNECT_FAILURES) && newstate == TCP_CLOSE &&
+		    !connect_failed(sk))
+			return 0;
+		bpf_map_delete_elem(&connecting, &key);
+		return 0;
+	}
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
+		struct conn v = {};
+
+		if (!(caps & conn_caps))
+			return 0;
+		if (sk->sk_protocol != IPPROTO_TCP)
+			return 0;
+		family = sk->__sk_common.skc_family;
+		if (family != AF_INET && family != AF_INET6)
+			return 0;
+		if (!port_traced(bpf_ntohs(sk->__sk_common.skc_dport)))
+			return 0;
+		current_proc(&v.proc);
+		if (caps & CAP_F_CONNECT_FAILURES)
+			v.ts = bpf_ktime_get_ns();
+		bpf_map_update_elem(&connecting, &key, &v, BPF_ANY);
+		return 0;
+	}
+	if (!(caps & CAP_F_LISTENERS))
+		return 0;
+	if (!(oldstate == TCP_CLOSE && newstate == TCP_LISTEN) &&
+	    !(oldstate == TCP_LISTEN && newstate == TCP_CLOSE))
+		return 0;
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	listener_change(sk, newstate);
 	return 0;
 }
 
@@ -387,44 +702,77 @@ int BPF_PROG(tp_btf_inet_sock_set_state, const struct sock *sk, int oldstate,
 	return handle_set_state(sk, oldstate, newstate);
 }
 
+/* ---- tcp_receive_reset: refused clients, resets received ---- */
+
 /*
- * A RST reached a local socket (tcp_reset(), tcp:tcp_receive_reset, 4.15+).
- * In SYN_SENT it is the refusal the client sees as ECONNREFUSED; the client
- * process is the one recorded at connect().
+ * In SYN_SENT a RST is the refusal the client sees as ECONNREFUSED; the
+ * client process is the one recorded at connect(). The entry is deleted
+ * here: the attempt is reported, and SYN_SENT->CLOSE right after it
+ * (tcp_reset -> tcp_done_with_error, sk_err ECONNREFUSED) must not report
+ * it again as a connect failure.
  */
-static __always_inline int handle_receive_reset(const struct sock *sk)
+static __always_inline void client_refused(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
-	struct proc_info *p;
+	struct pkt p = {};
+	struct conn *c;
 	struct event *e;
 
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
-		return 0;
-	p = bpf_map_lookup_elem(&connecting, &key);
-	if (!p && filter_ports)
-		return 0; /* not traced at connect() */
-
+	c = bpf_map_lookup_elem(&connecting, &key);
+	if (!c && filter_ports)
+		return; /* not traced at connect() */
+	sk_pkt(sk, &p);
 	e = reserve(EVENT_CLIENT_REFUSED);
+	if (e) {
+		pkt_to_event(&p, e);
+		e->state = TCP_SYN_SENT;
+		e->netns = sk_netns_of(sk, true);
+		e->sk = key;
+		if (c) {
+			e->proc = c->proc;
+			e->flags |= EVENT_F_PROC_KNOWN;
+		}
+		bpf_ringbuf_submit(e, 0);
+	}
+	if (c)
+		bpf_map_delete_elem(&connecting, &key);
+}
+
+/* Past the handshake (tcp_reset()): the owner sees ECONNRESET (or EPIPE). */
+static __always_inline void rst_in(const struct sock *sk, __u8 state)
+{
+	struct pkt p = {};
+	struct event *e;
+
+	sk_pkt(sk, &p);
+	if (!port_traced(p.sport) && !port_traced(p.dport))
+		return;
+	e = reserve(EVENT_RST_IN);
 	if (!e)
-		return 0;
-	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (e->family == AF_INET) {
-		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
-	} else {
-		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
-	}
-	e->state = TCP_SYN_SENT;
-	e->netns = sk_netns(sk);
-	e->sk = key;
-	if (p) {
-		e->proc = *p;
-		e->flags |= EVENT_F_PROC_KNOWN;
-	}
+		return;
+	pkt_to_event(&p, e);
+	e->state = state;
+	e->flags |= EVENT_F_HAS_SK;
+	e->netns = sk_netns_of(sk, true);
+	e->sk = (__u64)sk;
+	e->ino = sk_ino(sk);
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* A RST reached a local socket (tcp_reset(), tcp:tcp_receive_reset, 4.15+). */
+static __always_inline int handle_receive_reset(const struct sock *sk)
+{
+	__u8 state = sk->__sk_common.skc_state;
+
+	if (state == TCP_SYN_SENT) {
+		if (caps & CAP_F_CLIENTS)
+			client_refused(sk);
+		return 0;
+	}
+	if (state == TCP_LISTEN)
+		return 0;
+	if (caps & CAP_F_RESETS)
+		rst_in(sk, state);
 	return 0;
 }
 
@@ -736,29 +1084,6 @@ int BPF_KPROBE(kprobe_tcp_v6_syn_recv_sock, const struct sock *sk,
 }
 
 /*
- * 6.15+: a final ACK dropped for a full accept queue is freed with
- * SKB_DROP_REASON_TCP_LISTEN_OVERFLOW, and skb:kfree_skb names the
- * listener as rx_sk (6.11+). Where fentry is refused this is the only
- * per-packet view of the final-ACK stage; SYN drops have none (the SYN is
- * freed with consume_skb).
- */
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(tp_btf_kfree_skb_overflow, struct sk_buff *skb, void *location,
-	     enum skb_drop_reason reason, struct sock *rx_sk)
-{
-	struct listen_stats *s;
-
-	if (reason != reason_listen_overflow || !reason_listen_overflow || !rx_sk)
-		return 0;
-	if (!listener_traced(rx_sk))
-		return 0;
-	s = stats_of(sk_ino(rx_sk));
-	if (s)
-		__sync_fetch_and_add(&s->final_ack, 1);
-	return 0;
-}
-
-/*
  * accept(): when the owner last took a connection off a listener's queue,
  * to tell "stopped accepting" from "accepts, but too slowly".
  */
@@ -791,55 +1116,8 @@ int tp_sys_enter_accept(struct trace_event_raw_sys_enter *ctx)
 	return handle_accept(ctx->args[0]);
 }
 
-/* ---- firewall, timeouts, resets (issue 5) ---- */
-
-/*
- * Set by the Go side before load: the value of SKB_DROP_REASON_NETFILTER_DROP
- * in this kernel's enum skb_drop_reason (resolved by name from BTF; the
- * numbering differs between kernels), and the code ranges of the functions
- * that call nf_hook_slow for each netfilter hook, from /proc/kallsyms.
- */
-const volatile __u32 netfilter_drop_reason = 0xffffffff;
-const volatile __u32 nf_range_count = 0;
-const volatile struct code_range nf_ranges[NF_RANGES_MAX] = {};
-
-const enum nf_hook_id *unused_nf_hook_id __attribute__((unused));
-const struct code_range *unused_code_range __attribute__((unused));
-
-/* What the client side of a connect() needs: who called it, and when. */
-struct fw_conn {
-	struct proc_info proc;
-	__u64 ts;
-};
-
-/*
- * The connecting process per socket, for connect failures (timeouts,
- * ICMP refusals). Kept apart from `connecting`: that map's entry is
- * deleted at SYN_SENT->x by another program on the same tracepoint, and
- * the order in which two programs on one tracepoint run is not a contract.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct fw_conn);
-} fw_connecting SEC(".maps");
-
-/* SYN skbs the kernel answered with an ICMP error (icmp:icmp_send), until
- * the packet filter frees them: a `reject` rule, as opposed to `drop`. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u64);
-	__type(value, __u8);
-} fw_icmp_skbs SEC(".maps");
-
-#define FW_STACK_DEPTH 20
-
-static __always_inline bool is_syn(const struct event *e)
-{
-	return (e->tcp_flags & (TCPHDR_SYN | TCPHDR_ACK)) == TCPHDR_SYN;
-}
+/* ---- kfree_skb: packet filter drops, final-ACK overflow; icmp_send;
+ * SYN retransmits (issue 5) ---- */
 
 /* Network namespace of an skb: its socket's, its device's, or (locally
  * generated, before the output device is set) its route's device's. */
@@ -888,25 +1166,26 @@ static __always_inline __u32 nf_range_of(__u64 ip)
  * frame in a NF_HOOK caller (ip_local_deliver = input, __ip_local_out =
  * output, ...) is the hook. Only TCP SYNs are reported.
  */
-static __always_inline int handle_kfree_skb_fw(void *ctx, const struct sk_buff *skb,
-					       void *location, __u32 reason)
+static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
+					  void *location)
 {
 	__u64 stack[FW_STACK_DEPTH];
 	__u64 key = (__u64)skb;
+	struct pkt p = {};
 	struct sock *sk;
 	struct event *e;
 	long n;
 
-	if (reason != netfilter_drop_reason)
-		return 0;
-	e = reserve(EVENT_FW_DROP);
-	if (!e)
-		return 0;
-	if (skb_tuple(skb, e) || !is_syn(e) || !port_traced(e->dport)) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+	if (skb_parse(skb, true, &p) || !pkt_is_syn(&p) || !port_traced(p.dport)) {
 		bpf_map_delete_elem(&fw_icmp_skbs, &key);
 		return 0;
 	}
+	e = reserve(EVENT_FW_DROP);
+	if (!e) {
+		bpf_map_delete_elem(&fw_icmp_skbs, &key);
+		return 0;
+	}
+	pkt_to_event(&p, e);
 	e->netns = skb_netns(skb);
 	if (bpf_map_lookup_elem(&fw_icmp_skbs, &key)) {
 		e->flags |= EVENT_F_FW_ICMP;
@@ -935,7 +1214,7 @@ static __always_inline int handle_kfree_skb_fw(void *ctx, const struct sk_buff *
 	sk = BPF_CORE_READ(skb, sk);
 	if (sk) {
 		__u64 skey = (__u64)sk;
-		struct fw_conn *c = bpf_map_lookup_elem(&fw_connecting, &skey);
+		struct conn *c = bpf_map_lookup_elem(&connecting, &skey);
 
 		if (c) {
 			e->proc = c->proc;
@@ -947,12 +1226,46 @@ static __always_inline int handle_kfree_skb_fw(void *ctx, const struct sk_buff *
 	return 0;
 }
 
-/* skb:kfree_skb has a reason from 5.17 (and rx_sk from 6.11, not needed). */
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(tp_btf_kfree_skb_fw, struct sk_buff *skb, void *location,
-	     enum skb_drop_reason reason)
+/*
+ * 6.15+: a final ACK dropped for a full accept queue is freed with
+ * SKB_DROP_REASON_TCP_LISTEN_OVERFLOW, and skb:kfree_skb names the
+ * listener as rx_sk (6.11+). Where fentry is refused this is the only
+ * per-packet view of the final-ACK stage; SYN drops have none (the SYN is
+ * freed with consume_skb).
+ */
+static __always_inline int handle_final_ack_drop(const struct sock *rx_sk)
 {
-	return handle_kfree_skb_fw(ctx, skb, location, reason);
+	struct listen_stats *s;
+
+	if (!rx_sk || !listener_traced(rx_sk))
+		return 0;
+	s = stats_of(sk_ino(rx_sk));
+	if (s)
+		__sync_fetch_and_add(&s->final_ack, 1);
+	return 0;
+}
+
+/*
+ * skb:kfree_skb (skb, location[, reason from 5.17][, rx_sk from 6.11]).
+ * Every freed-with-a-reason packet on the host comes here, so the reason is
+ * compared first. The arguments past location are read only where `caps`
+ * says the kernel has them (firewall needs 5.17, final ACK 6.15): elsewhere
+ * the verifier prunes the read it would refuse.
+ */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tp_btf_kfree_skb, struct sk_buff *skb, void *location)
+{
+	__u32 reason;
+
+	if (!(caps & (CAP_F_FIREWALL | CAP_F_FINAL_ACK)))
+		return 0;
+	reason = (__u32)ctx[2];
+	if ((caps & CAP_F_FIREWALL) && reason == netfilter_drop_reason)
+		return handle_fw_drop(ctx, skb, location);
+	if ((caps & CAP_F_FINAL_ACK) && reason_listen_overflow &&
+	    reason == reason_listen_overflow)
+		return handle_final_ack_drop((const struct sock *)ctx[3]);
+	return 0;
 }
 
 /*
@@ -961,260 +1274,45 @@ int BPF_PROG(tp_btf_kfree_skb_fw, struct sk_buff *skb, void *location,
  * the rule names) and then drops the SYN: remember the skb so the drop
  * says "rejected with ICMP". IPv6 has no such tracepoint.
  */
-static __always_inline int handle_icmp_send(const struct sk_buff *skb, int type)
+SEC("tp_btf/icmp_send")
+int BPF_PROG(tp_btf_icmp_send, const struct sk_buff *skb, int type, int code)
 {
 	__u64 key = (__u64)skb;
 	__u8 one = 1;
 
-	if (type != 3) /* ICMP_DEST_UNREACH */
+	if (type != ICMP_DEST_UNREACH)
 		return 0;
 	bpf_map_update_elem(&fw_icmp_skbs, &key, &one, BPF_ANY);
 	return 0;
 }
 
-SEC("tp_btf/icmp_send")
-int BPF_PROG(tp_btf_icmp_send_fw, const struct sk_buff *skb, int type, int code)
-{
-	return handle_icmp_send(skb, type);
-}
-
-/*
- * Local address into saddr/sport, remote into daddr/dport. A socket moving
- * to CLOSE has already released its port (tcp_set_state -> inet_put_port
- * zeroes inet_num) when tcp_disconnect sends its RST or tcp_done reports
- * SYN_SENT->CLOSE; inet_sport keeps the port.
- */
-static __always_inline void sk_tuple(const struct sock *sk, struct event *e)
-{
-	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (!e->sport)
-		e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (e->family == AF_INET) {
-		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
-	} else {
-		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
-	}
-}
-
-static __always_inline __u8 syn_retransmits(const struct sock *sk)
-{
-	return BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits);
-}
-
-/*
- * The client side of connect(): CLOSE->SYN_SENT records who called it;
- * SYN_SENT->CLOSE ends the attempt. tcp_done_with_error() stores sk_err
- * before the state change: ECONNREFUSED (RST, or ICMP port unreachable),
- * ETIMEDOUT (SYN retransmits exhausted: tcp_write_err), EHOSTUNREACH...
- * An attempt closed by its owner has sk_err 0: reported only if SYNs were
- * retransmitted (the client gave up waiting).
- */
-static __always_inline int handle_set_state_fw(const struct sock *sk, int oldstate,
-					       int newstate)
-{
-	__u64 key = (__u64)sk;
-	struct fw_conn *c;
-	struct event *e;
-	__u8 retrans;
-	__u64 ms;
-	int err;
-
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
-		struct fw_conn v = {};
-		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-
-		if (family != AF_INET && family != AF_INET6)
-			return 0;
-		if (!port_traced(bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
-			return 0;
-		current_proc(&v.proc);
-		v.ts = bpf_ktime_get_ns();
-		bpf_map_update_elem(&fw_connecting, &key, &v, BPF_ANY);
-		return 0;
-	}
-	if (oldstate != TCP_SYN_SENT)
-		return 0;
-	c = bpf_map_lookup_elem(&fw_connecting, &key);
-	if (!c)
-		return 0;
-	err = BPF_CORE_READ(sk, sk_err);
-	retrans = syn_retransmits(sk);
-	if (newstate != TCP_CLOSE || (err == 0 && retrans == 0)) {
-		bpf_map_delete_elem(&fw_connecting, &key);
-		return 0;
-	}
-	e = reserve(EVENT_CONNECT_FAILED);
-	if (e) {
-		sk_tuple(sk, e);
-		e->state = TCP_SYN_SENT;
-		e->netns = sk_netns(sk);
-		e->sk = key;
-		e->ret = -err;
-		ms = (bpf_ktime_get_ns() - c->ts) / 1000000;
-		if (ms > 0xffffff)
-			ms = 0xffffff;
-		e->aux = ((__u32)retrans << 24) | (__u32)ms;
-		e->proc = c->proc;
-		e->flags |= EVENT_F_PROC_KNOWN;
-		bpf_ringbuf_submit(e, 0);
-	}
-	bpf_map_delete_elem(&fw_connecting, &key);
-	return 0;
-}
-
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tp_btf_set_state_fw, const struct sock *sk, int oldstate, int newstate)
-{
-	return handle_set_state_fw(sk, oldstate, newstate);
-}
-
 /* A SYN of a local connect() was retransmitted: no answer yet (timer, in
- * softirq: the process comes from fw_connecting). */
-static __always_inline int handle_retransmit_fw(const struct sock *sk)
+ * softirq: the process comes from connecting). */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tp_btf_tcp_retransmit_skb, const struct sock *sk,
+	     const struct sk_buff *skb)
 {
 	__u64 key = (__u64)sk;
-	struct fw_conn *c;
+	struct pkt p = {};
+	struct conn *c;
 	struct event *e;
 
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
+	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
 		return 0;
-	c = bpf_map_lookup_elem(&fw_connecting, &key);
+	c = bpf_map_lookup_elem(&connecting, &key);
 	if (!c)
 		return 0;
+	sk_pkt(sk, &p);
 	e = reserve(EVENT_SYN_RETRANS);
 	if (!e)
 		return 0;
-	sk_tuple(sk, e);
+	pkt_to_event(&p, e);
 	e->state = TCP_SYN_SENT;
-	e->netns = sk_netns(sk);
+	e->netns = sk_netns_of(sk, true);
 	e->sk = key;
 	e->aux = syn_retransmits(sk);
 	e->proc = c->proc;
 	e->flags |= EVENT_F_PROC_KNOWN;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
-}
-
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tp_btf_retransmit_fw, const struct sock *sk, const struct sk_buff *skb)
-{
-	return handle_retransmit_fw(sk);
-}
-
-/*
- * A RST sent on an existing connection. Active resets (skb NULL:
- * tcp_send_active_reset from close() with unread data, SO_LINGER {1,0},
- * keepalive or memory aborts) come with the socket; from 6.10 with an
- * enum sk_rst_reason. A RST answering a non-SYN segment for which no
- * socket exists (the connection is gone here) is reported too; refusals
- * (SYN answered, or a listener) are the core's.
- */
-static __always_inline int handle_send_reset_fw(const struct sock *sk,
-						const struct sk_buff *skb,
-						__u32 reason)
-{
-	struct event *e;
-
-	if (skb) {
-		if (sk)
-			return 0; /* a listener/request/timewait answered: core's */
-		e = reserve(EVENT_RST_OUT);
-		if (!e)
-			return 0;
-		if (skb_tuple(skb, e) || (e->tcp_flags & TCPHDR_SYN) ||
-		    (e->tcp_flags & 0x04 /* RST */) || !port_traced(e->dport)) {
-			bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-			return 0;
-		}
-		/* The answered segment went saddr -> daddr; the RST goes back:
-		 * the sender is daddr (local). */
-		{
-			__u8 tmp[16];
-			__u16 p = e->sport;
-
-			__builtin_memcpy(tmp, e->saddr, 16);
-			__builtin_memcpy(e->saddr, e->daddr, 16);
-			__builtin_memcpy(e->daddr, tmp, 16);
-			e->sport = e->dport;
-			e->dport = p;
-		}
-		e->netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
-		e->reason = reason;
-		bpf_ringbuf_submit(e, 0);
-		return 0;
-	}
-	if (!sk)
-		return 0;
-	e = reserve(EVENT_RST_OUT);
-	if (!e)
-		return 0;
-	sk_tuple(sk, e);
-	if (!port_traced(e->sport) && !port_traced(e->dport)) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-		return 0;
-	}
-	e->flags |= EVENT_F_NO_SKB | EVENT_F_HAS_SK | EVENT_F_CURRENT;
-	/* A child never accepted has no file: its listener was closed. */
-	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	e->netns = sk_netns(sk);
-	e->sk = (__u64)sk;
-	e->ino = sk_ino(sk);
-	e->reason = reason;
-	current_proc(&e->proc);
-	bpf_ringbuf_submit(e, 0);
-	return 0;
-}
-
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(tp_btf_send_reset_fw, const struct sock *sk,
-	     const struct sk_buff *skb, enum sk_rst_reason reason)
-{
-	return handle_send_reset_fw(sk, skb, reason);
-}
-
-/* Before 6.10 (no reason argument; the tracepoint still fires for active
- * resets, which always have a full socket). */
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(tp_btf_send_reset_fw_noreason, const struct sock *sk,
-	     const struct sk_buff *skb)
-{
-	return handle_send_reset_fw(sk, skb, RST_REASON_NONE);
-}
-
-/* A RST reached a local socket past the handshake (tcp_reset()): its
- * owner sees ECONNRESET (or EPIPE). SYN_SENT is the core's (a refusal). */
-static __always_inline int handle_receive_reset_fw(const struct sock *sk)
-{
-	struct event *e;
-	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
-
-	if (state == TCP_SYN_SENT || state == TCP_LISTEN)
-		return 0;
-	e = reserve(EVENT_RST_IN);
-	if (!e)
-		return 0;
-	sk_tuple(sk, e);
-	if (!port_traced(e->sport) && !port_traced(e->dport)) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-		return 0;
-	}
-	e->state = state;
-	e->flags |= EVENT_F_HAS_SK;
-	e->netns = sk_netns(sk);
-	e->sk = (__u64)sk;
-	e->ino = sk_ino(sk);
-	bpf_ringbuf_submit(e, 0);
-	return 0;
-}
-
-SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(tp_btf_receive_reset_fw, const struct sock *sk)
-{
-	return handle_receive_reset_fw(sk);
 }

@@ -76,6 +76,35 @@ enum event_flag {
 	EVENT_F_CURRENT = 1 << 10,
 };
 
+/*
+ * Which capabilities the tp_btf programs serve, in the global `caps`, set
+ * by userspace before load from the attach plan (tracer/plan.go). Several
+ * capabilities share a tracepoint; each tracepoint has one program that does
+ * the work of all of them, and the verifier prunes the branches of those the
+ * plan serves elsewhere (fentry/kprobe) or not at all.
+ */
+enum cap_flag {
+	/* tp_btf/tcp_send_reset: refused SYNs (EVENT_RESET_SENT). */
+	CAP_F_REFUSALS = 1 << 0,
+	/* tp_btf/inet_sock_set_state: listen() and listener close. */
+	CAP_F_LISTENERS = 1 << 1,
+	/* tp_btf/tcp_receive_reset (EVENT_CLIENT_REFUSED), with the
+	 * connecting process from tp_btf/inet_sock_set_state. */
+	CAP_F_CLIENTS = 1 << 2,
+	/* tp_btf/kfree_skb NETFILTER_DROP (EVENT_FW_DROP). */
+	CAP_F_FIREWALL = 1 << 3,
+	/* tp_btf/kfree_skb TCP_LISTEN_OVERFLOW with rx_sk (6.15+). */
+	CAP_F_FINAL_ACK = 1 << 4,
+	/* tp_btf/inet_sock_set_state + tcp_retransmit_skb
+	 * (EVENT_CONNECT_FAILED, EVENT_SYN_RETRANS). */
+	CAP_F_CONNECT_FAILURES = 1 << 5,
+	/* tp_btf/tcp_send_reset + tcp_receive_reset (EVENT_RST_OUT/IN). */
+	CAP_F_RESETS = 1 << 6,
+	/* Not a capability: tcp:tcp_send_reset has its reason argument
+	 * (6.10+); before, the program must not read it. */
+	CAP_F_RST_REASON = 1 << 7,
+};
+
 /* EVENT_FW_DROP aux: the netfilter hook, found by the function that called
  * nf_hook_slow (the NF_HOOK caller) on the kernel stack. */
 enum nf_hook_id {

@@ -31,23 +31,26 @@ const (
 )
 
 var issue5Capabilities = []capability{
+	// The programs are those of the core capabilities on the same
+	// tracepoints (one per hook; see option in plan.go).
 	{name: CapFirewall, options: []option{
-		{"tp_btf/kfree_skb(NETFILTER_DROP)", "tp_btf", []string{"tp_btf_kfree_skb_fw"}, probeNetfilterDrop, attachTracing},
+		{"tp_btf/kfree_skb(NETFILTER_DROP)", "tp_btf", []string{"tp_btf_kfree_skb"}, probeNetfilterDrop, attachTracing},
 	}},
 	{name: CapFirewallICMP, options: []option{
-		{"tp_btf/icmp_send", "tp_btf", []string{"tp_btf_icmp_send_fw"}, probeIcmpSend, attachTracing},
+		{"tp_btf/icmp_send", "tp_btf", []string{"tp_btf_icmp_send"}, probeIcmpSend, attachTracing},
 	}},
 	{name: CapConnectFailures, options: []option{
-		{"tp_btf/inet_sock_set_state+tcp_retransmit_skb", "tp_btf", []string{"tp_btf_set_state_fw", "tp_btf_retransmit_fw"},
+		{"tp_btf/inet_sock_set_state+tcp_retransmit_skb", "tp_btf", []string{"tp_btf_inet_sock_set_state", "tp_btf_tcp_retransmit_skb"},
 			probeTPs("btf_trace_inet_sock_set_state", "btf_trace_tcp_retransmit_skb"), attachTracing},
 	}},
 	{name: CapResets, options: []option{
 		// 6.10+: the reason (TCP_ABORT_ON_CLOSE, ...) comes with it.
-		{"tp_btf/tcp_send_reset+tcp_receive_reset", "tp_btf", []string{"tp_btf_send_reset_fw", "tp_btf_receive_reset_fw"},
+		{"tp_btf/tcp_send_reset+tcp_receive_reset", "tp_btf", []string{"tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset"},
 			probeSendResetTP, attachTracing},
 		// Before 6.10 tcp:tcp_send_reset still fires for active resets
-		// (they always have a full socket), without a reason.
-		{"tp_btf/tcp_send_reset(no reason)+tcp_receive_reset", "tp_btf", []string{"tp_btf_send_reset_fw_noreason", "tp_btf_receive_reset_fw"},
+		// (they always have a full socket), without a reason: the same
+		// program, which reads no reason there (CAP_F_RST_REASON clear).
+		{"tp_btf/tcp_send_reset(no reason)+tcp_receive_reset", "tp_btf", []string{"tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset"},
 			probeTPs("btf_trace_tcp_send_reset", "btf_trace_tcp_receive_reset"), attachTracing},
 	}},
 }

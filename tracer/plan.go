@@ -20,6 +20,12 @@ import (
 // is reported as degraded, with the kernel's reason, never silently missing.
 
 // option is one way to serve a capability: programs and where they attach.
+//
+// Capabilities that share a tracepoint share its one program (issue 6: a
+// second program on a hook pays the hook's whole cost again on every
+// event): several options list the same program, which is loaded and
+// attached once, and the `caps` word set before load (capsOf) tells it
+// which capabilities' work to do.
 type option struct {
 	hook   string // as shown in the plan
 	kind   string // tp_btf, fentry, kprobe, tracepoint: what --force-hook names
@@ -66,7 +72,9 @@ var capabilities = []capability{
 		{"tp_btf/inet_sock_set_state", "tp_btf", []string{"tp_btf_inet_sock_set_state"}, probeTP("btf_trace_inet_sock_set_state"), attachTracing},
 	}},
 	{name: CapClients, options: []option{
-		{"tp_btf/tcp_receive_reset", "tp_btf", []string{"tp_btf_tcp_receive_reset"}, probeTP("btf_trace_tcp_receive_reset"), attachTracing},
+		// The connecting process is recorded at CLOSE->SYN_SENT.
+		{"tp_btf/tcp_receive_reset", "tp_btf", []string{"tp_btf_tcp_receive_reset", "tp_btf_inet_sock_set_state"},
+			probeTPs("btf_trace_tcp_receive_reset", "btf_trace_inet_sock_set_state"), attachTracing},
 	}},
 	{name: CapBindErrors, options: []option{
 		{"tracepoint/syscalls/sys_{enter,exit}_bind", "tracepoint", []string{"tp_sys_enter_bind", "tp_sys_exit_bind"}, nil, attachSyscallTP},
@@ -83,7 +91,7 @@ var capabilities = []capability{
 		{"kprobe/tcp_conn_request", "kprobe", []string{"kprobe_tcp_conn_request"}, probeKprobe("tcp_conn_request"), attachKprobe},
 	}, fallback: "SYN drops are told apart from the namespace's TcpExtListenOverflows instead"},
 	{name: CapOverflowFinalAck, options: []option{
-		{"tp_btf/kfree_skb(TCP_LISTEN_OVERFLOW)", "tp_btf", []string{"tp_btf_kfree_skb_overflow"}, probeListenOverflowReason, attachTracing},
+		{"tp_btf/kfree_skb(TCP_LISTEN_OVERFLOW)", "tp_btf", []string{"tp_btf_kfree_skb"}, probeListenOverflowReason, attachTracing},
 		{"fentry/tcp_v4_syn_recv_sock+tcp_v6_syn_recv_sock", "fentry",
 			[]string{"fentry_tcp_v4_syn_recv_sock", "fentry_tcp_v6_syn_recv_sock"}, probeFentry(synRecvFns...), attachTracing},
 		{"kprobe/tcp_v4_syn_recv_sock+tcp_v6_syn_recv_sock", "kprobe",
@@ -209,6 +217,43 @@ func dropReason(s *btf.Spec, name string) (uint32, bool) {
 		}
 	}
 	return 0, false
+}
+
+// capFlags: the enum cap_flag bit of each capability served by a tp_btf
+// program that it shares with others. The bit is set when the plan serves
+// the capability with tp_btf; a capability served by fentry/kprobe (or not
+// at all) leaves it clear, and the verifier prunes that work from the
+// shared program.
+var capFlags = map[string]rsttraceCapFlag{
+	CapRefusals:         rsttraceCapFlagCAP_F_REFUSALS,
+	CapListeners:        rsttraceCapFlagCAP_F_LISTENERS,
+	CapClients:          rsttraceCapFlagCAP_F_CLIENTS,
+	CapFirewall:         rsttraceCapFlagCAP_F_FIREWALL,
+	CapOverflowFinalAck: rsttraceCapFlagCAP_F_FINAL_ACK,
+	CapConnectFailures:  rsttraceCapFlagCAP_F_CONNECT_FAILURES,
+	CapResets:           rsttraceCapFlagCAP_F_RESETS,
+}
+
+// capsOf is the value of the BPF global `caps` for the plan cs; rstReason:
+// tcp:tcp_send_reset has its reason argument (sendResetHasReason).
+func capsOf(cs []choice, rstReason bool) uint32 {
+	var f rsttraceCapFlag
+	for _, c := range cs {
+		if c.opt != nil && c.opt.kind == "tp_btf" {
+			f |= capFlags[c.capability]
+		}
+	}
+	if rstReason {
+		f |= rsttraceCapFlagCAP_F_RST_REASON
+	}
+	return uint32(f)
+}
+
+// sendResetHasReason: tcp:tcp_send_reset has (sk, skb, reason) from 6.10,
+// (sk, skb) before; the program reads the reason only where it exists.
+func sendResetHasReason(s *btf.Spec) bool {
+	n, err := tpParams(s, "btf_trace_tcp_send_reset")
+	return err == nil && n >= 3
 }
 
 // choice is what the planner picked for one capability.

@@ -21,12 +21,31 @@ type rsttraceBindArgs struct {
 	Port   uint16
 }
 
+type rsttraceCapFlag uint32
+
+const (
+	rsttraceCapFlagCAP_F_REFUSALS         rsttraceCapFlag = 1
+	rsttraceCapFlagCAP_F_LISTENERS        rsttraceCapFlag = 2
+	rsttraceCapFlagCAP_F_CLIENTS          rsttraceCapFlag = 4
+	rsttraceCapFlagCAP_F_FIREWALL         rsttraceCapFlag = 8
+	rsttraceCapFlagCAP_F_FINAL_ACK        rsttraceCapFlag = 16
+	rsttraceCapFlagCAP_F_CONNECT_FAILURES rsttraceCapFlag = 32
+	rsttraceCapFlagCAP_F_RESETS           rsttraceCapFlag = 64
+	rsttraceCapFlagCAP_F_RST_REASON       rsttraceCapFlag = 128
+)
+
 type rsttraceCodeRange struct {
 	_     structs.HostLayout
 	Start uint64
 	End   uint64
 	What  uint32
 	Pad   uint32
+}
+
+type rsttraceConn struct {
+	_    structs.HostLayout
+	Proc rsttraceProcInfo
+	Ts   uint64
 }
 
 type rsttraceEvent struct {
@@ -81,12 +100,6 @@ const (
 	rsttraceEventTypeEVENT_RST_OUT        rsttraceEventType = 13
 	rsttraceEventTypeEVENT_RST_IN         rsttraceEventType = 14
 )
-
-type rsttraceFwConn struct {
-	_    structs.HostLayout
-	Proc rsttraceProcInfo
-	Ts   uint64
-}
 
 type rsttraceListenArgs struct {
 	_            structs.HostLayout
@@ -165,33 +178,28 @@ type rsttraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rsttraceProgramSpecs struct {
-	FentryTcpConnRequest     *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
-	FentryTcpV4SendReset     *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_send_reset"`
-	FentryTcpV4SynRecvSock   *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
-	FentryTcpV6SendReset     *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_send_reset"`
-	FentryTcpV6SynRecvSock   *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
-	KprobeTcpConnRequest     *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
-	KprobeTcpV4SendReset     *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_send_reset"`
-	KprobeTcpV4SynRecvSock   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
-	KprobeTcpV6SendReset     *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_send_reset"`
-	KprobeTcpV6SynRecvSock   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
-	TpBtfIcmpSendFw          *ebpf.ProgramSpec `ebpf:"tp_btf_icmp_send_fw"`
-	TpBtfInetSockSetState    *ebpf.ProgramSpec `ebpf:"tp_btf_inet_sock_set_state"`
-	TpBtfKfreeSkbFw          *ebpf.ProgramSpec `ebpf:"tp_btf_kfree_skb_fw"`
-	TpBtfKfreeSkbOverflow    *ebpf.ProgramSpec `ebpf:"tp_btf_kfree_skb_overflow"`
-	TpBtfReceiveResetFw      *ebpf.ProgramSpec `ebpf:"tp_btf_receive_reset_fw"`
-	TpBtfRetransmitFw        *ebpf.ProgramSpec `ebpf:"tp_btf_retransmit_fw"`
-	TpBtfSendResetFw         *ebpf.ProgramSpec `ebpf:"tp_btf_send_reset_fw"`
-	TpBtfSendResetFwNoreason *ebpf.ProgramSpec `ebpf:"tp_btf_send_reset_fw_noreason"`
-	TpBtfSetStateFw          *ebpf.ProgramSpec `ebpf:"tp_btf_set_state_fw"`
-	TpBtfTcpReceiveReset     *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_receive_reset"`
-	TpBtfTcpSendReset        *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_send_reset"`
-	TpSysEnterAccept         *ebpf.ProgramSpec `ebpf:"tp_sys_enter_accept"`
-	TpSysEnterAccept4        *ebpf.ProgramSpec `ebpf:"tp_sys_enter_accept4"`
-	TpSysEnterBind           *ebpf.ProgramSpec `ebpf:"tp_sys_enter_bind"`
-	TpSysEnterListen         *ebpf.ProgramSpec `ebpf:"tp_sys_enter_listen"`
-	TpSysExitBind            *ebpf.ProgramSpec `ebpf:"tp_sys_exit_bind"`
-	TpSysExitListen          *ebpf.ProgramSpec `ebpf:"tp_sys_exit_listen"`
+	FentryTcpConnRequest   *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpV4SendReset   *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_send_reset"`
+	FentryTcpV4SynRecvSock *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SendReset   *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_send_reset"`
+	FentryTcpV6SynRecvSock *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	KprobeTcpConnRequest   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpV4SendReset   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_send_reset"`
+	KprobeTcpV4SynRecvSock *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SendReset   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_send_reset"`
+	KprobeTcpV6SynRecvSock *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	TpBtfIcmpSend          *ebpf.ProgramSpec `ebpf:"tp_btf_icmp_send"`
+	TpBtfInetSockSetState  *ebpf.ProgramSpec `ebpf:"tp_btf_inet_sock_set_state"`
+	TpBtfKfreeSkb          *ebpf.ProgramSpec `ebpf:"tp_btf_kfree_skb"`
+	TpBtfTcpReceiveReset   *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_receive_reset"`
+	TpBtfTcpRetransmitSkb  *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_retransmit_skb"`
+	TpBtfTcpSendReset      *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_send_reset"`
+	TpSysEnterAccept       *ebpf.ProgramSpec `ebpf:"tp_sys_enter_accept"`
+	TpSysEnterAccept4      *ebpf.ProgramSpec `ebpf:"tp_sys_enter_accept4"`
+	TpSysEnterBind         *ebpf.ProgramSpec `ebpf:"tp_sys_enter_bind"`
+	TpSysEnterListen       *ebpf.ProgramSpec `ebpf:"tp_sys_enter_listen"`
+	TpSysExitBind          *ebpf.ProgramSpec `ebpf:"tp_sys_exit_bind"`
+	TpSysExitListen        *ebpf.ProgramSpec `ebpf:"tp_sys_exit_listen"`
 }
 
 // rsttraceMapSpecs contains maps before they are loaded into the kernel.
@@ -201,7 +209,6 @@ type rsttraceMapSpecs struct {
 	Binds         *ebpf.MapSpec `ebpf:"binds"`
 	Connecting    *ebpf.MapSpec `ebpf:"connecting"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
-	FwConnecting  *ebpf.MapSpec `ebpf:"fw_connecting"`
 	FwIcmpSkbs    *ebpf.MapSpec `ebpf:"fw_icmp_skbs"`
 	ListenCalls   *ebpf.MapSpec `ebpf:"listen_calls"`
 	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
@@ -213,11 +220,13 @@ type rsttraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rsttraceVariableSpecs struct {
+	Caps                 *ebpf.VariableSpec `ebpf:"caps"`
 	FilterPorts          *ebpf.VariableSpec `ebpf:"filter_ports"`
 	NetfilterDropReason  *ebpf.VariableSpec `ebpf:"netfilter_drop_reason"`
 	NfRangeCount         *ebpf.VariableSpec `ebpf:"nf_range_count"`
 	NfRanges             *ebpf.VariableSpec `ebpf:"nf_ranges"`
 	ReasonListenOverflow *ebpf.VariableSpec `ebpf:"reason_listen_overflow"`
+	UnusedCapFlag        *ebpf.VariableSpec `ebpf:"unused_cap_flag"`
 	UnusedCodeRange      *ebpf.VariableSpec `ebpf:"unused_code_range"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag      *ebpf.VariableSpec `ebpf:"unused_event_flag"`
@@ -249,7 +258,6 @@ type rsttraceMaps struct {
 	Binds         *ebpf.Map `ebpf:"binds"`
 	Connecting    *ebpf.Map `ebpf:"connecting"`
 	Events        *ebpf.Map `ebpf:"events"`
-	FwConnecting  *ebpf.Map `ebpf:"fw_connecting"`
 	FwIcmpSkbs    *ebpf.Map `ebpf:"fw_icmp_skbs"`
 	ListenCalls   *ebpf.Map `ebpf:"listen_calls"`
 	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
@@ -262,7 +270,6 @@ func (m *rsttraceMaps) Close() error {
 		m.Binds,
 		m.Connecting,
 		m.Events,
-		m.FwConnecting,
 		m.FwIcmpSkbs,
 		m.ListenCalls,
 		m.ListenerStats,
@@ -275,11 +282,13 @@ func (m *rsttraceMaps) Close() error {
 //
 // It can be passed to loadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rsttraceVariables struct {
+	Caps                 *ebpf.Variable `ebpf:"caps"`
 	FilterPorts          *ebpf.Variable `ebpf:"filter_ports"`
 	NetfilterDropReason  *ebpf.Variable `ebpf:"netfilter_drop_reason"`
 	NfRangeCount         *ebpf.Variable `ebpf:"nf_range_count"`
 	NfRanges             *ebpf.Variable `ebpf:"nf_ranges"`
 	ReasonListenOverflow *ebpf.Variable `ebpf:"reason_listen_overflow"`
+	UnusedCapFlag        *ebpf.Variable `ebpf:"unused_cap_flag"`
 	UnusedCodeRange      *ebpf.Variable `ebpf:"unused_code_range"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag      *ebpf.Variable `ebpf:"unused_event_flag"`
@@ -292,33 +301,28 @@ type rsttraceVariables struct {
 //
 // It can be passed to loadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rsttracePrograms struct {
-	FentryTcpConnRequest     *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
-	FentryTcpV4SendReset     *ebpf.Program `ebpf:"fentry_tcp_v4_send_reset"`
-	FentryTcpV4SynRecvSock   *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
-	FentryTcpV6SendReset     *ebpf.Program `ebpf:"fentry_tcp_v6_send_reset"`
-	FentryTcpV6SynRecvSock   *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
-	KprobeTcpConnRequest     *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
-	KprobeTcpV4SendReset     *ebpf.Program `ebpf:"kprobe_tcp_v4_send_reset"`
-	KprobeTcpV4SynRecvSock   *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
-	KprobeTcpV6SendReset     *ebpf.Program `ebpf:"kprobe_tcp_v6_send_reset"`
-	KprobeTcpV6SynRecvSock   *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
-	TpBtfIcmpSendFw          *ebpf.Program `ebpf:"tp_btf_icmp_send_fw"`
-	TpBtfInetSockSetState    *ebpf.Program `ebpf:"tp_btf_inet_sock_set_state"`
-	TpBtfKfreeSkbFw          *ebpf.Program `ebpf:"tp_btf_kfree_skb_fw"`
-	TpBtfKfreeSkbOverflow    *ebpf.Program `ebpf:"tp_btf_kfree_skb_overflow"`
-	TpBtfReceiveResetFw      *ebpf.Program `ebpf:"tp_btf_receive_reset_fw"`
-	TpBtfRetransmitFw        *ebpf.Program `ebpf:"tp_btf_retransmit_fw"`
-	TpBtfSendResetFw         *ebpf.Program `ebpf:"tp_btf_send_reset_fw"`
-	TpBtfSendResetFwNoreason *ebpf.Program `ebpf:"tp_btf_send_reset_fw_noreason"`
-	TpBtfSetStateFw          *ebpf.Program `ebpf:"tp_btf_set_state_fw"`
-	TpBtfTcpReceiveReset     *ebpf.Program `ebpf:"tp_btf_tcp_receive_reset"`
-	TpBtfTcpSendReset        *ebpf.Program `ebpf:"tp_btf_tcp_send_reset"`
-	TpSysEnterAccept         *ebpf.Program `ebpf:"tp_sys_enter_accept"`
-	TpSysEnterAccept4        *ebpf.Program `ebpf:"tp_sys_enter_accept4"`
-	TpSysEnterBind           *ebpf.Program `ebpf:"tp_sys_enter_bind"`
-	TpSysEnterListen         *ebpf.Program `ebpf:"tp_sys_enter_listen"`
-	TpSysExitBind            *ebpf.Program `ebpf:"tp_sys_exit_bind"`
-	TpSysExitListen          *ebpf.Program `ebpf:"tp_sys_exit_listen"`
+	FentryTcpConnRequest   *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpV4SendReset   *ebpf.Program `ebpf:"fentry_tcp_v4_send_reset"`
+	FentryTcpV4SynRecvSock *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SendReset   *ebpf.Program `ebpf:"fentry_tcp_v6_send_reset"`
+	FentryTcpV6SynRecvSock *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	KprobeTcpConnRequest   *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpV4SendReset   *ebpf.Program `ebpf:"kprobe_tcp_v4_send_reset"`
+	KprobeTcpV4SynRecvSock *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SendReset   *ebpf.Program `ebpf:"kprobe_tcp_v6_send_reset"`
+	KprobeTcpV6SynRecvSock *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	TpBtfIcmpSend          *ebpf.Program `ebpf:"tp_btf_icmp_send"`
+	TpBtfInetSockSetState  *ebpf.Program `ebpf:"tp_btf_inet_sock_set_state"`
+	TpBtfKfreeSkb          *ebpf.Program `ebpf:"tp_btf_kfree_skb"`
+	TpBtfTcpReceiveReset   *ebpf.Program `ebpf:"tp_btf_tcp_receive_reset"`
+	TpBtfTcpRetransmitSkb  *ebpf.Program `ebpf:"tp_btf_tcp_retransmit_skb"`
+	TpBtfTcpSendReset      *ebpf.Program `ebpf:"tp_btf_tcp_send_reset"`
+	TpSysEnterAccept       *ebpf.Program `ebpf:"tp_sys_enter_accept"`
+	TpSysEnterAccept4      *ebpf.Program `ebpf:"tp_sys_enter_accept4"`
+	TpSysEnterBind         *ebpf.Program `ebpf:"tp_sys_enter_bind"`
+	TpSysEnterListen       *ebpf.Program `ebpf:"tp_sys_enter_listen"`
+	TpSysExitBind          *ebpf.Program `ebpf:"tp_sys_exit_bind"`
+	TpSysExitListen        *ebpf.Program `ebpf:"tp_sys_exit_listen"`
 }
 
 func (p *rsttracePrograms) Close() error {
@@ -333,16 +337,11 @@ func (p *rsttracePrograms) Close() error {
 		p.KprobeTcpV4SynRecvSock,
 		p.KprobeTcpV6SendReset,
 		p.KprobeTcpV6SynRecvSock,
-		p.TpBtfIcmpSendFw,
+		p.TpBtfIcmpSend,
 		p.TpBtfInetSockSetState,
-		p.TpBtfKfreeSkbFw,
-		p.TpBtfKfreeSkbOverflow,
-		p.TpBtfReceiveResetFw,
-		p.TpBtfRetransmitFw,
-		p.TpBtfSendResetFw,
-		p.TpBtfSendResetFwNoreason,
-		p.TpBtfSetStateFw,
+		p.TpBtfKfreeSkb,
 		p.TpBtfTcpReceiveReset,
+		p.TpBtfTcpRetransmitSkb,
 		p.TpBtfTcpSendReset,
 		p.TpSysEnterAccept,
 		p.TpSysEnterAccept4,

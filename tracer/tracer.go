@@ -129,11 +129,14 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 			}
 		}
 	}
-	if keep["tp_btf_kfree_skb_overflow"] {
+	if chosen[CapOverflowFinalAck] == "tp_btf" {
 		v, _ := dropReason(kernelBTF, "TCP_LISTEN_OVERFLOW")
 		if err := spec.Variables["reason_listen_overflow"].Set(v); err != nil {
 			return fmt.Errorf("setting drop reason: %w", err)
 		}
+	}
+	if err := spec.Variables["caps"].Set(capsOf(choices, sendResetHasReason(kernelBTF))); err != nil {
+		return fmt.Errorf("setting capabilities of the shared programs: %w", err)
 	}
 	for name := range spec.Programs {
 		if !keep[name] {
@@ -167,6 +170,15 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	if err := ensureTracefs(t.log); err != nil {
 		return err
 	}
+	// A program shared by several capabilities is attached once: by the
+	// first capability that needs it. If another of that capability's
+	// programs fails, the links it made are closed, so a later capability
+	// attaches the shared one afresh. (A shared program attached for one
+	// capability still does the work `caps` gave it for a capability that
+	// failed to attach another program; with tp_btf, whose load already
+	// checked the hook, that is not expected.)
+	attached := map[string]bool{}
+	failed := map[string]error{}
 	for _, c := range choices {
 		if c.opt == nil {
 			if c.fallback != "" {
@@ -177,21 +189,33 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 			continue
 		}
 		var links []link.Link
+		var made []string
 		var aerr error
 		for _, name := range c.opt.progs {
+			if attached[name] {
+				continue
+			}
+			if err, ok := failed[name]; ok {
+				aerr = fmt.Errorf("attaching %s: %w", c.opt.hook, err)
+				break
+			}
 			l, err := c.opt.attach(name, t.coll.Programs[name])
 			if err != nil {
+				failed[name] = fmt.Errorf("%s: %w", name, err)
 				aerr = fmt.Errorf("attaching %s (%s): %w", c.opt.hook, name, err)
 				break
 			}
+			attached[name] = true
 			links = append(links, l)
+			made = append(made, name)
 		}
 		if aerr != nil {
 			// A probe said yes and the kernel still said no (a
 			// function ftrace cannot patch, for one): the capability is
 			// degraded, and says why, rather than the tracer failing.
-			for _, l := range links {
+			for i, l := range links {
 				l.Close()
+				delete(attached, made[i])
 			}
 			delete(chosen, c.capability)
 			t.degrade(c.capability, aerr.Error())
