@@ -46,6 +46,10 @@ const volatile __u32 caps = 0;
 /* enum skb_drop_reason value of TCP_LISTEN_OVERFLOW on this kernel (6.15+),
  * resolved from BTF by name in userspace; 0 means none. */
 const volatile __u32 reason_listen_overflow = 0;
+/* Summary mode: always (--summary), or while more than summary_above bytes
+ * wait in the ring buffer (userspace sets half its size). */
+const volatile bool summary_always = false;
+const volatile __u64 summary_above = ~0ULL;
 /*
  * The value of SKB_DROP_REASON_NETFILTER_DROP in this kernel's enum
  * skb_drop_reason (resolved by name from BTF; the numbering differs between
@@ -62,6 +66,8 @@ const enum event_flag *unused_event_flag __attribute__((unused));
 const enum cap_flag *unused_cap_flag __attribute__((unused));
 const struct event *unused_event __attribute__((unused));
 const struct listen_stats *unused_listen_stats __attribute__((unused));
+const struct summary_key *unused_summary_key __attribute__((unused));
+const struct summary_val *unused_summary_val __attribute__((unused));
 const enum nf_hook_id *unused_nf_hook_id __attribute__((unused));
 const struct code_range *unused_code_range __attribute__((unused));
 
@@ -77,6 +83,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
+
+/* Refusals counted instead of written (summary mode), by destination. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 18);
+	__type(key, struct summary_key);
+	__type(value, struct summary_val);
+} summary SEC(".maps");
 
 /* --port filter: ports[port] != 0 means traced. Only read if filter_ports. */
 struct {
@@ -167,17 +181,22 @@ static __always_inline bool port_traced(__u16 port)
 	return v && *v;
 }
 
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+
+	if (n)
+		*n += 1;
+}
+
 static __always_inline struct event *reserve(__u8 type)
 {
 	struct event *e;
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		__u32 zero = 0;
-		__u64 *n = bpf_map_lookup_elem(&lost, &zero);
-
-		if (n)
-			*n += 1;
+		count_lost();
 		return NULL;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -368,6 +387,43 @@ static __always_inline __u8 syn_retransmits(const struct sock *sk)
 /* ---- tcp_send_reset: refusals and resets sent ---- */
 
 /*
+ * Summary mode: count the refusal to p's destination instead of writing a
+ * record, when asked to always or while the ring buffer is more than half
+ * full (a flood the reader is falling behind on). Returns whether it was
+ * counted (or, if the table is full, counted as lost).
+ */
+static __always_inline bool summarized(const struct pkt *p, __u32 netns,
+				       bool server)
+{
+	struct summary_key k = {};
+	struct summary_val *v;
+
+	if (!summary_always &&
+	    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < summary_above)
+		return false;
+	k.netns = netns;
+	k.dport = p->dport;
+	k.family = p->family;
+	__builtin_memcpy(k.daddr, p->daddr, 16);
+	v = bpf_map_lookup_elem(&summary, &k);
+	if (!v) {
+		struct summary_val zero = {};
+
+		bpf_map_update_elem(&summary, &k, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&summary, &k);
+		if (!v) {
+			count_lost();
+			return true;
+		}
+	}
+	if (server)
+		__sync_fetch_and_add(&v->server, 1);
+	else
+		__sync_fetch_and_add(&v->client, 1);
+	return true;
+}
+
+/*
  * A RST refusing a connection: the answered segment is a SYN (nothing
  * listens), or sk is a listener (final ACK with tcp_abort_on_overflow).
  * saddr/sport is the peer the RST goes to, daddr/dport the refusing side.
@@ -379,7 +435,13 @@ static __always_inline void refusal_sent(const struct sock *sk,
 {
 	struct event *e;
 
+	__u32 netns;
+
 	if (!port_traced(p->dport))
+		return;
+	netns = sk ? sk_netns_of(sk, btf) : skb_dev_netns(skb, btf);
+	/* A listener's own RST (backlog_full) is always written. */
+	if (!sk && summarized(p, netns, true))
 		return;
 	e = reserve(EVENT_RESET_SENT);
 	if (!e)
@@ -387,12 +449,10 @@ static __always_inline void refusal_sent(const struct sock *sk,
 	pkt_to_event(p, e);
 	e->reason = reason;
 	e->state = state;
+	e->netns = netns;
 	if (sk) {
 		e->flags |= EVENT_F_HAS_SK;
-		e->netns = sk_netns_of(sk, btf);
 		e->sk = (__u64)sk;
-	} else {
-		e->netns = skb_dev_netns(skb, btf);
 	}
 	bpf_ringbuf_submit(e, 0);
 }
@@ -722,6 +782,8 @@ static __always_inline void client_refused(const struct sock *sk)
 	if (!c && filter_ports)
 		return; /* not traced at connect() */
 	sk_pkt(sk, &p);
+	if (summarized(&p, sk_netns_of(sk, true), false))
+		goto out;
 	e = reserve(EVENT_CLIENT_REFUSED);
 	if (e) {
 		pkt_to_event(&p, e);
@@ -734,6 +796,7 @@ static __always_inline void client_refused(const struct sock *sk)
 		}
 		bpf_ringbuf_submit(e, 0);
 	}
+out:
 	if (c)
 		bpf_map_delete_elem(&connecting, &key);
 }

@@ -185,4 +185,23 @@ struct event {
 	struct proc_info proc;
 };
 
+/*
+ * Summary mode (tracer/summary.go): while the ring buffer is more than
+ * half full, or always with --summary, refusals are counted here instead of
+ * written one record each. Counters only grow; userspace reads them all
+ * every interval and writes what moved.
+ */
+struct summary_key {
+	__u32 netns;
+	__u16 dport;
+	__u8 family;
+	__u8 pad;
+	__u8 daddr[16];
+};
+
+struct summary_val {
+	__u64 server; /* RSTs this host's TCP stack sent to refuse a SYN */
+	__u64 client; /* refusals (RST in SYN_SENT) local clients received */
+};
+
 #endif /* RSTTRACE_H */

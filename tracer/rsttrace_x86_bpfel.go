@@ -136,6 +136,21 @@ type rsttraceProcInfo struct {
 	Comm [16]int8
 }
 
+type rsttraceSummaryKey struct {
+	_      structs.HostLayout
+	Netns  uint32
+	Dport  uint16
+	Family uint8
+	Pad    uint8
+	Daddr  [16]uint8
+}
+
+type rsttraceSummaryVal struct {
+	_      structs.HostLayout
+	Server uint64
+	Client uint64
+}
+
 // loadRsttrace returns the embedded CollectionSpec for rsttrace.
 func loadRsttrace() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_RsttraceBytes)
@@ -214,6 +229,7 @@ type rsttraceMapSpecs struct {
 	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
+	Summary       *ebpf.MapSpec `ebpf:"summary"`
 }
 
 // rsttraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -226,6 +242,8 @@ type rsttraceVariableSpecs struct {
 	NfRangeCount         *ebpf.VariableSpec `ebpf:"nf_range_count"`
 	NfRanges             *ebpf.VariableSpec `ebpf:"nf_ranges"`
 	ReasonListenOverflow *ebpf.VariableSpec `ebpf:"reason_listen_overflow"`
+	SummaryAbove         *ebpf.VariableSpec `ebpf:"summary_above"`
+	SummaryAlways        *ebpf.VariableSpec `ebpf:"summary_always"`
 	UnusedCapFlag        *ebpf.VariableSpec `ebpf:"unused_cap_flag"`
 	UnusedCodeRange      *ebpf.VariableSpec `ebpf:"unused_code_range"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -233,6 +251,8 @@ type rsttraceVariableSpecs struct {
 	UnusedEventType      *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedListenStats    *ebpf.VariableSpec `ebpf:"unused_listen_stats"`
 	UnusedNfHookId       *ebpf.VariableSpec `ebpf:"unused_nf_hook_id"`
+	UnusedSummaryKey     *ebpf.VariableSpec `ebpf:"unused_summary_key"`
+	UnusedSummaryVal     *ebpf.VariableSpec `ebpf:"unused_summary_val"`
 }
 
 // rsttraceObjects contains all objects after they have been loaded into the kernel.
@@ -263,6 +283,7 @@ type rsttraceMaps struct {
 	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
 	Lost          *ebpf.Map `ebpf:"lost"`
 	Ports         *ebpf.Map `ebpf:"ports"`
+	Summary       *ebpf.Map `ebpf:"summary"`
 }
 
 func (m *rsttraceMaps) Close() error {
@@ -275,6 +296,7 @@ func (m *rsttraceMaps) Close() error {
 		m.ListenerStats,
 		m.Lost,
 		m.Ports,
+		m.Summary,
 	)
 }
 
@@ -288,6 +310,8 @@ type rsttraceVariables struct {
 	NfRangeCount         *ebpf.Variable `ebpf:"nf_range_count"`
 	NfRanges             *ebpf.Variable `ebpf:"nf_ranges"`
 	ReasonListenOverflow *ebpf.Variable `ebpf:"reason_listen_overflow"`
+	SummaryAbove         *ebpf.Variable `ebpf:"summary_above"`
+	SummaryAlways        *ebpf.Variable `ebpf:"summary_always"`
 	UnusedCapFlag        *ebpf.Variable `ebpf:"unused_cap_flag"`
 	UnusedCodeRange      *ebpf.Variable `ebpf:"unused_code_range"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
@@ -295,6 +319,8 @@ type rsttraceVariables struct {
 	UnusedEventType      *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedListenStats    *ebpf.Variable `ebpf:"unused_listen_stats"`
 	UnusedNfHookId       *ebpf.Variable `ebpf:"unused_nf_hook_id"`
+	UnusedSummaryKey     *ebpf.Variable `ebpf:"unused_summary_key"`
+	UnusedSummaryVal     *ebpf.Variable `ebpf:"unused_summary_val"`
 }
 
 // rsttracePrograms contains all programs after they have been loaded into the kernel.

@@ -1,8 +1,12 @@
 package tracer
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/rsttrace/rsttrace/events"
 )
@@ -15,21 +19,13 @@ import (
 // tracer reads them all (one batch lookup) and writes one summary record
 // per destination whose counts moved.
 
-// summaryKey mirrors struct summary_key in bpf/rsttrace.h.
-type summaryKey struct {
-	Netns  uint32
-	Dport  uint16
-	Family uint8
-	_      uint8
-	Daddr  [16]byte
-}
-
-// summaryVal mirrors struct summary_val: refusals answered by this host's
-// TCP stack (server) and refusals local clients received (client).
-type summaryVal struct {
-	Server uint64
-	Client uint64
-}
+// summaryKey and summaryVal are struct summary_key and summary_val of
+// bpf/rsttrace.h: a destination, and its refusals answered by this host's
+// TCP stack (Server) and received by local clients (Client).
+type (
+	summaryKey = rsttraceSummaryKey
+	summaryVal = rsttraceSummaryVal
+)
 
 // DefaultSummaryInterval is how often summary records are written.
 const DefaultSummaryInterval = time.Second
@@ -42,6 +38,18 @@ type summarizer struct {
 	reason string // why refusals are being summarized
 	keys   []summaryKey
 	vals   []summaryVal
+}
+
+// poll reads the counters and writes what moved (when due, or always when
+// final) as summary records.
+func (s *summarizer) poll(m *ebpf.Map, c *Correlator, now time.Time, final bool, emit func(*events.Event) error) error {
+	if m == nil || (!final && now.Sub(s.last) < DefaultSummaryInterval) {
+		return nil
+	}
+	if err := s.read(m); err != nil {
+		return err
+	}
+	return s.update(c, s.keys, s.vals, now, emit)
 }
 
 func newSummarizer(always bool, now time.Time) *summarizer {
@@ -124,4 +132,42 @@ func summaryExplanation(ev *events.Event, reason string) string {
 		why = ev.Explanation
 	}
 	return "counted in the kernel, not written one by one (" + reason + "): " + why
+}
+
+// summaryBatch is how many entries one batch lookup reads.
+const summaryBatch = 4096
+
+// readSummary reads every counter of the summary map into the summarizer's
+// buffers: batch lookups (5.6+), else one lookup per key.
+func (s *summarizer) read(m *ebpf.Map) error {
+	s.keys, s.vals = s.keys[:0], s.vals[:0]
+	keys := make([]summaryKey, summaryBatch)
+	vals := make([]summaryVal, summaryBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		s.keys = append(s.keys, keys[:n]...)
+		s.vals = append(s.vals, vals[:n]...)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("reading the summary counters: %w", err)
+		}
+	}
+	s.keys, s.vals = s.keys[:0], s.vals[:0]
+	var k summaryKey
+	var v summaryVal
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		s.keys = append(s.keys, k)
+		s.vals = append(s.vals, v)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading the summary counters: %w", err)
+	}
+	return nil
 }

@@ -40,6 +40,10 @@ type Config struct {
 	// OverflowInterval is how often listen-queue overflow is summed up
 	// per listener; 0 means DefaultOverflowInterval.
 	OverflowInterval time.Duration
+	// Summary: the kernel counts refusals per destination and the tracer
+	// writes summary records, never one event per refusal (without it
+	// this happens only while the ring buffer is more than half full).
+	Summary bool
 }
 
 // DefaultRingSize holds about 75,000 records.
@@ -56,6 +60,7 @@ type Tracer struct {
 	kernel string
 	corr   *Correlator
 	ovf    *overflowPoller
+	sum    *summarizer
 	// wallOffset converts CLOCK_MONOTONIC ns to Unix ns.
 	wallOffset int64
 
@@ -107,6 +112,12 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 		return fmt.Errorf("loading BPF object: %w", err)
 	}
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingSize)
+	if err := spec.Variables["summary_always"].Set(cfg.Summary); err != nil {
+		return fmt.Errorf("setting summary mode: %w", err)
+	}
+	if err := spec.Variables["summary_above"].Set(uint64(cfg.RingSize / 2)); err != nil {
+		return fmt.Errorf("setting summary mode: %w", err)
+	}
 	if len(cfg.Ports) > 0 {
 		if err := spec.Variables["filter_ports"].Set(true); err != nil {
 			return fmt.Errorf("setting port filter: %w", err)
@@ -225,6 +236,7 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	}
 
 	t.corr = NewCorrelator()
+	t.sum = newSummarizer(cfg.Summary, time.Now())
 	t.corr.RSTReason = rstReasonNames(kernelBTF)
 	t.corr.Wall = t.wall
 	proc := cfg.Proc
@@ -443,6 +455,9 @@ func (t *Tracer) housekeep(emit func(*events.Event) error, out events.Encoder, l
 	if err := t.corr.Expire(t.monoNow(), emit); err != nil {
 		return err
 	}
+	if err := t.sum.poll(t.coll.Maps["summary"], t.corr, time.Now(), false, emit); err != nil {
+		return err
+	}
 	if err := out.Flush(); err != nil {
 		return err
 	}
@@ -463,7 +478,18 @@ func (t *Tracer) finish(emit func(*events.Event) error, out events.Encoder) erro
 	if err := t.ovf.poll(time.Now(), t.monoNow(), t.corr.Listener, emit); err != nil {
 		return err
 	}
+	if err := t.sum.poll(t.coll.Maps["summary"], t.corr, time.Now(), true, emit); err != nil {
+		return err
+	}
 	return out.Flush()
+}
+
+// Summarized returns how many refusals Run wrote in summary records.
+func (t *Tracer) Summarized() uint64 {
+	if t.sum == nil {
+		return 0
+	}
+	return t.sum.total
 }
 
 // trackNetns keeps the overflow poller on the namespaces that have

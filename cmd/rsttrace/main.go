@@ -38,6 +38,12 @@ Examples:
   sudo rsttrace --duration 30s -o json | jq 'select(.type=="refused")'
   sudo rsttrace --check              # will it work on this host? (hooks per capability)
   sudo rsttrace -o json | jq 'select(.type=="listen_overflow")'  # who does not accept()
+  sudo rsttrace --summary            # a flood: one line per destination per second
+
+Under a flood the kernel counts refusals instead of writing each one
+(type summary) while the ring buffer is more than half full; --summary
+does so always. Every refusal is either an event, in a summary, or in the
+lost count of the stop record.
 
 Causes of a refusal: no_listener, listener_closed, wrong_address,
 other_netns, bind_failed, backlog_full, firewall_reject, remote, unknown;
@@ -56,6 +62,7 @@ type config struct {
 	overflow time.Duration
 	verbose  bool
 	check    bool
+	summary  bool
 }
 
 // portList is a repeatable --port flag.
@@ -94,6 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.overflow, "overflow-interval", tracer.DefaultOverflowInterval, "how often listen-queue overflow is summed up per listener (100ms or more)")
 	fs.IntVar(&cfg.ringSize, "ring-size", tracer.DefaultRingSize, "kernel ring buffer size in bytes (a power of two)")
 	fs.BoolVar(&cfg.verbose, "v", false, "log diagnostics to stderr")
+	fs.BoolVar(&cfg.summary, "summary", false, "count refusals per destination in the kernel and write one summary record per destination per second, not one per refusal")
 	fs.BoolVar(&cfg.check, "check", false, "load and attach everything, print the attach plan, and exit (1 if a capability is degraded)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -172,7 +180,7 @@ func run(ctx context.Context, cfg config, out *os.File) error {
 	defer cancel()
 	go watchClosed(ctx, out, cancel)
 
-	t, err := tracer.New(tracer.Config{Ports: cfg.ports, RingSize: cfg.ringSize, OverflowInterval: cfg.overflow})
+	t, err := tracer.New(tracer.Config{Ports: cfg.ports, RingSize: cfg.ringSize, OverflowInterval: cfg.overflow, Summary: cfg.summary})
 	if err != nil {
 		return err
 	}
@@ -205,7 +213,7 @@ func run(ctx context.Context, cfg config, out *os.File) error {
 		return nil // the reader went away: nobody to tell
 	}
 	lost, lerr := t.Lost()
-	stopRec := &events.Event{Time: time.Now(), Type: events.TypeStop, Lost: &lost, Events: t.Written()}
+	stopRec := &events.Event{Time: time.Now(), Type: events.TypeStop, Lost: &lost, Events: t.Written(), Summarized: t.Summarized()}
 	if err := writeFlush(enc, stopRec); err != nil && !isClosedOutput(err) {
 		return outputErr(err)
 	}
