@@ -262,20 +262,6 @@ static __always_inline __u32 skb_dev_netns(const struct sk_buff *skb, bool btf)
 	return RD(btf, __u32, net, ns.inum);
 }
 
-/* Local address and port of sk into daddr/dport (listen and bind events). */
-static __always_inline void sk_local(const struct sock *sk, struct event *e)
-{
-	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->dport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (e->family == AF_INET) {
-		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_rcv_saddr);
-	} else {
-		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only))
-			e->flags |= EVENT_F_V6ONLY;
-	}
-}
-
 /* A connection's addresses, ports and flags, parsed onto the stack before
  * anything is reserved. */
 struct pkt {
@@ -295,6 +281,22 @@ static __always_inline void pkt_to_event(const struct pkt *p, struct event *e)
 	__builtin_memcpy(e->daddr, p->daddr, 16);
 	e->sport = p->sport;
 	e->dport = p->dport;
+}
+
+/* Local address and port of sk into daddr/dport (listen events); *flags
+ * gets EVENT_F_V6ONLY. */
+static __always_inline void sk_local(const struct sock *sk, struct pkt *p,
+				     __u32 *flags)
+{
+	p->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	p->dport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (p->family == AF_INET) {
+		bpf_core_read(p->daddr, 4, &sk->__sk_common.skc_rcv_saddr);
+	} else {
+		bpf_core_read(p->daddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only))
+			*flags |= EVENT_F_V6ONLY;
+	}
 }
 
 static __always_inline bool pkt_is_syn(const struct pkt *p)
@@ -609,18 +611,20 @@ int BPF_KPROBE(kprobe_tcp_v6_send_reset, const struct sock *sk,
 /* CLOSE->LISTEN and LISTEN->CLOSE: a listener appears or goes. */
 static __always_inline void listener_change(const struct sock *sk, int newstate)
 {
+	struct pkt p = {};
+	__u32 flags = 0;
 	struct event *e;
 
+	sk_local(sk, &p, &flags);
+	/* The port of an autobound listener is not known yet at CLOSE->LISTEN
+	 * (get_port runs after the state store); userspace learns it later. */
+	if (p.dport && !port_traced(p.dport))
+		return;
 	e = reserve(newstate == TCP_LISTEN ? EVENT_LISTEN : EVENT_LISTEN_CLOSE);
 	if (!e)
 		return;
-	sk_local(sk, e);
-	/* The port of an autobound listener is not known yet at CLOSE->LISTEN
-	 * (get_port runs after the state store); userspace learns it later. */
-	if (e->dport && !port_traced(e->dport)) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-		return;
-	}
+	pkt_to_event(&p, e);
+	e->flags |= flags;
 	e->state = newstate;
 	e->netns = sk_netns(sk);
 	e->ino = sk_ino(sk);
@@ -989,6 +993,8 @@ int tp_sys_exit_listen(struct trace_event_raw_sys_exit *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct listen_args *a;
+	struct pkt p = {};
+	__u32 flags = 0;
 	struct sock *sk;
 	struct event *e;
 	__u64 ino;
@@ -1001,14 +1007,14 @@ int tp_sys_exit_listen(struct trace_event_raw_sys_exit *ctx)
 	sk = fd_tcp_sock(a->fd, &ino);
 	if (!sk)
 		goto out;
+	sk_local(sk, &p, &flags);
+	if (!port_traced(p.dport))
+		goto out;
 	e = reserve(EVENT_LISTEN_UPDATE);
 	if (!e)
 		goto out;
-	sk_local(sk, e);
-	if (!port_traced(e->dport)) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-		goto out;
-	}
+	pkt_to_event(&p, e);
+	e->flags |= flags;
 	e->state = TCP_LISTEN;
 	e->netns = sk_netns(sk);
 	e->ino = ino;
