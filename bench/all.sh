@@ -7,6 +7,7 @@
 #      storm      socket/connect/close on 2 threads, as fast as they go
 #      storm-60k  the same paced at 60,000 refusals/s
 #      scan       every port 1-65535, 20 sweeps
+#      bpf-cost   one storm round with kernel.bpf_stats_enabled: ns per program run
 #      summary    the storm with rsttrace --summary (counts, no events)
 #      floor      the storm under bench/bin/mintracer: one counting BPF
 #                 program on the same tracepoints (the physical limit)
@@ -28,25 +29,26 @@ echo "kernel $(uname -r), $(nproc) CPUs, $(date -u +%FT%TZ), results in $OUT"
 echo "== user space: BenchmarkPipeline (one core)"
 go test -run '^$' -bench 'BenchmarkPipeline' -benchmem -cpu 1 -count 3 ./tracer | tee "$OUT/pipeline.txt" | grep -E 'Benchmark|ok'
 
-scenario() { # name rounds tracer-cmd loadgen-args
+scenario() { # name rounds tracer-cmd loadgen-args bpf-stats
 	echo "== $1"
-	OUT_DIR="$OUT/$1" ROUNDS=$2 TRACER_CMD=$3 LOADGEN_ARGS=$4 bench/run.sh >"$OUT/$1.txt" 2>&1 ||
+	OUT_DIR="$OUT/$1" ROUNDS=$2 TRACER_CMD=$3 LOADGEN_ARGS=$4 BPF_STATS=$5 bench/run.sh >"$OUT/$1.txt" 2>&1 ||
 		{ cat "$OUT/$1.txt"; exit 1; }
 	grep -E 'median' "$OUT/$1.txt"
 }
-scenario storm "$ROUNDS" "./rsttrace -o json" ""
-scenario storm-60k "$ROUNDS_OTHER" "./rsttrace -o json" "-rate 60000"
-scenario scan "$ROUNDS_OTHER" "./rsttrace -o json" "-scan -passes 20"
-if ./rsttrace --help 2>&1 | grep -q -- '--summary'; then
-	scenario summary "$ROUNDS_OTHER" "./rsttrace -o json --summary" ""
-fi
-scenario floor "$ROUNDS_OTHER" "bench/bin/mintracer" ""
+# kernel.bpf_stats_enabled adds two clock reads to every program run: the
+# ratios are measured without it, the per-program cost in a round of its own.
+scenario storm "$ROUNDS" "./rsttrace -o json" "" 0
+scenario bpf-cost 1 "./rsttrace -o json" "" 1
+scenario storm-60k "$ROUNDS_OTHER" "./rsttrace -o json" "-rate 60000" 0
+scenario scan "$ROUNDS_OTHER" "./rsttrace -o json" "-scan -passes 20" 0
+scenario summary "$ROUNDS_OTHER" "./rsttrace -o json --summary" "" 0
+scenario floor "$ROUNDS_OTHER" "bench/bin/mintracer" "" 0
 
 echo
 echo "Pipeline (user space, one core): $(awk '/BenchmarkPipeline\/json/ {for (i=1;i<=NF;i++) if ($(i+1)=="events/s") print $i}' "$OUT/pipeline.txt" | sort -n | sed -n 2p) events/s (median of 3)"
 echo
 args=""
-for s in storm storm-60k scan summary floor; do
+for s in storm bpf-cost storm-60k scan summary floor; do
 	[ -f "$OUT/$s/summary.json" ] && args="$args $s=$OUT/$s/summary.json"
 done
 # shellcheck disable=SC2086

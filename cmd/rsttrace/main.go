@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -150,6 +151,12 @@ func main() {
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A tracer on a host in trouble keeps its footprint small: the Go heap
+	// is collected harder rather than grown past this (a soft limit; the
+	// GOMEMLIMIT environment variable overrides it).
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(24 << 20)
+	}
 	// For profiling under load (bench/README.md): not a flag, since
 	// operators have no use for it.
 	if path := os.Getenv("RSTTRACE_CPUPROFILE"); path != "" {
