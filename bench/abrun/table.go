@@ -33,6 +33,7 @@ func printTable(w io.Writer, args []string) error {
 		}
 		var aRates, ratios, starts []float64
 		var cover = 2.0 // the worst round's (events+summarized+lost)/refusals
+		accounted := false // the tracer wrote a stop record (mintracer does not)
 		var lost, summarized, refusals uint64
 		var cpu, seconds, rss float64
 		var a *round
@@ -56,6 +57,7 @@ func printTable(w io.Writer, args []string) error {
 			var l uint64
 			if t.Lost != nil {
 				l = *t.Lost
+				accounted = true
 			}
 			if r.Load.Refusals > 0 {
 				cover = min(cover, float64(got+t.Summarized+l)/float64(r.Load.Refusals))
@@ -81,8 +83,12 @@ func printTable(w io.Writer, args []string) error {
 			// so this overstates the share a little.
 			share = fmt.Sprintf("%.0f%%", 100*cpu/seconds)
 		}
-		fmt.Fprintf(w, "| %s | %.0f | %.3f | %.2f%% | %d | %d | %s | %s | %.1f MiB | %.0f ms |\n",
-			label, median(aRates), median(ratios), 100*min(cover, 1), lost, summarized, share, perRefusal, rss, median(starts))
+		coverage := "-"
+		if accounted {
+			coverage = fmt.Sprintf("%.2f%%", 100*min(cover, 1))
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %.3f | %s | %d | %d | %s | %s | %.1f MiB | %.0f ms |\n",
+			label, median(aRates), median(ratios), coverage, lost, summarized, share, perRefusal, rss, median(starts))
 	}
 	if len(progRounds) == 0 {
 		return nil
