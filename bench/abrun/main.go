@@ -79,20 +79,20 @@ type progStat struct {
 }
 
 type tracerResult struct {
-	Output       string     `json:"output"`
-	Refused      uint64     `json:"refused_events"`
-	RefusedNetns *uint64    `json:"refused_events_in_loadgen_netns,omitempty"`
-	Lost         *uint64    `json:"lost,omitempty"` // nil: no stop line seen
-	BadLines     uint64     `json:"unparsable_lines"`
-	StartupS     float64    `json:"startup_s"`
+	Output       string  `json:"output"`
+	Refused      uint64  `json:"refused_events"`
+	RefusedNetns *uint64 `json:"refused_events_in_loadgen_netns,omitempty"`
+	Lost         *uint64 `json:"lost,omitempty"` // nil: no stop line seen
+	BadLines     uint64  `json:"unparsable_lines"`
+	StartupS     float64 `json:"startup_s"`
 	// From wait4's rusage of the tracer (sh -c execs it; a pipeline's
 	// waited-for children are included).
 	CPUUserS  float64 `json:"cpu_user_s"`
 	CPUSysS   float64 `json:"cpu_sys_s"`
 	MaxRSSKiB int64   `json:"max_rss_kib"`
 	// Refusals reported in aggregate ({"type":"summary"} records).
-	Summarized uint64 `json:"summarized_refusals"`
-	Progs        []progStat `json:"bpf_progs,omitempty"`
+	Summarized uint64     `json:"summarized_refusals"`
+	Progs      []progStat `json:"bpf_progs,omitempty"`
 }
 
 type round struct {

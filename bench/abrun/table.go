@@ -32,7 +32,7 @@ func printTable(w io.Writer, args []string) error {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 		var aRates, ratios, starts []float64
-		var cover = 2.0 // the worst round's (events+summarized+lost)/refusals
+		var cover = 2.0    // the worst round's (events+summarized+lost)/refusals
 		accounted := false // the tracer wrote a stop record (mintracer does not)
 		var lost, summarized, refusals uint64
 		var cpu, seconds, rss float64
