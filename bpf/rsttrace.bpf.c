@@ -388,21 +388,22 @@ static __always_inline __u8 syn_retransmits(const struct sock *sk)
 
 /* ---- tcp_send_reset: refusals and resets sent ---- */
 
-/*
- * Summary mode: count the refusal to p's destination instead of writing a
- * record, when asked to always or while the ring buffer is more than half
- * full (a flood the reader is falling behind on). Returns whether it was
- * counted (or, if the table is full, counted as lost).
- */
-static __always_inline bool summarized(const struct pkt *p, __u32 netns,
-				       bool server)
+/* Summary mode: count instead of writing, when asked to always or while
+ * the ring buffer is more than half full (a flood the reader is falling
+ * behind on). */
+static __always_inline bool summary_due(void)
+{
+	return summary_always ||
+	       bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= summary_above;
+}
+
+/* Counts a refusal to p's destination (or, if the table is full, as lost). */
+static __always_inline void summary_count(const struct pkt *p, __u32 netns,
+					  bool server)
 {
 	struct summary_key k = {};
 	struct summary_val *v;
 
-	if (!summary_always &&
-	    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < summary_above)
-		return false;
 	k.netns = netns;
 	k.dport = p->dport;
 	k.family = p->family;
@@ -415,14 +416,62 @@ static __always_inline bool summarized(const struct pkt *p, __u32 netns,
 		v = bpf_map_lookup_elem(&summary, &k);
 		if (!v) {
 			count_lost();
-			return true;
+			return;
 		}
 	}
 	if (server)
 		__sync_fetch_and_add(&v->server, 1);
 	else
 		__sync_fetch_and_add(&v->client, 1);
-	return true;
+}
+
+/*
+ * Both sides of a local refusal must be written the same way, or a client
+ * record whose server side went into a summary would look like a refusal
+ * from another host (and the other way round, be counted twice). On
+ * loopback the client's tcp_receive_reset runs on the CPU that sent the
+ * RST, right after it: the server side leaves its decision here, by ports.
+ */
+struct last_refusal {
+	__u32 ports; /* client port << 16 | server port; 0: none */
+	__u32 summarized;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct last_refusal);
+} last_refusal SEC(".maps");
+
+static __always_inline __u32 refusal_ports(const struct pkt *p)
+{
+	return ((__u32)p->sport << 16) | p->dport;
+}
+
+static __always_inline bool server_summarized(const struct pkt *p)
+{
+	__u32 zero = 0;
+	struct last_refusal *l = bpf_map_lookup_elem(&last_refusal, &zero);
+	bool due = summary_due();
+
+	if (l) {
+		l->ports = refusal_ports(p);
+		l->summarized = due;
+	}
+	return due;
+}
+
+static __always_inline bool client_summarized(const struct pkt *p)
+{
+	__u32 zero = 0;
+	struct last_refusal *l = bpf_map_lookup_elem(&last_refusal, &zero);
+
+	if (l && l->ports == refusal_ports(p)) {
+		l->ports = 0;
+		return l->summarized;
+	}
+	return summary_due();
 }
 
 /*
@@ -443,8 +492,10 @@ static __always_inline void refusal_sent(const struct sock *sk,
 		return;
 	netns = sk ? sk_netns_of(sk, btf) : skb_dev_netns(skb, btf);
 	/* A listener's own RST (backlog_full) is always written. */
-	if (!sk && summarized(p, netns, true))
+	if (!sk && server_summarized(p)) {
+		summary_count(p, netns, true);
 		return;
+	}
 	e = reserve(EVENT_RESET_SENT);
 	if (!e)
 		return;
@@ -786,8 +837,10 @@ static __always_inline void client_refused(const struct sock *sk)
 	if (!c && filter_ports)
 		return; /* not traced at connect() */
 	sk_pkt(sk, &p);
-	if (summarized(&p, sk_netns_of(sk, true), false))
+	if (client_summarized(&p)) {
+		summary_count(&p, sk_netns_of(sk, true), false);
 		goto out;
+	}
 	e = reserve(EVENT_CLIENT_REFUSED);
 	if (e) {
 		pkt_to_event(&p, e);

@@ -101,6 +101,12 @@ const (
 	rsttraceEventTypeEVENT_RST_IN         rsttraceEventType = 14
 )
 
+type rsttraceLastRefusal struct {
+	_          structs.HostLayout
+	Ports      uint32
+	Summarized uint32
+}
+
 type rsttraceListenArgs struct {
 	_            structs.HostLayout
 	Fd           int32
@@ -225,6 +231,7 @@ type rsttraceMapSpecs struct {
 	Connecting    *ebpf.MapSpec `ebpf:"connecting"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	FwIcmpSkbs    *ebpf.MapSpec `ebpf:"fw_icmp_skbs"`
+	LastRefusal   *ebpf.MapSpec `ebpf:"last_refusal"`
 	ListenCalls   *ebpf.MapSpec `ebpf:"listen_calls"`
 	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
@@ -279,6 +286,7 @@ type rsttraceMaps struct {
 	Connecting    *ebpf.Map `ebpf:"connecting"`
 	Events        *ebpf.Map `ebpf:"events"`
 	FwIcmpSkbs    *ebpf.Map `ebpf:"fw_icmp_skbs"`
+	LastRefusal   *ebpf.Map `ebpf:"last_refusal"`
 	ListenCalls   *ebpf.Map `ebpf:"listen_calls"`
 	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
 	Lost          *ebpf.Map `ebpf:"lost"`
@@ -292,6 +300,7 @@ func (m *rsttraceMaps) Close() error {
 		m.Connecting,
 		m.Events,
 		m.FwIcmpSkbs,
+		m.LastRefusal,
 		m.ListenCalls,
 		m.ListenerStats,
 		m.Lost,
