@@ -38,7 +38,7 @@ deps: gen-deps test-deps
 
 # Regenerate the BPF objects and Go types (needs clang: make gen-deps).
 generate: gen-deps
-	cd tracer && $(GO) generate ./...
+	cd internal/bpfobj && $(GO) generate ./...
 
 # vmlinux.h comes from this machine's kernel BTF; CO-RE relocates it elsewhere.
 vmlinux:
@@ -46,7 +46,7 @@ vmlinux:
 
 # Regenerate and fail if the committed objects differ (as CI does).
 check-generated: generate
-	@git diff --exit-code -- tracer/ || { echo "generated BPF objects are stale: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code -- internal/bpfobj/ || { echo "generated BPF objects are stale: run 'make generate' and commit"; exit 1; }
 
 # Every Go test: unit tests, plus the privileged tests (names TestPriv*)
 # that load the real programs in fresh network namespaces; they need root.

@@ -18,6 +18,7 @@
  * space: RSTs and state changes that are not reported cost a few loads.
  */
 #include "../vmlinux.h"
+#include "arch.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
@@ -61,10 +62,10 @@ const volatile __u32 nf_range_count = 0;
 const volatile struct code_range nf_ranges[NF_RANGES_MAX] = {};
 
 /* Force the generated Go types for the enums. */
-const enum event_type *unused_event_type __attribute__((unused));
-const enum event_flag *unused_event_flag __attribute__((unused));
+const enum record_type *unused_event_type __attribute__((unused));
+const enum record_flag *unused_event_flag __attribute__((unused));
 const enum cap_flag *unused_cap_flag __attribute__((unused));
-const struct event *unused_event __attribute__((unused));
+const struct record *unused_event __attribute__((unused));
 const struct listen_stats *unused_listen_stats __attribute__((unused));
 const struct summary_key *unused_summary_key __attribute__((unused));
 const struct summary_val *unused_summary_val __attribute__((unused));
@@ -74,7 +75,7 @@ const struct code_range *unused_code_range __attribute__((unused));
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22); /* userspace may resize before load */
-} events SEC(".maps");
+} records SEC(".maps");
 
 /* Records that did not fit in the ring buffer, per CPU. */
 struct {
@@ -190,11 +191,11 @@ static __always_inline void count_lost(void)
 		*n += 1;
 }
 
-static __always_inline struct event *reserve(__u8 type)
+static __always_inline struct record *reserve(__u8 type)
 {
-	struct event *e;
+	struct record *e;
 
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	e = bpf_ringbuf_reserve(&records, sizeof(*e), 0);
 	if (!e) {
 		count_lost();
 		return NULL;
@@ -273,7 +274,7 @@ struct pkt {
 	__u8 tcp_flags;
 };
 
-static __always_inline void pkt_to_event(const struct pkt *p, struct event *e)
+static __always_inline void pkt_to_event(const struct pkt *p, struct record *e)
 {
 	e->family = p->family;
 	e->tcp_flags = p->tcp_flags;
@@ -284,7 +285,7 @@ static __always_inline void pkt_to_event(const struct pkt *p, struct event *e)
 }
 
 /* Local address and port of sk into daddr/dport (listen events); *flags
- * gets EVENT_F_V6ONLY. */
+ * gets RECORD_F_V6ONLY. */
 static __always_inline void sk_local(const struct sock *sk, struct pkt *p,
 				     __u32 *flags)
 {
@@ -295,7 +296,7 @@ static __always_inline void sk_local(const struct sock *sk, struct pkt *p,
 	} else {
 		bpf_core_read(p->daddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
 		if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only))
-			*flags |= EVENT_F_V6ONLY;
+			*flags |= RECORD_F_V6ONLY;
 	}
 }
 
@@ -394,7 +395,7 @@ static __always_inline __u8 syn_retransmits(const struct sock *sk)
 static __always_inline bool summary_due(void)
 {
 	return summary_always ||
-	       bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= summary_above;
+	       bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= summary_above;
 }
 
 /* Counts a refusal to p's destination (or, if the table is full, as lost). */
@@ -484,7 +485,7 @@ static __always_inline void refusal_sent(const struct sock *sk,
 					 const struct pkt *p, __u8 state,
 					 __u32 reason, bool btf)
 {
-	struct event *e;
+	struct record *e;
 
 	__u32 netns;
 
@@ -496,7 +497,7 @@ static __always_inline void refusal_sent(const struct sock *sk,
 		summary_count(p, netns, true);
 		return;
 	}
-	e = reserve(EVENT_RESET_SENT);
+	e = reserve(RECORD_RESET_SENT);
 	if (!e)
 		return;
 	pkt_to_event(p, e);
@@ -504,7 +505,7 @@ static __always_inline void refusal_sent(const struct sock *sk,
 	e->state = state;
 	e->netns = netns;
 	if (sk) {
-		e->flags |= EVENT_F_HAS_SK;
+		e->flags |= RECORD_F_HAS_SK;
 		e->sk = (__u64)sk;
 	}
 	bpf_ringbuf_submit(e, 0);
@@ -519,11 +520,11 @@ static __always_inline void rst_out_nosock(const struct sk_buff *skb,
 					   const struct pkt *p, __u32 reason,
 					   bool btf)
 {
-	struct event *e;
+	struct record *e;
 
 	if ((p->tcp_flags & TCPHDR_RST) || !port_traced(p->dport))
 		return;
-	e = reserve(EVENT_RST_OUT);
+	e = reserve(RECORD_RST_OUT);
 	if (!e)
 		return;
 	e->family = p->family;
@@ -544,17 +545,17 @@ static __always_inline void rst_out_nosock(const struct sk_buff *skb,
  */
 static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 {
-	struct event *e;
+	struct record *e;
 	struct pkt p = {};
 
 	sk_pkt(sk, &p);
 	if (!port_traced(p.sport) && !port_traced(p.dport))
 		return;
-	e = reserve(EVENT_RST_OUT);
+	e = reserve(RECORD_RST_OUT);
 	if (!e)
 		return;
 	pkt_to_event(&p, e);
-	e->flags |= EVENT_F_NO_SKB | EVENT_F_HAS_SK | EVENT_F_CURRENT;
+	e->flags |= RECORD_F_NO_SKB | RECORD_F_HAS_SK | RECORD_F_CURRENT;
 	/* A child never accepted has no file: its listener was closed. */
 	e->state = sk->__sk_common.skc_state;
 	e->netns = sk_netns_of(sk, true);
@@ -571,8 +572,8 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
  * is NULL, and pass enum sk_rst_reason); before, only with a full socket,
  * so refusals come from the senders themselves (fentry/kprobe below).
  *
- * refusals: report refused connections (EVENT_RESET_SENT); resets: report
- * RSTs on existing connections (EVENT_RST_OUT, tracepoint only). A segment
+ * refusals: report refused connections (RECORD_RESET_SENT); resets: report
+ * RSTs on existing connections (RECORD_RST_OUT, tracepoint only). A segment
  * answered by a listener, request or timewait socket that is not a refusal
  * is neither.
  */
@@ -664,14 +665,14 @@ static __always_inline void listener_change(const struct sock *sk, int newstate)
 {
 	struct pkt p = {};
 	__u32 flags = 0;
-	struct event *e;
+	struct record *e;
 
 	sk_local(sk, &p, &flags);
 	/* The port of an autobound listener is not known yet at CLOSE->LISTEN
 	 * (get_port runs after the state store); userspace learns it later. */
 	if (p.dport && !port_traced(p.dport))
 		return;
-	e = reserve(newstate == TCP_LISTEN ? EVENT_LISTEN : EVENT_LISTEN_CLOSE);
+	e = reserve(newstate == TCP_LISTEN ? RECORD_LISTEN : RECORD_LISTEN_CLOSE);
 	if (!e)
 		return;
 	pkt_to_event(&p, e);
@@ -696,7 +697,7 @@ static __always_inline void listener_change(const struct sock *sk, int newstate)
 		/* do_exit() stores exit_code and sets PF_EXITING before
 		 * exit_files() drops the process's sockets. */
 		if (BPF_CORE_READ(task, flags) & PF_EXITING) {
-			e->flags |= EVENT_F_EXITING;
+			e->flags |= RECORD_F_EXITING;
 			e->exit_code = BPF_CORE_READ(task, exit_code);
 		}
 	}
@@ -716,7 +717,7 @@ static __always_inline bool connect_failed(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct conn *c;
-	struct event *e;
+	struct record *e;
 	struct pkt p = {};
 	__u8 retrans;
 	__u64 ms;
@@ -730,7 +731,7 @@ static __always_inline bool connect_failed(const struct sock *sk)
 	if (err == 0 && retrans == 0)
 		return true;
 	sk_pkt(sk, &p);
-	e = reserve(EVENT_CONNECT_FAILED);
+	e = reserve(RECORD_CONNECT_FAILED);
 	if (!e)
 		return true;
 	pkt_to_event(&p, e);
@@ -743,7 +744,7 @@ static __always_inline bool connect_failed(const struct sock *sk)
 		ms = 0xffffff;
 	e->aux = ((__u32)retrans << 24) | (__u32)ms;
 	e->proc = c->proc;
-	e->flags |= EVENT_F_PROC_KNOWN;
+	e->flags |= RECORD_F_PROC_KNOWN;
 	bpf_ringbuf_submit(e, 0);
 	return true;
 }
@@ -831,7 +832,7 @@ static __always_inline void client_refused(const struct sock *sk)
 	__u64 key = (__u64)sk;
 	struct pkt p = {};
 	struct conn *c;
-	struct event *e;
+	struct record *e;
 
 	c = bpf_map_lookup_elem(&connecting, &key);
 	if (!c && filter_ports)
@@ -841,7 +842,7 @@ static __always_inline void client_refused(const struct sock *sk)
 		summary_count(&p, sk_netns_of(sk, true), false);
 		goto out;
 	}
-	e = reserve(EVENT_CLIENT_REFUSED);
+	e = reserve(RECORD_CLIENT_REFUSED);
 	if (e) {
 		pkt_to_event(&p, e);
 		e->state = TCP_SYN_SENT;
@@ -849,7 +850,7 @@ static __always_inline void client_refused(const struct sock *sk)
 		e->sk = key;
 		if (c) {
 			e->proc = c->proc;
-			e->flags |= EVENT_F_PROC_KNOWN;
+			e->flags |= RECORD_F_PROC_KNOWN;
 		}
 		bpf_ringbuf_submit(e, 0);
 	}
@@ -862,17 +863,17 @@ out:
 static __always_inline void rst_in(const struct sock *sk, __u8 state)
 {
 	struct pkt p = {};
-	struct event *e;
+	struct record *e;
 
 	sk_pkt(sk, &p);
 	if (!port_traced(p.sport) && !port_traced(p.dport))
 		return;
-	e = reserve(EVENT_RST_IN);
+	e = reserve(RECORD_RST_IN);
 	if (!e)
 		return;
 	pkt_to_event(&p, e);
 	e->state = state;
-	e->flags |= EVENT_F_HAS_SK;
+	e->flags |= RECORD_F_HAS_SK;
 	e->netns = sk_netns_of(sk, true);
 	e->sk = (__u64)sk;
 	e->ino = sk_ino(sk);
@@ -963,7 +964,7 @@ int tp_sys_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	struct socket *sock;
 	struct sock *sk;
 	struct file *f;
-	struct event *e;
+	struct record *e;
 	__s32 ret = ctx->ret;
 
 	a = bpf_map_lookup_elem(&binds, &id);
@@ -983,7 +984,7 @@ int tp_sys_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	    BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
 		goto out;
 
-	e = reserve(EVENT_BIND);
+	e = reserve(RECORD_BIND);
 	if (!e)
 		goto out;
 	e->family = a->family;
@@ -1049,7 +1050,7 @@ int tp_sys_exit_listen(struct trace_event_raw_sys_exit *ctx)
 	struct pkt p = {};
 	__u32 flags = 0;
 	struct sock *sk;
-	struct event *e;
+	struct record *e;
 	__u64 ino;
 
 	a = bpf_map_lookup_elem(&listen_calls, &id);
@@ -1063,7 +1064,7 @@ int tp_sys_exit_listen(struct trace_event_raw_sys_exit *ctx)
 	sk_local(sk, &p, &flags);
 	if (!port_traced(p.dport))
 		goto out;
-	e = reserve(EVENT_LISTEN_UPDATE);
+	e = reserve(RECORD_LISTEN_UPDATE);
 	if (!e)
 		goto out;
 	pkt_to_event(&p, e);
@@ -1295,14 +1296,14 @@ static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 	__u64 key = (__u64)skb;
 	struct pkt p = {};
 	struct sock *sk;
-	struct event *e;
+	struct record *e;
 	long n;
 
 	if (skb_parse(skb, true, &p) || !pkt_is_syn(&p) || !port_traced(p.dport)) {
 		bpf_map_delete_elem(&fw_icmp_skbs, &key);
 		return 0;
 	}
-	e = reserve(EVENT_FW_DROP);
+	e = reserve(RECORD_FW_DROP);
 	if (!e) {
 		bpf_map_delete_elem(&fw_icmp_skbs, &key);
 		return 0;
@@ -1310,11 +1311,11 @@ static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 	pkt_to_event(&p, e);
 	e->netns = skb_netns(skb);
 	if (bpf_map_lookup_elem(&fw_icmp_skbs, &key)) {
-		e->flags |= EVENT_F_FW_ICMP;
+		e->flags |= RECORD_F_FW_ICMP;
 		bpf_map_delete_elem(&fw_icmp_skbs, &key);
 	}
 	if (nf_range_of((__u64)location) == NF_HOOK_ID_NFT)
-		e->flags |= EVENT_F_FW_NFT;
+		e->flags |= RECORD_F_FW_NFT;
 	n = bpf_get_stack(ctx, stack, sizeof(stack), 0);
 	if (n < 0)
 		n = 0;
@@ -1325,7 +1326,7 @@ static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 			break;
 		what = nf_range_of(stack[i]);
 		if (what == NF_HOOK_ID_NFT) {
-			e->flags |= EVENT_F_FW_NFT;
+			e->flags |= RECORD_F_FW_NFT;
 		} else if (what) {
 			e->aux = what;
 			break;
@@ -1340,7 +1341,7 @@ static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 
 		if (c) {
 			e->proc = c->proc;
-			e->flags |= EVENT_F_PROC_KNOWN;
+			e->flags |= RECORD_F_PROC_KNOWN;
 		}
 		e->sk = skey;
 	}
@@ -1417,7 +1418,7 @@ int BPF_PROG(tp_btf_tcp_retransmit_skb, const struct sock *sk,
 	__u64 key = (__u64)sk;
 	struct pkt p = {};
 	struct conn *c;
-	struct event *e;
+	struct record *e;
 
 	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
 		return 0;
@@ -1425,7 +1426,7 @@ int BPF_PROG(tp_btf_tcp_retransmit_skb, const struct sock *sk,
 	if (!c)
 		return 0;
 	sk_pkt(sk, &p);
-	e = reserve(EVENT_SYN_RETRANS);
+	e = reserve(RECORD_SYN_RETRANS);
 	if (!e)
 		return 0;
 	pkt_to_event(&p, e);
@@ -1434,7 +1435,7 @@ int BPF_PROG(tp_btf_tcp_retransmit_skb, const struct sock *sk,
 	e->sk = key;
 	e->aux = syn_retransmits(sk);
 	e->proc = c->proc;
-	e->flags |= EVENT_F_PROC_KNOWN;
+	e->flags |= RECORD_F_PROC_KNOWN;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -12,68 +12,68 @@
 #define RST_COMM_LEN 16
 
 /* What a record in the ring buffer is; userspace dispatches on it. */
-enum event_type {
+enum record_type {
 	/* The TCP stack sent a RST in answer to a segment (tcp:tcp_send_reset). */
-	EVENT_RESET_SENT = 1,
+	RECORD_RESET_SENT = 1,
 	/* A local connect() in SYN_SENT received a RST (tcp:tcp_receive_reset). */
-	EVENT_CLIENT_REFUSED = 2,
+	RECORD_CLIENT_REFUSED = 2,
 	/* A socket entered LISTEN (sock:inet_sock_set_state CLOSE->LISTEN). */
-	EVENT_LISTEN = 3,
+	RECORD_LISTEN = 3,
 	/* A listener left LISTEN (sock:inet_sock_set_state LISTEN->CLOSE). */
-	EVENT_LISTEN_CLOSE = 4,
+	RECORD_LISTEN_CLOSE = 4,
 	/* bind() on a TCP socket returned (syscalls:sys_exit_bind). */
-	EVENT_BIND = 5,
+	RECORD_BIND = 5,
 	/* listen() on a socket already listening changed its backlog
-	 * (syscalls:sys_exit_listen); fields as for EVENT_LISTEN. */
-	EVENT_LISTEN_UPDATE = 6,
+	 * (syscalls:sys_exit_listen); fields as for RECORD_LISTEN. */
+	RECORD_LISTEN_UPDATE = 6,
 
 	/* ---- issue 5: firewall, timeouts, resets (values >= 10) ---- */
 	/* The packet filter dropped a TCP SYN (skb:kfree_skb NETFILTER_DROP).
 	 * saddr/sport sent the SYN, daddr/dport was its destination.
 	 * aux: enum nf_hook_id where the kernel's call stack shows it. */
-	EVENT_FW_DROP = 10,
+	RECORD_FW_DROP = 10,
 	/* A local connect() ended in SYN_SENT->CLOSE with an error or after
 	 * SYN retransmits. saddr is the local client; ret = -sk_err;
 	 * aux = connect_aux (retransmits and elapsed ms). */
-	EVENT_CONNECT_FAILED = 11,
+	RECORD_CONNECT_FAILED = 11,
 	/* A local connect()'s SYN was retransmitted (tcp:tcp_retransmit_skb in
 	 * SYN_SENT); aux = retransmits so far. */
-	EVENT_SYN_RETRANS = 12,
+	RECORD_SYN_RETRANS = 12,
 	/* This host's TCP stack sent a RST on an existing connection
 	 * (tcp:tcp_send_reset). saddr/sport is the local sender, daddr/dport
-	 * the receiver; reason as for EVENT_RESET_SENT. */
-	EVENT_RST_OUT = 13,
+	 * the receiver; reason as for RECORD_RESET_SENT. */
+	RECORD_RST_OUT = 13,
 	/* A local socket past SYN_SENT received a RST (tcp:tcp_receive_reset).
 	 * saddr/sport is the local receiver, daddr/dport the sender. */
-	EVENT_RST_IN = 14,
+	RECORD_RST_IN = 14,
 };
 
 
-/* Bits of event.flags. */
-enum event_flag {
+/* Bits of record.flags. */
+enum record_flag {
 	/* proc was recorded when the socket was created/connected/listened,
 	 * not taken from the interrupted context. */
-	EVENT_F_PROC_KNOWN = 1 << 0,
+	RECORD_F_PROC_KNOWN = 1 << 0,
 	/* The closing task was exiting (PF_EXITING): exit_code is valid. */
-	EVENT_F_EXITING = 1 << 1,
+	RECORD_F_EXITING = 1 << 1,
 	/* The RST carried no segment to answer (active reset): addresses come
 	 * from the socket. */
-	EVENT_F_NO_SKB = 1 << 2,
+	RECORD_F_NO_SKB = 1 << 2,
 	/* A socket (sk) was given to tcp_send_reset. */
-	EVENT_F_HAS_SK = 1 << 3,
+	RECORD_F_HAS_SK = 1 << 3,
 	/* The IPv6 socket is IPV6_V6ONLY. */
-	EVENT_F_V6ONLY = 1 << 4,
+	RECORD_F_V6ONLY = 1 << 4,
 
 	/* ---- issue 5 (bits >= 1 << 8) ---- */
-	/* EVENT_FW_DROP: the kernel sent an ICMP error for the dropped SYN
+	/* RECORD_FW_DROP: the kernel sent an ICMP error for the dropped SYN
 	 * (icmp:icmp_send saw the same skb): an nft/iptables `reject`. */
-	EVENT_F_FW_ICMP = 1 << 8,
-	/* EVENT_FW_DROP: nft_do_chain is on the stack (nftables, including
+	RECORD_F_FW_ICMP = 1 << 8,
+	/* RECORD_FW_DROP: nft_do_chain is on the stack (nftables, including
 	 * iptables-nft); otherwise the table kind is unknown. */
-	EVENT_F_FW_NFT = 1 << 9,
-	/* EVENT_RST_OUT: proc is the task that sent the RST (process
+	RECORD_F_FW_NFT = 1 << 9,
+	/* RECORD_RST_OUT: proc is the task that sent the RST (process
 	 * context, e.g. close()); meaningful for close-type reasons only. */
-	EVENT_F_CURRENT = 1 << 10,
+	RECORD_F_CURRENT = 1 << 10,
 };
 
 /*
@@ -84,28 +84,28 @@ enum event_flag {
  * plan serves elsewhere (fentry/kprobe) or not at all.
  */
 enum cap_flag {
-	/* tp_btf/tcp_send_reset: refused SYNs (EVENT_RESET_SENT). */
+	/* tp_btf/tcp_send_reset: refused SYNs (RECORD_RESET_SENT). */
 	CAP_F_REFUSALS = 1 << 0,
 	/* tp_btf/inet_sock_set_state: listen() and listener close. */
 	CAP_F_LISTENERS = 1 << 1,
-	/* tp_btf/tcp_receive_reset (EVENT_CLIENT_REFUSED), with the
+	/* tp_btf/tcp_receive_reset (RECORD_CLIENT_REFUSED), with the
 	 * connecting process from tp_btf/inet_sock_set_state. */
 	CAP_F_CLIENTS = 1 << 2,
-	/* tp_btf/kfree_skb NETFILTER_DROP (EVENT_FW_DROP). */
+	/* tp_btf/kfree_skb NETFILTER_DROP (RECORD_FW_DROP). */
 	CAP_F_FIREWALL = 1 << 3,
 	/* tp_btf/kfree_skb TCP_LISTEN_OVERFLOW with rx_sk (6.15+). */
 	CAP_F_FINAL_ACK = 1 << 4,
 	/* tp_btf/inet_sock_set_state + tcp_retransmit_skb
-	 * (EVENT_CONNECT_FAILED, EVENT_SYN_RETRANS). */
+	 * (RECORD_CONNECT_FAILED, RECORD_SYN_RETRANS). */
 	CAP_F_CONNECT_FAILURES = 1 << 5,
-	/* tp_btf/tcp_send_reset + tcp_receive_reset (EVENT_RST_OUT/IN). */
+	/* tp_btf/tcp_send_reset + tcp_receive_reset (RECORD_RST_OUT/IN). */
 	CAP_F_RESETS = 1 << 6,
 	/* Not a capability: tcp:tcp_send_reset has its reason argument
 	 * (6.10+); before, the program must not read it. */
 	CAP_F_RST_REASON = 1 << 7,
 };
 
-/* EVENT_FW_DROP aux: the netfilter hook, found by the function that called
+/* RECORD_FW_DROP aux: the netfilter hook, found by the function that called
  * nf_hook_slow (the NF_HOOK caller) on the kernel stack. */
 enum nf_hook_id {
 	NF_HOOK_ID_UNKNOWN = 0,
@@ -129,7 +129,7 @@ struct code_range {
 
 #define NF_RANGES_MAX 24
 
-/* event.reason when the hook gives no RST reason (kernels before 6.10). */
+/* record.reason when the hook gives no RST reason (kernels before 6.10). */
 #define RST_REASON_NONE 0xffffffff
 
 /*
@@ -156,18 +156,18 @@ struct proc_info {
  * timestamp, netns) first, then the connection, then the processes.
  * Addresses are in network order; AF_INET addresses use the first 4 bytes.
  *
- * For EVENT_RESET_SENT, saddr/sport is the peer the RST goes to (the
+ * For RECORD_RESET_SENT, saddr/sport is the peer the RST goes to (the
  * client) and daddr/dport the local side that refused: the segment being
- * answered went saddr -> daddr. For EVENT_CLIENT_REFUSED the same
+ * answered went saddr -> daddr. For RECORD_CLIENT_REFUSED the same
  * orientation holds: saddr is the local client, daddr the refusing side.
  * For listen and bind events daddr/dport is the local address.
  */
-struct event {
-	__u8 type;      /* enum event_type */
+struct record {
+	__u8 type;      /* enum record_type */
 	__u8 family;    /* AF_INET or AF_INET6 */
 	__u8 tcp_flags; /* flags of the segment a RST answers */
 	__u8 state;     /* TCP state of sk, when there is one */
-	__u32 flags;    /* enum event_flag */
+	__u32 flags;    /* enum record_flag */
 	__u64 ts;       /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
 	__u32 netns;    /* inode number of the network namespace */
 	__u32 reason;   /* enum sk_rst_reason value, as this kernel numbers it */

@@ -92,6 +92,15 @@ type Firewall struct {
 	Table string `json:"table,omitempty"`
 	// SYNs dropped for this connection attempt (retransmits included).
 	SYNs uint32 `json:"syns,omitempty"`
+	// The rule that gave the verdict, when the ruleset names one: its
+	// table (with the table's family: ip, ip6, inet), chain, handle,
+	// comment (kube-proxy and Docker write theirs there) and its text.
+	TableName string `json:"table_name,omitempty"`
+	Family    string `json:"family,omitempty"`
+	Chain     string `json:"chain,omitempty"`
+	Handle    uint64 `json:"handle,omitempty"`
+	Comment   string `json:"comment,omitempty"`
+	Rule      string `json:"rule,omitempty"`
 }
 
 // Attempt is how a connect() that got no usable answer went.
@@ -117,10 +126,45 @@ type Endpoint struct {
 // AddrPort returns the endpoint as a netip.AddrPort.
 func (e Endpoint) AddrPort() netip.AddrPort { return netip.AddrPortFrom(e.Addr, e.Port) }
 
-// Process identifies a process: its pid (thread group id) and command name.
+// Process identifies a process: its pid (thread group id) and command name,
+// and, where they exist, the names operators use for it: its executable,
+// systemd unit, container and pod. Those are captured when the process did
+// what the event reports (the pid may be gone when the event is written).
 type Process struct {
 	Pid  uint32 `json:"pid"`
 	Comm string `json:"comm"`
+	// Exe is the path of the executable (/proc/PID/exe).
+	Exe string `json:"exe,omitempty"`
+	// Unit is the systemd service or scope ("nginx.service").
+	Unit      string     `json:"unit,omitempty"`
+	Container *Container `json:"container,omitempty"`
+	Pod       *Pod       `json:"pod,omitempty"`
+}
+
+// Container is the container a process runs in, as its runtime names it.
+type Container struct {
+	ID string `json:"id"`
+	// Runtime is docker, containerd, cri-o or podman.
+	Runtime string `json:"runtime,omitempty"`
+	// Name is the runtime's name for it, when the runtime answered.
+	Name string `json:"name,omitempty"`
+}
+
+// Pod is the Kubernetes pod a container belongs to. Namespace and Name
+// come from the node's CRI runtime socket; UID from the cgroup path.
+type Pod struct {
+	UID       string `json:"uid"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name,omitempty"`
+}
+
+// NetnsNames are the names users know a network namespace by.
+type NetnsNames struct {
+	// Name is its `ip netns` name (a bind mount in /run/netns).
+	Name string `json:"name,omitempty"`
+	// Container and Pod live in it.
+	Container *Container `json:"container,omitempty"`
+	Pod       *Pod       `json:"pod,omitempty"`
 }
 
 // Exit is how a process ended.
@@ -147,6 +191,8 @@ type Listener struct {
 	Addr  netip.Addr `json:"addr"`
 	Port  uint16     `json:"port"`
 	Netns uint32     `json:"netns"`
+	// NetnsNames names Netns, when it has names.
+	NetnsNames *NetnsNames `json:"netns_names,omitempty"`
 	// Backlog is the effective backlog (the accept queue holds Backlog+1).
 	Backlog uint32 `json:"backlog,omitempty"`
 	// BacklogRequested is what the program passed to listen(), when the
@@ -209,9 +255,20 @@ type Event struct {
 	Time  time.Time `json:"time"`
 	Type  Type      `json:"type"`
 	Netns uint32    `json:"netns,omitempty"`
+	// NetnsNames names Netns, when it has names.
+	NetnsNames *NetnsNames `json:"netns_names,omitempty"`
 	// Src is the side that opened the connection, Dst the side refused.
 	Src *Endpoint `json:"src,omitempty"`
 	Dst *Endpoint `json:"dst,omitempty"`
+	// DstOriginal is the destination the client used when address
+	// translation (DNAT: a published port, a Service) rewrote it to Dst;
+	// ClientNetns is then the client's namespace, when it differs.
+	DstOriginal *Endpoint `json:"dst_original,omitempty"`
+	ClientNetns uint32    `json:"client_netns,omitempty"`
+	// Proxy is a userland proxy (docker-proxy) that accepted the client
+	// and whose own connection to Dst was refused; Client is then the
+	// process that reached the proxy, which saw a reset or an empty reply.
+	Proxy *Process `json:"proxy,omitempty"`
 
 	Cause        Cause  `json:"cause,omitempty"`
 	Explanation  string `json:"explanation,omitempty"`
@@ -221,7 +278,7 @@ type Event struct {
 	Listener *Listener `json:"listener,omitempty"`
 	Bind     *Bind     `json:"bind,omitempty"`
 
-	// issue 5: refused (firewall_reject, remote), timeout, filtered, reset.
+	// refused (firewall_reject, remote), timeout, filtered, reset:
 	// Answer is how the refusal reached the client: "tcp_reset" (a RST)
 	// or "icmp" (an ICMP error, e.g. port unreachable).
 	Answer   string    `json:"answer,omitempty"`

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/rsttrace/rsttrace/internal/bpfobj"
 	"os"
 	"slices"
 	"strconv"
@@ -133,29 +134,29 @@ func chosen(choices []choice, c string) bool {
 // nfHookCallers are the functions whose NF_HOOK call is the hook: the first
 // of them on the stack of a netfilter drop names it. Static ones may be
 // inlined on some builds; a missing symbol only costs the hook name.
-var nfHookCallers = map[string]rsttraceNfHookId{
-	"ip_rcv":           rsttraceNfHookIdNF_HOOK_ID_PREROUTING,
-	"ip_sublist_rcv":   rsttraceNfHookIdNF_HOOK_ID_PREROUTING,
-	"ipv6_rcv":         rsttraceNfHookIdNF_HOOK_ID_PREROUTING,
-	"ipv6_list_rcv":    rsttraceNfHookIdNF_HOOK_ID_PREROUTING,
-	"ip6_sublist_rcv":  rsttraceNfHookIdNF_HOOK_ID_PREROUTING,
-	"ip_local_deliver": rsttraceNfHookIdNF_HOOK_ID_INPUT,
-	"ip6_input":        rsttraceNfHookIdNF_HOOK_ID_INPUT,
-	"ip_forward":       rsttraceNfHookIdNF_HOOK_ID_FORWARD,
-	"ip6_forward":      rsttraceNfHookIdNF_HOOK_ID_FORWARD,
-	"__ip_local_out":   rsttraceNfHookIdNF_HOOK_ID_OUTPUT,
-	"__ip6_local_out":  rsttraceNfHookIdNF_HOOK_ID_OUTPUT,
-	"ip6_xmit":         rsttraceNfHookIdNF_HOOK_ID_OUTPUT, // TCP over IPv6 calls NF_HOOK(LOCAL_OUT) itself
-	"ip_output":        rsttraceNfHookIdNF_HOOK_ID_POSTROUTING,
-	"ip_mc_output":     rsttraceNfHookIdNF_HOOK_ID_POSTROUTING,
-	"ip6_output":       rsttraceNfHookIdNF_HOOK_ID_POSTROUTING,
-	"nft_do_chain":     rsttraceNfHookIdNF_HOOK_ID_NFT,
+var nfHookCallers = map[string]bpfobj.RsttraceNfHookId{
+	"ip_rcv":           bpfobj.RsttraceNfHookIdNF_HOOK_ID_PREROUTING,
+	"ip_sublist_rcv":   bpfobj.RsttraceNfHookIdNF_HOOK_ID_PREROUTING,
+	"ipv6_rcv":         bpfobj.RsttraceNfHookIdNF_HOOK_ID_PREROUTING,
+	"ipv6_list_rcv":    bpfobj.RsttraceNfHookIdNF_HOOK_ID_PREROUTING,
+	"ip6_sublist_rcv":  bpfobj.RsttraceNfHookIdNF_HOOK_ID_PREROUTING,
+	"ip_local_deliver": bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT,
+	"ip6_input":        bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT,
+	"ip_forward":       bpfobj.RsttraceNfHookIdNF_HOOK_ID_FORWARD,
+	"ip6_forward":      bpfobj.RsttraceNfHookIdNF_HOOK_ID_FORWARD,
+	"__ip_local_out":   bpfobj.RsttraceNfHookIdNF_HOOK_ID_OUTPUT,
+	"__ip6_local_out":  bpfobj.RsttraceNfHookIdNF_HOOK_ID_OUTPUT,
+	"ip6_xmit":         bpfobj.RsttraceNfHookIdNF_HOOK_ID_OUTPUT, // TCP over IPv6 calls NF_HOOK(LOCAL_OUT) itself
+	"ip_output":        bpfobj.RsttraceNfHookIdNF_HOOK_ID_POSTROUTING,
+	"ip_mc_output":     bpfobj.RsttraceNfHookIdNF_HOOK_ID_POSTROUTING,
+	"ip6_output":       bpfobj.RsttraceNfHookIdNF_HOOK_ID_POSTROUTING,
+	"nft_do_chain":     bpfobj.RsttraceNfHookIdNF_HOOK_ID_NFT,
 }
 
 // kallsymsRanges finds the code range of each wanted text symbol: from its
 // address to the next symbol's. Symbols hidden by kptr_restrict (address
 // 0) are skipped.
-func kallsymsRanges(path string, want map[string]rsttraceNfHookId) ([]rsttraceCodeRange, error) {
+func kallsymsRanges(path string, want map[string]bpfobj.RsttraceNfHookId) ([]bpfobj.RsttraceCodeRange, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -184,15 +185,15 @@ func kallsymsRanges(path string, want map[string]rsttraceNfHookId) ([]rsttraceCo
 		return nil, err
 	}
 	slices.Sort(addrs)
-	var out []rsttraceCodeRange
+	var out []bpfobj.RsttraceCodeRange
 	for name, start := range starts {
 		i, _ := slices.BinarySearch(addrs, start+1)
 		if i == len(addrs) {
 			continue
 		}
-		out = append(out, rsttraceCodeRange{Start: start, End: addrs[i], What: uint32(want[name])})
+		out = append(out, bpfobj.RsttraceCodeRange{Start: start, End: addrs[i], What: uint32(want[name])})
 	}
-	slices.SortFunc(out, func(a, b rsttraceCodeRange) int { return int(a.What) - int(b.What) })
+	slices.SortFunc(out, func(a, b bpfobj.RsttraceCodeRange) int { return int(a.What) - int(b.What) })
 	return out, nil
 }
 
@@ -215,7 +216,7 @@ func configureIssue5(spec *ebpf.CollectionSpec, kernelBTF *btf.Spec, choices []c
 		// Without kallsyms the hook is not named; drops are still seen.
 		ranges = nil
 	}
-	var arr [nfRangesMax]rsttraceCodeRange
+	var arr [nfRangesMax]bpfobj.RsttraceCodeRange
 	n := copy(arr[:], ranges)
 	if err := spec.Variables["nf_ranges"].Set(arr); err != nil {
 		return fmt.Errorf("setting netfilter hook ranges: %w", err)
@@ -228,16 +229,16 @@ func configureIssue5(spec *ebpf.CollectionSpec, kernelBTF *btf.Spec, choices []c
 
 // hookName names an enum nf_hook_id value.
 func hookName(id uint32) string {
-	switch rsttraceNfHookId(id) {
-	case rsttraceNfHookIdNF_HOOK_ID_PREROUTING:
+	switch bpfobj.RsttraceNfHookId(id) {
+	case bpfobj.RsttraceNfHookIdNF_HOOK_ID_PREROUTING:
 		return "prerouting"
-	case rsttraceNfHookIdNF_HOOK_ID_INPUT:
+	case bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT:
 		return "input"
-	case rsttraceNfHookIdNF_HOOK_ID_FORWARD:
+	case bpfobj.RsttraceNfHookIdNF_HOOK_ID_FORWARD:
 		return "forward"
-	case rsttraceNfHookIdNF_HOOK_ID_OUTPUT:
+	case bpfobj.RsttraceNfHookIdNF_HOOK_ID_OUTPUT:
 		return "output"
-	case rsttraceNfHookIdNF_HOOK_ID_POSTROUTING:
+	case bpfobj.RsttraceNfHookIdNF_HOOK_ID_POSTROUTING:
 		return "postrouting"
 	}
 	return ""

@@ -6,6 +6,7 @@ package tracer
 // when both are on this host.
 
 import (
+	"github.com/rsttrace/rsttrace/internal/bpfobj"
 	"net/netip"
 	"time"
 
@@ -14,16 +15,16 @@ import (
 
 // Record tags and flags of issue 5, as generated from the C enums.
 const (
-	recFwDrop        = uint8(rsttraceEventTypeEVENT_FW_DROP)
-	recConnectFailed = uint8(rsttraceEventTypeEVENT_CONNECT_FAILED)
-	recSynRetrans    = uint8(rsttraceEventTypeEVENT_SYN_RETRANS)
-	recRstOut        = uint8(rsttraceEventTypeEVENT_RST_OUT)
-	recRstIn         = uint8(rsttraceEventTypeEVENT_RST_IN)
+	recFwDrop        = uint8(bpfobj.RsttraceRecordTypeRECORD_FW_DROP)
+	recConnectFailed = uint8(bpfobj.RsttraceRecordTypeRECORD_CONNECT_FAILED)
+	recSynRetrans    = uint8(bpfobj.RsttraceRecordTypeRECORD_SYN_RETRANS)
+	recRstOut        = uint8(bpfobj.RsttraceRecordTypeRECORD_RST_OUT)
+	recRstIn         = uint8(bpfobj.RsttraceRecordTypeRECORD_RST_IN)
 
-	flagFwICMP  = uint32(rsttraceEventFlagEVENT_F_FW_ICMP)
-	flagFwNFT   = uint32(rsttraceEventFlagEVENT_F_FW_NFT)
-	flagCurrent = uint32(rsttraceEventFlagEVENT_F_CURRENT)
-	flagNoSkb   = uint32(rsttraceEventFlagEVENT_F_NO_SKB)
+	flagFwICMP  = uint32(bpfobj.RsttraceRecordFlagRECORD_F_FW_ICMP)
+	flagFwNFT   = uint32(bpfobj.RsttraceRecordFlagRECORD_F_FW_NFT)
+	flagCurrent = uint32(bpfobj.RsttraceRecordFlagRECORD_F_CURRENT)
+	flagNoSkb   = uint32(bpfobj.RsttraceRecordFlagRECORD_F_NO_SKB)
 )
 
 func isIssue5Record(t uint8) bool { return t >= recFwDrop && t <= recRstIn }

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"github.com/rsttrace/rsttrace/internal/bpfobj"
 	"os"
 	"strings"
 	"testing"
@@ -18,7 +19,7 @@ func fwRec(typ uint8, ts uint64, netns uint32, src, dst string) *Record {
 	return r
 }
 
-func fwDropRec(ts uint64, src, dst string, hook rsttraceNfHookId, flags uint32) *Record {
+func fwDropRec(ts uint64, src, dst string, hook bpfobj.RsttraceNfHookId, flags uint32) *Record {
 	r := fwRec(recFwDrop, ts, 7, src, dst)
 	r.Aux, r.Flags = uint32(hook), flags
 	return r
@@ -49,7 +50,7 @@ func newX5Correlator() *Correlator {
 func TestFirewallRejectWithRST(t *testing.T) {
 	c, s := newX5Correlator(), &ctSink{}
 	ctFeed(t, c, s,
-		fwDropRec(1*ms, "10.0.0.1:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwNFT),
+		fwDropRec(1*ms, "10.0.0.1:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwNFT),
 		ctClient(1*ms+1000, 7, "10.0.0.1:5000", "10.0.0.2:80", &curl),
 		connFailedRec(1*ms+2000, "10.0.0.1:5000", "10.0.0.2:80", econnrefused, 0, 0, curl))
 	if err := c.FlushAll(s.emit); err != nil {
@@ -69,9 +70,9 @@ func TestFirewallRejectWithRST(t *testing.T) {
 func TestFirewallICMPRejectClaimedByRetransmit(t *testing.T) {
 	c, s := newX5Correlator(), &ctSink{}
 	ctFeed(t, c, s,
-		fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwICMP),
+		fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwICMP),
 		retransRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", curl),
-		fwDropRec(1000*ms+1, "10.0.0.1:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwICMP))
+		fwDropRec(1000*ms+1, "10.0.0.1:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwICMP))
 	// Past the claim hold: the claimed entry waits for its connect().
 	if err := c.Expire(5000*ms, s.emit); err != nil || len(s.evs) != 0 {
 		t.Fatalf("claimed drop written before its connect() ended: %v %+v", err, s.evs)
@@ -103,7 +104,7 @@ func TestTimeoutCauses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, s := newX5Correlator(), &ctSink{}
 			if tc.drop {
-				ctFeed(t, c, s, fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_OUTPUT, 0),
+				ctFeed(t, c, s, fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_OUTPUT, 0),
 					retransRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", curl))
 			}
 			ctFeed(t, c, s, connFailedRec(3000*ms, "10.0.0.1:5000", "10.0.0.2:80", tc.errno, 2, 3000, curl))
@@ -147,8 +148,8 @@ func TestTimeoutWithoutDropHook(t *testing.T) {
 func TestFirewallUnclaimed(t *testing.T) {
 	c, s := newX5Correlator(), &ctSink{}
 	ctFeed(t, c, s,
-		fwDropRec(0, "192.0.2.9:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_PREROUTING, 0),
-		fwDropRec(1*ms, "192.0.2.9:5001", "10.0.0.2:81", rsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwICMP))
+		fwDropRec(0, "192.0.2.9:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_PREROUTING, 0),
+		fwDropRec(1*ms, "192.0.2.9:5001", "10.0.0.2:81", bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwICMP))
 	if err := c.Expire(1000*ms, s.emit); err != nil || len(s.evs) != 0 {
 		t.Fatalf("written before the claim hold: %+v", s.evs)
 	}
@@ -167,9 +168,9 @@ func TestFirewallUnclaimed(t *testing.T) {
 func TestStillWaitingAtShutdown(t *testing.T) {
 	c, s := newX5Correlator(), &ctSink{}
 	ctFeed(t, c, s,
-		fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_INPUT, 0),
+		fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT, 0),
 		retransRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", curl),
-		fwDropRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", rsttraceNfHookIdNF_HOOK_ID_INPUT, 0))
+		fwDropRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT, 0))
 	c.FlushAll(s.emit)
 	if len(s.evs) != 1 {
 		t.Fatalf("%d events", len(s.evs))
@@ -271,14 +272,14 @@ func TestKallsymsRanges(t *testing.T) {
 	if err := os.WriteFile(f, []byte(data), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got, err := kallsymsRanges(f, map[string]rsttraceNfHookId{"ip_local_deliver": rsttraceNfHookIdNF_HOOK_ID_INPUT,
-		"nft_do_chain": rsttraceNfHookIdNF_HOOK_ID_NFT, "hidden": rsttraceNfHookIdNF_HOOK_ID_OUTPUT})
+	got, err := kallsymsRanges(f, map[string]bpfobj.RsttraceNfHookId{"ip_local_deliver": bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT,
+		"nft_do_chain": bpfobj.RsttraceNfHookIdNF_HOOK_ID_NFT, "hidden": bpfobj.RsttraceNfHookIdNF_HOOK_ID_OUTPUT})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []rsttraceCodeRange{
-		{Start: 0xffffffff81ff5d30, End: 0xffffffff81ff5e00, What: uint32(rsttraceNfHookIdNF_HOOK_ID_INPUT)},
-		{Start: 0xffffffff81f62a50, End: 0xffffffff81f63000, What: uint32(rsttraceNfHookIdNF_HOOK_ID_NFT)},
+	want := []bpfobj.RsttraceCodeRange{
+		{Start: 0xffffffff81ff5d30, End: 0xffffffff81ff5e00, What: uint32(bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT)},
+		{Start: 0xffffffff81f62a50, End: 0xffffffff81f63000, What: uint32(bpfobj.RsttraceNfHookIdNF_HOOK_ID_NFT)},
 	}
 	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("ranges = %+v, want %+v", got, want)

@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"github.com/rsttrace/rsttrace/internal/bpfobj"
 	"os"
 	"strings"
 
@@ -224,27 +225,27 @@ func dropReason(s *btf.Spec, name string) (uint32, bool) {
 // the capability with tp_btf; a capability served by fentry/kprobe (or not
 // at all) leaves it clear, and the verifier prunes that work from the
 // shared program.
-var capFlags = map[string]rsttraceCapFlag{
-	CapRefusals:         rsttraceCapFlagCAP_F_REFUSALS,
-	CapListeners:        rsttraceCapFlagCAP_F_LISTENERS,
-	CapClients:          rsttraceCapFlagCAP_F_CLIENTS,
-	CapFirewall:         rsttraceCapFlagCAP_F_FIREWALL,
-	CapOverflowFinalAck: rsttraceCapFlagCAP_F_FINAL_ACK,
-	CapConnectFailures:  rsttraceCapFlagCAP_F_CONNECT_FAILURES,
-	CapResets:           rsttraceCapFlagCAP_F_RESETS,
+var capFlags = map[string]bpfobj.RsttraceCapFlag{
+	CapRefusals:         bpfobj.RsttraceCapFlagCAP_F_REFUSALS,
+	CapListeners:        bpfobj.RsttraceCapFlagCAP_F_LISTENERS,
+	CapClients:          bpfobj.RsttraceCapFlagCAP_F_CLIENTS,
+	CapFirewall:         bpfobj.RsttraceCapFlagCAP_F_FIREWALL,
+	CapOverflowFinalAck: bpfobj.RsttraceCapFlagCAP_F_FINAL_ACK,
+	CapConnectFailures:  bpfobj.RsttraceCapFlagCAP_F_CONNECT_FAILURES,
+	CapResets:           bpfobj.RsttraceCapFlagCAP_F_RESETS,
 }
 
 // capsOf is the value of the BPF global `caps` for the plan cs; rstReason:
 // tcp:tcp_send_reset has its reason argument (sendResetHasReason).
 func capsOf(cs []choice, rstReason bool) uint32 {
-	var f rsttraceCapFlag
+	var f bpfobj.RsttraceCapFlag
 	for _, c := range cs {
 		if c.opt != nil && c.opt.kind == "tp_btf" {
 			f |= capFlags[c.capability]
 		}
 	}
 	if rstReason {
-		f |= rsttraceCapFlagCAP_F_RST_REASON
+		f |= bpfobj.RsttraceCapFlagCAP_F_RST_REASON
 	}
 	return uint32(f)
 }

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"github.com/rsttrace/rsttrace/internal/bpfobj"
 	"strings"
 	"testing"
 )
@@ -9,7 +10,7 @@ import (
 // would pay the hook's whole cost again on every event. Capabilities that
 // share a hook share the program, and every program a plan names exists.
 func TestOneProgramPerTracepoint(t *testing.T) {
-	spec, err := loadRsttrace()
+	spec, err := bpfobj.LoadRsttrace()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,9 +51,9 @@ func TestCapsOf(t *testing.T) {
 		{capability: CapConnectFailures, opt: tp},
 		{capability: CapResets, opt: tp},
 	}
-	want := rsttraceCapFlagCAP_F_REFUSALS | rsttraceCapFlagCAP_F_LISTENERS | rsttraceCapFlagCAP_F_CLIENTS |
-		rsttraceCapFlagCAP_F_FIREWALL | rsttraceCapFlagCAP_F_FINAL_ACK | rsttraceCapFlagCAP_F_CONNECT_FAILURES |
-		rsttraceCapFlagCAP_F_RESETS | rsttraceCapFlagCAP_F_RST_REASON
+	want := bpfobj.RsttraceCapFlagCAP_F_REFUSALS | bpfobj.RsttraceCapFlagCAP_F_LISTENERS | bpfobj.RsttraceCapFlagCAP_F_CLIENTS |
+		bpfobj.RsttraceCapFlagCAP_F_FIREWALL | bpfobj.RsttraceCapFlagCAP_F_FINAL_ACK | bpfobj.RsttraceCapFlagCAP_F_CONNECT_FAILURES |
+		bpfobj.RsttraceCapFlagCAP_F_RESETS | bpfobj.RsttraceCapFlagCAP_F_RST_REASON
 	if got := capsOf(all, true); got != uint32(want) {
 		t.Errorf("every capability on tp_btf: caps = %#x, want %#x", got, want)
 	}
@@ -68,8 +69,8 @@ func TestCapsOf(t *testing.T) {
 		{capability: CapConnectFailures, opt: tp},
 		{capability: CapResets, opt: tp},
 	}
-	want = rsttraceCapFlagCAP_F_LISTENERS | rsttraceCapFlagCAP_F_CLIENTS |
-		rsttraceCapFlagCAP_F_CONNECT_FAILURES | rsttraceCapFlagCAP_F_RESETS
+	want = bpfobj.RsttraceCapFlagCAP_F_LISTENERS | bpfobj.RsttraceCapFlagCAP_F_CLIENTS |
+		bpfobj.RsttraceCapFlagCAP_F_CONNECT_FAILURES | bpfobj.RsttraceCapFlagCAP_F_RESETS
 	if got := capsOf(old, false); got != uint32(want) {
 		t.Errorf("5.10-like plan: caps = %#x, want %#x", got, want)
 	}

@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"github.com/rsttrace/rsttrace/internal/bpfobj"
 	"net/netip"
 	"time"
 
@@ -23,8 +24,8 @@ import (
 // bpf/rsttrace.h: a destination, and its refusals answered by this host's
 // TCP stack (Server) and received by local clients (Client).
 type (
-	summaryKey = rsttraceSummaryKey
-	summaryVal = rsttraceSummaryVal
+	summaryKey = bpfobj.RsttraceSummaryKey
+	summaryVal = bpfobj.RsttraceSummaryVal
 )
 
 // DefaultSummaryInterval is how often summary records are written.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/rsttrace/rsttrace/internal/bpfobj"
 	"log/slog"
 	"os"
 	"strings"
@@ -107,11 +108,11 @@ func New(cfg Config) (*Tracer, error) {
 func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	cfg := t.cfg
 
-	spec, err := loadRsttrace()
+	spec, err := bpfobj.LoadRsttrace()
 	if err != nil {
 		return fmt.Errorf("loading BPF object: %w", err)
 	}
-	spec.Maps["events"].MaxEntries = uint32(cfg.RingSize)
+	spec.Maps["records"].MaxEntries = uint32(cfg.RingSize)
 	if err := spec.Variables["summary_always"].Set(cfg.Summary); err != nil {
 		return fmt.Errorf("setting summary mode: %w", err)
 	}
@@ -175,7 +176,7 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 
 	// The reader exists before the programs run, so no record is missed;
 	// records wait in the ring while the snapshot is taken.
-	if t.reader, err = ringbuf.NewReader(t.coll.Maps["events"]); err != nil {
+	if t.reader, err = ringbuf.NewReader(t.coll.Maps["records"]); err != nil {
 		return fmt.Errorf("opening ring buffer: %w", err)
 	}
 	if err := ensureTracefs(t.log); err != nil {
@@ -293,7 +294,7 @@ func (k kernelOverflow) open(pid, netns uint32) (nsHandle, error) {
 }
 
 func (k kernelOverflow) stages(ino uint64) stageCounts {
-	var v rsttraceListenStats
+	var v bpfobj.RsttraceListenStats
 	if err := k.stats.Lookup(ino, &v); err != nil {
 		return stageCounts{}
 	}
