@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/internal/probe"
 )
 
 // Privileged tests of issue 5: real nft rules and real clients in fresh
@@ -192,7 +193,7 @@ func TestPrivFirewallRejectTCPReset(t *testing.T) {
 			families(t, func(t *testing.T, lo netip.Addr) {
 				n := newNetns(t)
 				s := startTracer(t, Config{}, n)
-				requireCap(t, s, CapFirewall)
+				requireCap(t, s, probe.CapFirewall)
 				dst := netip.AddrPortFrom(lo, 2090)
 				h := n.mustStart(t, "fakesrv", "listen", dst)
 				s.waitFor("listen", ofType(n, events.TypeListen, dst.Port()))
@@ -227,8 +228,8 @@ func TestPrivFirewallRejectICMP(t *testing.T) {
 	families(t, func(t *testing.T, lo netip.Addr) {
 		n := newNetns(t)
 		s := startTracer(t, Config{}, n)
-		requireCap(t, s, CapFirewall)
-		requireCap(t, s, CapConnectFailures)
+		requireCap(t, s, probe.CapFirewall)
+		requireCap(t, s, probe.CapConnectFailures)
 		dst := netip.AddrPortFrom(lo, 2091)
 		n.nft(t, rule("input", "tcp dport 2091 reject"))
 
@@ -257,8 +258,8 @@ func TestPrivFirewallDropTimeout(t *testing.T) {
 	families(t, func(t *testing.T, lo netip.Addr) {
 		n := newNetns(t)
 		s := startTracer(t, Config{}, n)
-		requireCap(t, s, CapFirewall)
-		requireCap(t, s, CapConnectFailures)
+		requireCap(t, s, probe.CapFirewall)
+		requireCap(t, s, probe.CapConnectFailures)
 		dst := netip.AddrPortFrom(lo, 2092)
 		n.nft(t, rule("input", "tcp dport 2092 drop"))
 
@@ -289,7 +290,7 @@ func rstReasonExists(t *testing.T, name string) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = enumValue(spec, "sk_rst_reason", "SK_RST_REASON_"+name)
+	_, err = probe.EnumValue(spec, "sk_rst_reason", "SK_RST_REASON_"+name)
 	return err == nil
 }
 
@@ -305,7 +306,7 @@ func TestPrivReset(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			n := newNetns(t)
 			s := startTracer(t, Config{}, n)
-			requireCap(t, s, CapResets)
+			requireCap(t, s, probe.CapResets)
 			srv := netip.MustParseAddrPort("127.0.0.1:2093")
 			h := n.mustStart(t, "abortsrv", "acceptsrv", srv)
 			err, local, fd := n.dialSyn(t, srv, 0)
@@ -337,7 +338,7 @@ func TestPrivReset(t *testing.T) {
 			if e.PeerProcess == nil || e.PeerProcess.Pid != uint32(os.Getpid()) || e.PeerProcess.Comm != selfComm {
 				t.Errorf("peer_process = %+v, want pid %d comm %q", e.PeerProcess, os.Getpid(), selfComm)
 			}
-			withReason := s.hook(CapResets) == "tp_btf/tcp_send_reset+tcp_receive_reset" && rstReasonExists(t, c.reason)
+			withReason := s.hook(probe.CapResets) == "tp_btf/tcp_send_reset+tcp_receive_reset" && rstReasonExists(t, c.reason)
 			if withReason {
 				if e.KernelReason != c.reason {
 					t.Errorf("kernel_reason = %q, want %q", e.KernelReason, c.reason)

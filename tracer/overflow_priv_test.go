@@ -13,6 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/internal/correlate"
+	"github.com/rsttrace/rsttrace/internal/host"
+	"github.com/rsttrace/rsttrace/internal/probe"
 )
 
 // Listen-queue overflow, against the kernel's own count: in a fresh netns
@@ -22,13 +25,13 @@ import (
 const testOverflowInterval = 200 * time.Millisecond
 
 // nstat reads the namespace's TcpExt listen counters through a process in it.
-func nstat(t *testing.T, pid uint32) listenCounters {
+func nstat(t *testing.T, pid uint32) correlate.ListenCounters {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/netstat", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := parseNetstat(b)
+	c, err := host.ParseNetstat(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,10 +89,10 @@ func abortAll(fds []int) {
 // while (longer than a retransmission timeout).
 func waitQuiet(t *testing.T, pid uint32) {
 	t.Helper()
-	last := nstat(t, pid).drops
+	last := nstat(t, pid).Drops
 	for deadline := time.Now().Add(waitTimeout); ; {
 		time.Sleep(500 * time.Millisecond)
-		now := nstat(t, pid).drops
+		now := nstat(t, pid).Drops
 		if now == last {
 			return
 		}
@@ -167,7 +170,7 @@ func TestPrivOverflowSYN(t *testing.T) {
 				}
 				defer func() { closeAll(fds) }()
 				// Each extra client's first SYN is dropped at once.
-				waitCounter(t, "TcpExtListenDrops", uint64(extra), func() uint64 { return nstat(t, h.pid).drops })
+				waitCounter(t, "TcpExtListenDrops", uint64(extra), func() uint64 { return nstat(t, h.pid).Drops })
 				first := s.waitFor("listen_overflow", overflowsOf(n, ap.Port()))
 
 				// No more SYNs (retransmissions) once the clients are
@@ -177,8 +180,8 @@ func TestPrivOverflowSYN(t *testing.T) {
 				s.stop()
 				kernel := nstat(t, h.pid)
 				got := sumDrops(t, s, n, ap.Port(), h)
-				if got.Total != kernel.drops {
-					t.Errorf("reported %d drops in all, TcpExtListenDrops says %d", got.Total, kernel.drops)
+				if got.Total != kernel.Drops {
+					t.Errorf("reported %d drops in all, TcpExtListenDrops says %d", got.Total, kernel.Drops)
 					for _, e := range s.all(func(*events.Event) bool { return true }) {
 						t.Logf("%s %s %s", e.Time.Format("15:04:05.000"), e.Type, e.Explanation)
 					}
@@ -234,7 +237,7 @@ func TestPrivOverflowSomaxconn(t *testing.T) {
 	closeAll(fds)
 	fds = nil
 	s.stop()
-	if got, want := sumDrops(t, s, n, ap.Port(), h).Total, nstat(t, h.pid).drops; got != want {
+	if got, want := sumDrops(t, s, n, ap.Port(), h).Total, nstat(t, h.pid).Drops; got != want {
 		t.Errorf("reported %d drops, TcpExtListenDrops says %d", got, want)
 	}
 }
@@ -279,7 +282,7 @@ func finalAckOverflow(t *testing.T, abort bool) {
 			t.Fatalf("client write: %v", err)
 		}
 	}
-	waitCounter(t, "TcpExtListenDrops", clients-2, func() uint64 { return nstat(t, h.pid).drops })
+	waitCounter(t, "TcpExtListenDrops", clients-2, func() uint64 { return nstat(t, h.pid).Drops })
 	if abort {
 		s.waitN("refused by abort_on_overflow", clients-2, func(e *events.Event) bool {
 			return refusedTo(n, ap)(e) && e.Cause == events.CauseBacklogFull
@@ -293,11 +296,11 @@ func finalAckOverflow(t *testing.T, abort bool) {
 
 	kernel := nstat(t, h.pid)
 	got := sumDrops(t, s, n, ap.Port(), h)
-	if got.Total != kernel.drops {
-		t.Errorf("reported %d drops in all, TcpExtListenDrops says %d", got.Total, kernel.drops)
+	if got.Total != kernel.Drops {
+		t.Errorf("reported %d drops in all, TcpExtListenDrops says %d", got.Total, kernel.Drops)
 	}
-	if s.hook(CapOverflowFinalAck) != "" && got.FinalAck != got.Total {
-		t.Errorf("stages %+v: want every drop a final ACK (hook %s)", got, s.hook(CapOverflowFinalAck))
+	if s.hook(probe.CapOverflowFinalAck) != "" && got.FinalAck != got.Total {
+		t.Errorf("stages %+v: want every drop a final ACK (hook %s)", got, s.hook(probe.CapOverflowFinalAck))
 	}
 	refused := s.all(refusedTo(n, ap))
 	if !abort {
@@ -306,8 +309,8 @@ func finalAckOverflow(t *testing.T, abort bool) {
 		}
 		return
 	}
-	if uint64(len(refused)) != kernel.drops {
-		t.Errorf("%d refused events, want one per drop (%d)", len(refused), kernel.drops)
+	if uint64(len(refused)) != kernel.Drops {
+		t.Errorf("%d refused events, want one per drop (%d)", len(refused), kernel.Drops)
 	}
 	for _, e := range refused {
 		if e.Cause != events.CauseBacklogFull || e.Listener == nil || e.Listener.Pid != h.pid {
@@ -375,7 +378,7 @@ func TestPrivOverflowSlowAccept(t *testing.T) {
 		t.Errorf("%d overflow events after the server recovered", after-before)
 	}
 	s.stop()
-	if got, want := sumDrops(t, s, n, ap.Port(), h).Total, nstat(t, h.pid).drops; got != want {
+	if got, want := sumDrops(t, s, n, ap.Port(), h).Total, nstat(t, h.pid).Drops; got != want {
 		t.Errorf("reported %d drops, TcpExtListenDrops says %d", got, want)
 	}
 }

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"io"
 	"maps"
@@ -10,6 +11,8 @@ import (
 	"unsafe"
 
 	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/internal/correlate"
+	"github.com/rsttrace/rsttrace/internal/record"
 )
 
 // pipelineRecords returns raw ring buffer samples as the kernel writes them
@@ -42,10 +45,10 @@ func pipelineRecords(blocks int) (raw [][]byte, events int, span uint64) {
 		return c
 	}
 	ts := uint64(1_000_000_000)
-	add := func(r Record) {
+	add := func(r record.Record) {
 		r.Ts = ts
 		ts += step
-		raw = append(raw, dtBytes(&r))
+		raw = append(raw, bytes.Clone(unsafe.Slice((*byte)(unsafe.Pointer(&r)), record.Size)))
 	}
 	sport := uint16(32768)
 	nextPort := func() uint16 {
@@ -55,22 +58,22 @@ func pipelineRecords(blocks int) (raw [][]byte, events int, span uint64) {
 		}
 		return sport
 	}
-	reset := func(sp, dp uint16) Record {
-		return Record{Type: recResetSent, Family: afInet, TcpFlags: 0x02, Netns: netns, Reason: reason,
+	reset := func(sp, dp uint16) record.Record {
+		return record.Record{Type: record.ResetSent, Family: record.AFInet, TcpFlags: 0x02, Netns: netns, Reason: reason,
 			Saddr: lo, Daddr: lo, Sport: sp, Dport: dp}
 	}
-	client := func(sp, dp uint16) Record {
-		r := Record{Type: recClientRefused, Family: afInet, State: 2, Flags: flagProcKnown, Netns: netns,
+	client := func(sp, dp uint16) record.Record {
+		r := record.Record{Type: record.ClientRefused, Family: record.AFInet, State: 2, Flags: record.FlagProcKnown, Netns: netns,
 			Saddr: lo, Daddr: lo, Sport: sp, Dport: dp, Sk: 0xffff888000000000 | uint64(sp)<<8}
 		r.Proc.Pid, r.Proc.Tid, r.Proc.Comm = loadPid, loadPid+1, comm("loadgen")
 		return r
 	}
-	listener := func(typ uint8) Record {
-		r := Record{Type: typ, Family: afInet, State: 10, Netns: netns, Daddr: lo, Dport: 8080,
+	listener := func(typ record.Type) record.Record {
+		r := record.Record{Type: typ, Family: record.AFInet, State: 10, Netns: netns, Daddr: lo, Dport: 8080,
 			Backlog: 511, BacklogReq: 511, Ino: 987654, Sk: 0xffff888012345678}
 		r.Proc.Pid, r.Proc.Tid, r.Proc.Comm = srvPid, srvPid, comm("nginx")
-		if typ == recListenClose {
-			r.Flags, r.ExitCode = flagExiting, 9 // SIGKILL
+		if typ == record.ListenClose {
+			r.Flags, r.ExitCode = record.FlagExiting, 9 // SIGKILL
 		}
 		return r
 	}
@@ -80,7 +83,7 @@ func pipelineRecords(blocks int) (raw [][]byte, events int, span uint64) {
 	}
 	conns := make([]conn, 97)
 	for range blocks {
-		add(listener(recListenClose))
+		add(listener(record.ListenClose))
 		for i := range conns {
 			c := conn{sport: nextPort(), dport: 1, client: true}
 			switch {
@@ -113,7 +116,7 @@ func pipelineRecords(blocks int) (raw [][]byte, events int, span uint64) {
 			}
 		}
 		add(client(nextPort(), 9)) // a remote RST
-		add(listener(recListen))
+		add(listener(record.Listen))
 		events += 1 + len(conns) + 1 + 1
 	}
 	return raw, events, ts - 1_000_000_000
@@ -135,14 +138,11 @@ func benchPipeline(b *testing.B, format string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	corr := NewCorrelator()
+	corr := correlate.New(nil)
 	rstReasons := map[uint32]string{2: "NO_SOCKET"}
 	corr.RSTReason = func(v uint32) string { return rstReasons[v] }
 	wallOffset := time.Now().UnixNano() - 1_000_000_000
 	corr.Wall = func(ns uint64) time.Time { return time.Unix(0, int64(ns)+wallOffset) }
-	corr.HolderScan = func(uint32, uint16) *events.Process { return nil }
-	corr.Alive = func(uint32, uint64) bool { return true }
-	corr.PortOf = func(uint32, uint64) uint16 { return 0 }
 
 	// As Run's count: a mutex-guarded counter, then the encoder.
 	var mu sync.Mutex
@@ -153,7 +153,7 @@ func benchPipeline(b *testing.B, format string) {
 		mu.Unlock()
 		return out.Encode(e)
 	}
-	var r Record
+	var r record.Record
 	var cycles uint64
 	i := 0
 	b.ReportAllocs()
@@ -168,7 +168,7 @@ func benchPipeline(b *testing.B, format string) {
 			i = 0
 			b.StartTimer()
 		}
-		if err := Decode(raw[i], &r); err != nil {
+		if err := record.Decode(raw[i], &r); err != nil {
 			b.Fatal(err)
 		}
 		if err := corr.Handle(&r, count); err != nil {
@@ -194,7 +194,7 @@ func benchPipeline(b *testing.B, format string) {
 // events its comment promises.
 func TestPipelineRecords(t *testing.T) {
 	raw, n, _ := pipelineRecords(3)
-	c := NewCorrelator()
+	c := correlate.New(nil)
 	got := map[string]int{}
 	emit := func(e *events.Event) error {
 		k := string(e.Type)
@@ -207,9 +207,9 @@ func TestPipelineRecords(t *testing.T) {
 		got[k]++
 		return nil
 	}
-	var r Record
+	var r record.Record
 	for _, s := range raw {
-		if err := Decode(s, &r); err != nil {
+		if err := record.Decode(s, &r); err != nil {
 			t.Fatal(err)
 		}
 		if err := c.Handle(&r, emit); err != nil {

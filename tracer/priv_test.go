@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/internal/probe"
 )
 
 // Privileged tests: the real programs, real sockets and real processes, each
@@ -62,11 +63,11 @@ func mustRefuse(t *testing.T, s *session, n *netns, dst netip.AddrPort, cause ev
 	}
 	// Only the 6.10+ tracepoint gives a reason; the older hooks have none.
 	wantReason := ""
-	if s.hook(CapRefusals) == "tp_btf/tcp_send_reset" {
+	if s.hook(probe.CapRefusals) == "tp_btf/tcp_send_reset" {
 		wantReason = "NO_SOCKET"
 	}
 	if e.KernelReason != wantReason {
-		t.Errorf("kernel_reason = %q, want %q (hook %s)", e.KernelReason, wantReason, s.hook(CapRefusals))
+		t.Errorf("kernel_reason = %q, want %q (hook %s)", e.KernelReason, wantReason, s.hook(probe.CapRefusals))
 	}
 	if e.Src == nil || e.Src.AddrPort() != local || local.Port() == 0 {
 		t.Errorf("src = %+v, want the client's %v", e.Src, local)
@@ -287,9 +288,9 @@ func TestPrivRefusalHooks(t *testing.T) {
 	for _, kind := range []string{"tp_btf", "fentry", "kprobe"} {
 		t.Run(kind, func(t *testing.T) {
 			n := newNetns(t)
-			s := startTracer(t, Config{Force: map[string]string{CapRefusals: kind}}, n)
+			s := startTracer(t, Config{Force: map[string]string{probe.CapRefusals: kind}}, n)
 			for _, a := range s.tr.Plan() {
-				if a.Capability != CapRefusals {
+				if a.Capability != probe.CapRefusals {
 					continue
 				}
 				if a.Degraded != "" {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/internal/probe"
 )
 
 // Privileged tests of a client whose peer is another host: two fresh
@@ -562,12 +563,12 @@ func TestPrivRemoteRefusal(t *testing.T) {
 				h := newTwoHosts(t)
 				s := startTracer(t, Config{}, h.a, h.b)
 				if answer == answerRST {
-					requireCap(t, s, CapClients)
+					requireCap(t, s, probe.CapClients)
 				} else {
-					requireCap(t, s, CapConnectFailures)
+					requireCap(t, s, probe.CapConnectFailures)
 				}
 				want := events.CauseRemote
-				for _, c := range []string{CapRefusals, CapFirewall} {
+				for _, c := range []string{probe.CapRefusals, probe.CapFirewall} {
 					if why := degradedReason(s, c); why != "" {
 						want = events.CauseUnknown
 						t.Logf("this kernel cannot serve %s (%s): the cause must be %s", c, why, want)
@@ -625,11 +626,11 @@ func TestPrivNoResponse(t *testing.T) {
 			remoteFamilies(t, func(t *testing.T, client, target netip.Addr) {
 				h := newTwoHosts(t)
 				s := startTracer(t, Config{}, h.a, h.b)
-				requireCap(t, s, CapConnectFailures)
+				requireCap(t, s, probe.CapConnectFailures)
 				want := events.CauseNoResponse
-				if why := degradedReason(s, CapFirewall); why != "" {
+				if why := degradedReason(s, probe.CapFirewall); why != "" {
 					want = events.CauseUnknown
-					t.Logf("this kernel cannot serve %s (%s): this host's packet filter is not ruled out, the cause must be %s", CapFirewall, why, want)
+					t.Logf("this kernel cannot serve %s (%s): this host's packet filter is not ruled out, the cause must be %s", probe.CapFirewall, why, want)
 				}
 				ap := netip.AddrPortFrom(target, 2095)
 

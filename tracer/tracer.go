@@ -1,23 +1,30 @@
-// Package tracer loads the BPF programs, attaches them, reads their records
-// from the ring buffer and correlates them into events.
+// Package tracer wires rsttrace's stages and owns the run loop: it loads and
+// attaches the BPF programs by the attach plan (internal/probe), reads their
+// records from the ring buffer (internal/record), correlates them into
+// events (internal/correlate), asks the host what records cannot say
+// (internal/host), and polls the kernel's counters (listen-queue overflow,
+// summarized refusals).
 package tracer
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/rsttrace/rsttrace/internal/bpfobj"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/rsttrace/rsttrace/internal/bpfobj"
+	"github.com/rsttrace/rsttrace/internal/correlate"
+	"github.com/rsttrace/rsttrace/internal/host"
+	"github.com/rsttrace/rsttrace/internal/probe"
+	"github.com/rsttrace/rsttrace/internal/record"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/rsttrace/rsttrace/events"
@@ -47,21 +54,28 @@ type Config struct {
 	Summary bool
 }
 
+// DefaultOverflowInterval is how often listen-queue overflow is reported.
+const DefaultOverflowInterval = time.Second
+
 // DefaultRingSize holds about 75,000 records.
 const DefaultRingSize = 8 << 20
 
-// Tracer is a loaded and attached set of programs.
+// Tracer is a loaded and attached set of programs, and the stages a
+// record goes through: decode (record), correlate, and the pollers that
+// turn the kernel's counters into events (overflow, summary).
 type Tracer struct {
 	cfg    Config
 	log    *slog.Logger
 	coll   *ebpf.Collection
+	maps   bpfobj.RsttraceMaps
 	links  []link.Link
 	reader *ringbuf.Reader
-	plan   []events.Attach
+	plan   probe.Plan
 	kernel string
-	corr   *Correlator
-	ovf    *overflowPoller
-	sum    *summarizer
+	corr   *correlate.Correlator
+	ovf    *correlate.OverflowPoller
+	sum    *correlate.Summarizer
+	sumr   summaryReader
 	// wallOffset converts CLOCK_MONOTONIC ns to Unix ns.
 	wallOffset int64
 
@@ -85,7 +99,7 @@ func New(cfg Config) (*Tracer, error) {
 	if cfg.OverflowInterval <= 0 {
 		cfg.OverflowInterval = DefaultOverflowInterval
 	}
-	if err := CheckHost(); err != nil {
+	if err := probe.CheckHost(); err != nil {
 		return nil, err
 	}
 	kernelBTF, err := btf.LoadKernelSpec()
@@ -107,144 +121,44 @@ func New(cfg Config) (*Tracer, error) {
 // caller closes what was made.
 func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	cfg := t.cfg
-
-	spec, err := bpfobj.LoadRsttrace()
+	t.plan = probe.Choose(kernelBTF, cfg.Force)
+	spec, err := probe.Prepare(kernelBTF, t.plan, probe.Settings{
+		RingSize: cfg.RingSize, Summary: cfg.Summary, SummaryAbove: uint64(cfg.RingSize / 2),
+		FilterPorts: len(cfg.Ports) > 0, Proc: cfg.Proc,
+	})
 	if err != nil {
-		return fmt.Errorf("loading BPF object: %w", err)
-	}
-	spec.Maps["records"].MaxEntries = uint32(cfg.RingSize)
-	if err := spec.Variables["summary_always"].Set(cfg.Summary); err != nil {
-		return fmt.Errorf("setting summary mode: %w", err)
-	}
-	if err := spec.Variables["summary_above"].Set(uint64(cfg.RingSize / 2)); err != nil {
-		return fmt.Errorf("setting summary mode: %w", err)
-	}
-	if len(cfg.Ports) > 0 {
-		if err := spec.Variables["filter_ports"].Set(true); err != nil {
-			return fmt.Errorf("setting port filter: %w", err)
-		}
-	}
-	// Load only the programs the plan attaches: the others may not even
-	// load on this kernel (fentry where it is refused, for example).
-	choices := choose(kernelBTF, cfg.Force)
-	t.plan = planOf(choices)
-	if err := configureIssue5(spec, kernelBTF, choices, cfg.Proc); err != nil {
 		return err
 	}
-	keep := map[string]bool{}
-	chosen := map[string]string{} // capability -> hook kind
-	for _, c := range choices {
-		if c.opt != nil {
-			chosen[c.capability] = c.opt.kind
-			for _, p := range c.opt.progs {
-				keep[p] = true
-			}
-		}
+	if t.coll, err = probe.Load(spec, kernelBTF); err != nil {
+		return err
 	}
-	if chosen[CapOverflowFinalAck] == "tp_btf" {
-		v, _ := dropReason(kernelBTF, "TCP_LISTEN_OVERFLOW")
-		if err := spec.Variables["reason_listen_overflow"].Set(v); err != nil {
-			return fmt.Errorf("setting drop reason: %w", err)
-		}
-	}
-	if err := spec.Variables["caps"].Set(capsOf(choices, sendResetHasReason(kernelBTF))); err != nil {
-		return fmt.Errorf("setting capabilities of the shared programs: %w", err)
-	}
-	for name := range spec.Programs {
-		if !keep[name] {
-			delete(spec.Programs, name)
-		}
-	}
-	// Before 5.11 BPF memory is charged to RLIMIT_MEMLOCK; from 5.11 on
-	// (memcg accounting) this probes and changes nothing.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return requirement("raising RLIMIT_MEMLOCK for BPF maps: %v", err)
-	}
-	opts := ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernelBTF}}
-	if t.coll, err = ebpf.NewCollectionWithOptions(spec, opts); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return fmt.Errorf("loading BPF programs (verifier): %+v", ve)
-		}
-		return fmt.Errorf("loading BPF programs: %w", err)
+	if err := t.coll.Assign(&t.maps); err != nil {
+		return fmt.Errorf("reading BPF maps: %w", err)
 	}
 	for _, p := range cfg.Ports {
-		if err := t.coll.Maps["ports"].Put(uint32(p), uint8(1)); err != nil {
+		if err := t.maps.Ports.Put(uint32(p), uint8(1)); err != nil {
 			return fmt.Errorf("setting port filter for %d: %w", p, err)
 		}
 	}
 
 	// The reader exists before the programs run, so no record is missed;
 	// records wait in the ring while the snapshot is taken.
-	if t.reader, err = ringbuf.NewReader(t.coll.Maps["records"]); err != nil {
+	if t.reader, err = ringbuf.NewReader(t.maps.Records); err != nil {
 		return fmt.Errorf("opening ring buffer: %w", err)
 	}
-	if err := ensureTracefs(t.log); err != nil {
+	if err := probe.EnsureTracefs(t.log); err != nil {
 		return err
 	}
-	// A program shared by several capabilities is attached once: by the
-	// first capability that needs it. If another of that capability's
-	// programs fails, the links it made are closed, so a later capability
-	// attaches the shared one afresh. (A shared program attached for one
-	// capability still does the work `caps` gave it for a capability that
-	// failed to attach another program; with tp_btf, whose load already
-	// checked the hook, that is not expected.)
-	attached := map[string]bool{}
-	failed := map[string]error{}
-	for _, c := range choices {
-		if c.opt == nil {
-			if c.fallback != "" {
-				t.log.Info("capability partial", "capability", c.capability, "reason", c.reason, "fallback", c.fallback)
-			} else {
-				t.log.Warn("capability degraded", "capability", c.capability, "reason", c.reason)
-			}
-			continue
-		}
-		var links []link.Link
-		var made []string
-		var aerr error
-		for _, name := range c.opt.progs {
-			if attached[name] {
-				continue
-			}
-			if err, ok := failed[name]; ok {
-				aerr = fmt.Errorf("attaching %s: %w", c.opt.hook, err)
-				break
-			}
-			l, err := c.opt.attach(name, t.coll.Programs[name])
-			if err != nil {
-				failed[name] = fmt.Errorf("%s: %w", name, err)
-				aerr = fmt.Errorf("attaching %s (%s): %w", c.opt.hook, name, err)
-				break
-			}
-			attached[name] = true
-			links = append(links, l)
-			made = append(made, name)
-		}
-		if aerr != nil {
-			// A probe said yes and the kernel still said no (a
-			// function ftrace cannot patch, for one): the capability is
-			// degraded, and says why, rather than the tracer failing.
-			for i, l := range links {
-				l.Close()
-				delete(attached, made[i])
-			}
-			delete(chosen, c.capability)
-			t.degrade(c.capability, aerr.Error())
-			continue
-		}
-		t.links = append(t.links, links...)
-	}
+	t.links = probe.Attach(t.coll, t.plan, t.log)
 
-	t.corr = NewCorrelator()
-	t.sum = newSummarizer(cfg.Summary, time.Now())
-	t.corr.RSTReason = rstReasonNames(kernelBTF)
+	procfs := host.Procfs{Root: cfg.Proc}
+	t.corr = correlate.New(procfs)
+	t.corr.RSTReason = probe.RSTReasonNames(kernelBTF)
 	t.corr.Wall = t.wall
-	proc := cfg.Proc
-	t.corr.HolderScan = func(pid uint32, port uint16) *events.Process { return procHolder(proc, pid, port) }
-	t.corr.Alive = func(pid uint32, ino uint64) bool { return procHasSocket(proc, pid, ino) }
-	t.corr.PortOf = func(pid uint32, ino uint64) uint16 { return procPortOf(proc, pid, ino) }
-	t.corr.x5 = newIssue5(choices, proc)
+	t.corr.SeesFirewallDrops = t.plan.Serves(probe.CapFirewall)
+	t.corr.SeesLocalAnswers = t.plan.Serves(probe.CapRefusals) && t.plan.Serves(probe.CapFirewall)
+	t.sum = correlate.NewSummarizer(cfg.Summary, time.Now())
+	t.sumr = summaryReader{m: t.maps.Summary}
 
 	var mono unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
@@ -252,7 +166,7 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	}
 	t.wallOffset = time.Now().UnixNano() - mono.Nano()
 
-	snap, err := Snapshot(cfg.Proc)
+	snap, err := host.Snapshot(cfg.Proc)
 	if err != nil {
 		return fmt.Errorf("reading existing listeners: %w", err)
 	}
@@ -261,22 +175,16 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	}
 	t.log.Debug("start-up snapshot", "listeners", len(snap))
 
-	_, perSYN := chosen[CapOverflowSYN]
-	_, perFinal := chosen[CapOverflowFinalAck]
-	t.ovf = newOverflowPoller(kernelOverflow{proc: cfg.Proc, stats: t.coll.Maps["listener_stats"]}, t.log, perSYN, perFinal)
-	t.ovf.keep[hostNetns(cfg.Proc)] = true
-	t.ovf.watch(hostNetns(cfg.Proc), uint32(os.Getpid()))
+	t.ovf = correlate.NewOverflowPoller(kernelOverflow{proc: cfg.Proc, stats: t.maps.ListenerStats}, t.log,
+		t.plan.Serves(probe.CapOverflowSYN), t.plan.Serves(probe.CapOverflowFinalAck))
+	self, _ := procfs.Netns("self")
+	t.ovf.Keep(self)
+	t.ovf.Watch(self, uint32(os.Getpid()))
 	for _, l := range snap {
-		t.ovf.watch(l.Netns, l.Pid)
+		t.ovf.Watch(l.Netns, l.Pid)
 	}
-	t.ovf.lastPoll = time.Now()
+	t.ovf.Start(time.Now())
 	return nil
-}
-
-// hostNetns is the tracer's own network namespace.
-func hostNetns(proc string) uint32 {
-	n, _ := nsInode(proc, "self")
-	return n
 }
 
 // kernelOverflow is the overflow poller's view of the kernel.
@@ -285,43 +193,26 @@ type kernelOverflow struct {
 	stats *ebpf.Map
 }
 
-func (k kernelOverflow) open(pid, netns uint32) (nsHandle, error) {
-	f, err := openNetns(k.proc, pid, netns)
+func (k kernelOverflow) Open(pid, netns uint32) (correlate.Netns, error) {
+	f, err := host.OpenNetns(k.proc, pid, netns)
 	if err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
-func (k kernelOverflow) stages(ino uint64) stageCounts {
+func (k kernelOverflow) Stages(ino uint64) correlate.StageCounts {
 	var v bpfobj.RsttraceListenStats
 	if err := k.stats.Lookup(ino, &v); err != nil {
-		return stageCounts{}
+		return correlate.StageCounts{}
 	}
-	return stageCounts{synAcceptQ: v.SynAcceptq, synReqQ: v.SynReqq, finalAck: v.FinalAck, lastAccept: v.LastAccept}
-}
-
-// degrade marks capability c as not served in the plan, with reason.
-func (t *Tracer) degrade(c, reason string) {
-	for i := range t.plan {
-		if t.plan[i].Capability != c {
-			continue
-		}
-		t.plan[i].Hook = ""
-		t.plan[i].Degraded = reason
-		for _, cp := range capabilities {
-			if cp.name == c {
-				t.plan[i].Fallback = cp.fallback
-			}
-		}
-		t.log.Warn("capability degraded", "capability", c, "reason", reason)
-	}
+	return correlate.StageCounts{SynAcceptQ: v.SynAcceptq, SynReqQ: v.SynReqq, FinalAck: v.FinalAck, LastAccept: v.LastAccept}
 }
 
 func (t *Tracer) wall(ns uint64) time.Time { return time.Unix(0, int64(ns)+t.wallOffset) }
 
 // Plan says which hook serves which capability.
-func (t *Tracer) Plan() []events.Attach { return t.plan }
+func (t *Tracer) Plan() []events.Attach { return t.plan.Attaches() }
 
 // Kernel is the running kernel's release.
 func (t *Tracer) Kernel() string { return t.kernel }
@@ -330,7 +221,7 @@ func (t *Tracer) Kernel() string { return t.kernel }
 // not put in the ring buffer.
 func (t *Tracer) Lost() (uint64, error) {
 	var perCPU []uint64
-	if err := t.coll.Maps["lost"].Lookup(uint32(0), &perCPU); err != nil {
+	if err := t.maps.Lost.Lookup(uint32(0), &perCPU); err != nil {
 		return 0, fmt.Errorf("reading loss counter: %w", err)
 	}
 	var n uint64
@@ -375,7 +266,7 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 	defer stop()
 
 	var rec ringbuf.Record
-	var r Record
+	var r record.Record
 	lastLost := time.Now()
 	draining, batch := false, false
 	n := 0
@@ -408,7 +299,7 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 		switch {
 		case err == nil:
 			batch = true
-			if derr := Decode(rec.RawSample, &r); derr != nil {
+			if derr := record.Decode(rec.RawSample, &r); derr != nil {
 				t.log.Warn("dropping undecodable record", "error", derr)
 				continue
 			}
@@ -448,15 +339,15 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 // refusals whose client did not come, the output flush, and the lost
 // report when due.
 func (t *Tracer) housekeep(emit func(*events.Event) error, out events.Encoder, lastLost *time.Time) error {
-	if time.Since(t.ovf.lastPoll) >= t.cfg.OverflowInterval {
-		if err := t.ovf.poll(time.Now(), t.monoNow(), t.corr.Listener, emit); err != nil {
+	if t.ovf.Due(time.Now(), t.cfg.OverflowInterval) {
+		if err := t.ovf.Poll(time.Now(), t.monoNow(), t.corr.Listener, emit); err != nil {
 			return err
 		}
 	}
 	if err := t.corr.Expire(t.monoNow(), emit); err != nil {
 		return err
 	}
-	if err := t.sum.poll(t.coll.Maps["summary"], t.corr, time.Now(), false, emit); err != nil {
+	if err := t.sumr.poll(t.sum, t.corr, time.Now(), false, emit); err != nil {
 		return err
 	}
 	if err := out.Flush(); err != nil {
@@ -476,10 +367,10 @@ func (t *Tracer) finish(emit func(*events.Event) error, out events.Encoder) erro
 	if err := t.corr.FlushAll(emit); err != nil {
 		return err
 	}
-	if err := t.ovf.poll(time.Now(), t.monoNow(), t.corr.Listener, emit); err != nil {
+	if err := t.ovf.Poll(time.Now(), t.monoNow(), t.corr.Listener, emit); err != nil {
 		return err
 	}
-	if err := t.sum.poll(t.coll.Maps["summary"], t.corr, time.Now(), true, emit); err != nil {
+	if err := t.sumr.poll(t.sum, t.corr, time.Now(), true, emit); err != nil {
 		return err
 	}
 	return out.Flush()
@@ -490,19 +381,19 @@ func (t *Tracer) Summarized() uint64 {
 	if t.sum == nil {
 		return 0
 	}
-	return t.sum.total
+	return t.sum.Total()
 }
 
 // trackNetns keeps the overflow poller on the namespaces that have
 // listeners: it starts watching one at its first listener and lets it go
 // after its last listener closed.
-func (t *Tracer) trackNetns(r *Record, handled bool) {
+func (t *Tracer) trackNetns(r *record.Record, handled bool) {
 	switch {
-	case !handled && (r.Type == recListen || r.Type == recListenUpdate):
-		t.ovf.watch(r.Netns, r.Proc.Pid)
-	case handled && r.Type == recListenClose:
+	case !handled && (r.Type == record.Listen || r.Type == record.ListenUpdate):
+		t.ovf.Watch(r.Netns, r.Proc.Pid)
+	case handled && r.Type == record.ListenClose:
 		if t.corr.ListenersIn(r.Netns) == 0 {
-			t.ovf.retire(r.Netns)
+			t.ovf.Retire(r.Netns)
 		}
 	}
 }
@@ -550,18 +441,4 @@ func (t *Tracer) Close() error {
 		t.coll = nil
 	}
 	return errors.Join(errs...)
-}
-
-// rstReasonNames resolves RST reason values by their names in this
-// kernel's BTF (enum sk_rst_reason, 6.10+): the numbering differs between
-// kernels, so it is never hard-coded.
-func rstReasonNames(spec *btf.Spec) func(uint32) string {
-	names := map[uint32]string{}
-	var e *btf.Enum
-	if err := spec.TypeByName("sk_rst_reason", &e); err == nil {
-		for _, v := range e.Values {
-			names[uint32(v.Value)] = strings.TrimPrefix(v.Name, "SK_RST_REASON_")
-		}
-	}
-	return func(v uint32) string { return names[v] }
 }

@@ -86,4 +86,18 @@ func TestRecordTags(t *testing.T) {
 	if len(flags) != len(record.Flags) {
 		t.Errorf("C has %d record flags, record.Flags %d", len(flags), len(record.Flags))
 	}
+	hooks := map[RsttraceNfHookId]record.HookID{
+		RsttraceNfHookIdNF_HOOK_ID_UNKNOWN:     record.HookUnknown,
+		RsttraceNfHookIdNF_HOOK_ID_PREROUTING:  record.HookPrerouting,
+		RsttraceNfHookIdNF_HOOK_ID_INPUT:       record.HookInput,
+		RsttraceNfHookIdNF_HOOK_ID_FORWARD:     record.HookForward,
+		RsttraceNfHookIdNF_HOOK_ID_OUTPUT:      record.HookOutput,
+		RsttraceNfHookIdNF_HOOK_ID_POSTROUTING: record.HookPostrouting,
+		RsttraceNfHookIdNF_HOOK_ID_NFT:         record.HookNFT,
+	}
+	for c, g := range hooks {
+		if uint32(c) != uint32(g) {
+			t.Errorf("netfilter hook id %d in C is %d in Go", c, g)
+		}
+	}
 }

@@ -185,3 +185,36 @@ func CommString(c *[16]int8) string {
 	}
 	return string(b)
 }
+
+// HookID is the netfilter hook of a FirewallDrop record, in Aux (enum
+// nf_hook_id): found by the function on the kernel stack that ran NF_HOOK.
+type HookID uint32
+
+// Netfilter hooks, as enum nf_hook_id numbers them.
+const (
+	HookUnknown     HookID = 0
+	HookPrerouting  HookID = 1
+	HookInput       HookID = 2
+	HookForward     HookID = 3
+	HookOutput      HookID = 4
+	HookPostrouting HookID = 5
+	// HookNFT is not a hook: it marks nft_do_chain in the code ranges.
+	HookNFT HookID = 16
+)
+
+// Name is the hook's name as nft spells it, or "" when unknown.
+func (h HookID) Name() string {
+	switch h {
+	case HookPrerouting:
+		return "prerouting"
+	case HookInput:
+		return "input"
+	case HookForward:
+		return "forward"
+	case HookOutput:
+		return "output"
+	case HookPostrouting:
+		return "postrouting"
+	}
+	return ""
+}

@@ -1,39 +1,39 @@
-package tracer
+package correlate
 
 import (
-	"github.com/rsttrace/rsttrace/internal/bpfobj"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rsttrace/rsttrace/internal/record"
+
 	"github.com/rsttrace/rsttrace/events"
 )
 
-// Unit tests of the issue 5 correlation: records in, events out.
+// Unit tests of attempts and resets: records in, events out.
 
-func fwRec(typ uint8, ts uint64, netns uint32, src, dst string) *Record {
-	r := &Record{Type: typ, Ts: ts, Netns: netns}
+func fwRec(typ record.Type, ts uint64, netns uint32, src, dst string) *record.Record {
+	r := &record.Record{Type: typ, Ts: ts, Netns: netns}
 	r.Family = ctSetAP(&r.Saddr, &r.Sport, src)
 	ctSetAP(&r.Daddr, &r.Dport, dst)
 	return r
 }
 
-func fwDropRec(ts uint64, src, dst string, hook bpfobj.RsttraceNfHookId, flags uint32) *Record {
-	r := fwRec(recFwDrop, ts, 7, src, dst)
+func fwDropRec(ts uint64, src, dst string, hook record.HookID, flags uint32) *record.Record {
+	r := fwRec(record.FirewallDrop, ts, 7, src, dst)
 	r.Aux, r.Flags = uint32(hook), flags
 	return r
 }
 
-func connFailedRec(ts uint64, src, dst string, errno int32, retrans, ms uint32, p events.Process) *Record {
-	r := fwRec(recConnectFailed, ts, 7, src, dst)
-	r.Ret, r.Aux, r.Flags = -errno, retrans<<24|ms, flagProcKnown
+func connFailedRec(ts uint64, src, dst string, errno int32, retrans, ms uint32, p events.Process) *record.Record {
+	r := fwRec(record.ConnectFailed, ts, 7, src, dst)
+	r.Ret, r.Aux, r.Flags = -errno, retrans<<24|ms, record.FlagProcKnown
 	return ctWithProc(r, p)
 }
 
-func retransRec(ts uint64, src, dst string, p events.Process) *Record {
-	r := fwRec(recSynRetrans, ts, 7, src, dst)
-	r.Flags = flagProcKnown
+func retransRec(ts uint64, src, dst string, p events.Process) *record.Record {
+	r := fwRec(record.SynRetransmit, ts, 7, src, dst)
+	r.Flags = record.FlagProcKnown
 	return ctWithProc(r, p)
 }
 
@@ -42,15 +42,15 @@ var curl = events.Process{Pid: 42, Comm: "curl"}
 const ms = uint64(time.Millisecond)
 
 func newX5Correlator() *Correlator {
-	c := NewCorrelator()
-	c.x5.remoteKnown, c.x5.dropsKnown = true, true
+	c := newTestCorrelator()
+	c.SeesLocalAnswers, c.SeesFirewallDrops = true, true
 	return c
 }
 
 func TestFirewallRejectWithRST(t *testing.T) {
 	c, s := newX5Correlator(), &ctSink{}
 	ctFeed(t, c, s,
-		fwDropRec(1*ms, "10.0.0.1:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwNFT),
+		fwDropRec(1*ms, "10.0.0.1:5000", "10.0.0.2:80", record.HookInput, record.FlagFirewallNFT),
 		ctClient(1*ms+1000, 7, "10.0.0.1:5000", "10.0.0.2:80", &curl),
 		connFailedRec(1*ms+2000, "10.0.0.1:5000", "10.0.0.2:80", econnrefused, 0, 0, curl))
 	if err := c.FlushAll(s.emit); err != nil {
@@ -70,9 +70,9 @@ func TestFirewallRejectWithRST(t *testing.T) {
 func TestFirewallICMPRejectClaimedByRetransmit(t *testing.T) {
 	c, s := newX5Correlator(), &ctSink{}
 	ctFeed(t, c, s,
-		fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwICMP),
+		fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", record.HookInput, record.FlagFirewallICMP),
 		retransRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", curl),
-		fwDropRec(1000*ms+1, "10.0.0.1:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwICMP))
+		fwDropRec(1000*ms+1, "10.0.0.1:5000", "10.0.0.2:80", record.HookInput, record.FlagFirewallICMP))
 	// Past the claim hold: the claimed entry waits for its connect().
 	if err := c.Expire(5000*ms, s.emit); err != nil || len(s.evs) != 0 {
 		t.Fatalf("claimed drop written before its connect() ended: %v %+v", err, s.evs)
@@ -104,7 +104,7 @@ func TestTimeoutCauses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, s := newX5Correlator(), &ctSink{}
 			if tc.drop {
-				ctFeed(t, c, s, fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_OUTPUT, 0),
+				ctFeed(t, c, s, fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", record.HookOutput, 0),
 					retransRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", curl))
 			}
 			ctFeed(t, c, s, connFailedRec(3000*ms, "10.0.0.1:5000", "10.0.0.2:80", tc.errno, 2, 3000, curl))
@@ -128,7 +128,7 @@ func TestTimeoutCauses(t *testing.T) {
 // without a seen drop does not say this host dropped nothing.
 func TestTimeoutWithoutDropHook(t *testing.T) {
 	for _, errno := range []int32{etimedout, 0} {
-		c, s := NewCorrelator(), &ctSink{}
+		c, s := newTestCorrelator(), &ctSink{}
 		ctFeed(t, c, s, connFailedRec(3000*ms, "10.0.0.1:5000", "10.0.0.2:80", errno, 1, 3000, curl))
 		c.FlushAll(s.emit)
 		if len(s.evs) != 1 {
@@ -148,8 +148,8 @@ func TestTimeoutWithoutDropHook(t *testing.T) {
 func TestFirewallUnclaimed(t *testing.T) {
 	c, s := newX5Correlator(), &ctSink{}
 	ctFeed(t, c, s,
-		fwDropRec(0, "192.0.2.9:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_PREROUTING, 0),
-		fwDropRec(1*ms, "192.0.2.9:5001", "10.0.0.2:81", bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT, flagFwICMP))
+		fwDropRec(0, "192.0.2.9:5000", "10.0.0.2:80", record.HookPrerouting, 0),
+		fwDropRec(1*ms, "192.0.2.9:5001", "10.0.0.2:81", record.HookInput, record.FlagFirewallICMP))
 	if err := c.Expire(1000*ms, s.emit); err != nil || len(s.evs) != 0 {
 		t.Fatalf("written before the claim hold: %+v", s.evs)
 	}
@@ -168,9 +168,9 @@ func TestFirewallUnclaimed(t *testing.T) {
 func TestStillWaitingAtShutdown(t *testing.T) {
 	c, s := newX5Correlator(), &ctSink{}
 	ctFeed(t, c, s,
-		fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT, 0),
+		fwDropRec(0, "10.0.0.1:5000", "10.0.0.2:80", record.HookInput, 0),
 		retransRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", curl),
-		fwDropRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT, 0))
+		fwDropRec(1000*ms, "10.0.0.1:5000", "10.0.0.2:80", record.HookInput, 0))
 	c.FlushAll(s.emit)
 	if len(s.evs) != 1 {
 		t.Fatalf("%d events", len(s.evs))
@@ -183,8 +183,8 @@ func TestStillWaitingAtShutdown(t *testing.T) {
 
 func TestRemoteRefusal(t *testing.T) {
 	for _, known := range []bool{true, false} {
-		c, s := NewCorrelator(), &ctSink{}
-		c.x5.remoteKnown = known
+		c, s := newTestCorrelator(), &ctSink{}
+		c.SeesLocalAnswers = known
 		ctFeed(t, c, s,
 			ctClient(0, 7, "10.0.0.1:5000", "198.51.100.1:80", &curl),
 			connFailedRec(1, "10.0.0.1:5000", "198.51.100.1:80", econnrefused, 0, 0, curl),
@@ -207,17 +207,17 @@ func TestRemoteRefusal(t *testing.T) {
 func TestResetPairsBothSides(t *testing.T) {
 	srv := events.Process{Pid: 7, Comm: "srv"}
 	for _, order := range []string{"in-first", "out-first"} {
-		c, s := NewCorrelator(), &ctSink{}
+		c, s := newTestCorrelator(), &ctSink{}
 		c.RSTReason = func(v uint32) string { return map[uint32]string{11: "TCP_ABORT_ON_CLOSE"}[v] }
-		c.x5.owner = func(ino uint64) *events.Process {
+		fake(c).SocketOwner = func(ino uint64) *events.Process {
 			if ino == 99 {
 				return &curl
 			}
 			return nil
 		}
-		out := ctWithProc(fwRec(recRstOut, 1, 7, "10.0.0.2:80", "10.0.0.1:5000"), srv)
-		out.Reason, out.Flags, out.Ino = 11, flagCurrent|flagNoSkb, 5
-		in := fwRec(recRstIn, 2, 7, "10.0.0.1:5000", "10.0.0.2:80")
+		out := ctWithProc(fwRec(record.ResetOut, 1, 7, "10.0.0.2:80", "10.0.0.1:5000"), srv)
+		out.Reason, out.Flags, out.Ino = 11, record.FlagCurrent|record.FlagNoSkb, 5
+		in := fwRec(record.ResetIn, 2, 7, "10.0.0.1:5000", "10.0.0.2:80")
 		in.Ino, in.State = 99, 1
 		if order == "in-first" {
 			ctFeed(t, c, s, in, out)
@@ -237,9 +237,9 @@ func TestResetPairsBothSides(t *testing.T) {
 }
 
 func TestResetSenderNotTrustedWithoutCloseReason(t *testing.T) {
-	c, s := NewCorrelator(), &ctSink{}
-	out := ctWithProc(fwRec(recRstOut, 1, 7, "10.0.0.2:80", "10.0.0.1:5000"), events.Process{Pid: 1, Comm: "swapper"})
-	out.Reason, out.Flags = RSTReasonNoneForTest, flagCurrent|flagNoSkb
+	c, s := newTestCorrelator(), &ctSink{}
+	out := ctWithProc(fwRec(record.ResetOut, 1, 7, "10.0.0.2:80", "10.0.0.1:5000"), events.Process{Pid: 1, Comm: "swapper"})
+	out.Reason, out.Flags = RSTReasonNoneForTest, record.FlagCurrent|record.FlagNoSkb
 	ctFeed(t, c, s, out)
 	c.FlushAll(s.emit)
 	if len(s.evs) != 1 || s.evs[0].Process != nil {
@@ -248,40 +248,3 @@ func TestResetSenderNotTrustedWithoutCloseReason(t *testing.T) {
 }
 
 const RSTReasonNoneForTest = 0xffffffff
-
-func TestDecodeAcceptsIssue5Records(t *testing.T) {
-	for _, typ := range []uint8{recFwDrop, recConnectFailed, recSynRetrans, recRstOut, recRstIn} {
-		r := fwRec(typ, 1, 1, "10.0.0.1:1", "10.0.0.2:2")
-		raw := make([]byte, RecordSize)
-		copy(raw, dtBytes(r))
-		var got Record
-		if err := Decode(raw, &got); err != nil {
-			t.Errorf("type %d: %v", typ, err)
-		}
-	}
-}
-
-func TestKallsymsRanges(t *testing.T) {
-	f := t.TempDir() + "/kallsyms"
-	data := "ffffffff81000000 T _stext\n" +
-		"ffffffff81ff5d30 T ip_local_deliver\n" +
-		"ffffffff81ff5e00 t ip_local_deliver_finish\n" +
-		"ffffffff81f62a50 T nft_do_chain\t[nf_tables]\n" +
-		"ffffffff81f63000 T other\n" +
-		"0000000000000000 T hidden\n"
-	if err := os.WriteFile(f, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	got, err := kallsymsRanges(f, map[string]bpfobj.RsttraceNfHookId{"ip_local_deliver": bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT,
-		"nft_do_chain": bpfobj.RsttraceNfHookIdNF_HOOK_ID_NFT, "hidden": bpfobj.RsttraceNfHookIdNF_HOOK_ID_OUTPUT})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []bpfobj.RsttraceCodeRange{
-		{Start: 0xffffffff81ff5d30, End: 0xffffffff81ff5e00, What: uint32(bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT)},
-		{Start: 0xffffffff81f62a50, End: 0xffffffff81f63000, What: uint32(bpfobj.RsttraceNfHookIdNF_HOOK_ID_NFT)},
-	}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
-		t.Errorf("ranges = %+v, want %+v", got, want)
-	}
-}

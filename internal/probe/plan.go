@@ -1,11 +1,12 @@
-package tracer
+package probe
 
 import (
 	"errors"
 	"fmt"
-	"github.com/rsttrace/rsttrace/internal/bpfobj"
 	"os"
 	"strings"
+
+	"github.com/rsttrace/rsttrace/internal/bpfobj"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -22,14 +23,13 @@ import (
 
 // option is one way to serve a capability: programs and where they attach.
 //
-// Capabilities that share a tracepoint share its one program (issue 6: a
-// second program on a hook pays the hook's whole cost again on every
-// event): several options list the same program, which is loaded and
+// Capabilities that share a tracepoint share its one program (a second
+// program on a hook pays the hook's whole cost again on every event): several options list the same program, which is loaded and
 // attached once, and the `caps` word set before load (capsOf) tells it
 // which capabilities' work to do.
 type option struct {
 	hook   string // as shown in the plan
-	kind   string // tp_btf, fentry, kprobe, tracepoint: what --force-hook names
+	kind   string // tp_btf, fentry, kprobe, tracepoint: what Config.Force names
 	progs  []string
 	probe  func(*btf.Spec) error // nil error: this kernel allows it
 	attach func(prog string, p *ebpf.Program) (link.Link, error)
@@ -59,6 +59,15 @@ const (
 	CapOverflowFinalAck = "overflow_final_ack"
 	// accept() calls: how long a listener's owner has not accepted.
 	CapAcceptCalls = "accept_calls"
+	// SYNs the packet filter dropped (nft/iptables drop and reject), with
+	// the netfilter hook.
+	CapFirewall = "firewall"
+	// Which of those drops were answered with an ICMP error (reject).
+	CapFirewallICMP = "firewall_icmp"
+	// Local connect() attempts that timed out or were refused by ICMP.
+	CapConnectFailures = "connect_failures"
+	// RSTs on established connections, sent and received.
+	CapResets = "resets"
 )
 
 var capabilities = []capability{
@@ -101,9 +110,29 @@ var capabilities = []capability{
 	{name: CapAcceptCalls, options: []option{
 		{"tracepoint/syscalls/sys_enter_accept{,4}", "tracepoint", []string{"tp_sys_enter_accept", "tp_sys_enter_accept4"}, nil, attachSyscallTP},
 	}},
-	// Issue 5 (tracer/firewall.go): firewall, firewall_icmp,
-	// connect_failures, resets.
-	issue5Capabilities[0], issue5Capabilities[1], issue5Capabilities[2], issue5Capabilities[3],
+
+	// The programs are those of the core capabilities on the same
+	// tracepoints (one per hook; see option in plan.go).
+	{name: CapFirewall, options: []option{
+		{"tp_btf/kfree_skb(NETFILTER_DROP)", "tp_btf", []string{"tp_btf_kfree_skb"}, probeNetfilterDrop, attachTracing},
+	}},
+	{name: CapFirewallICMP, options: []option{
+		{"tp_btf/icmp_send", "tp_btf", []string{"tp_btf_icmp_send"}, probeIcmpSend, attachTracing},
+	}},
+	{name: CapConnectFailures, options: []option{
+		{"tp_btf/inet_sock_set_state+tcp_retransmit_skb", "tp_btf", []string{"tp_btf_inet_sock_set_state", "tp_btf_tcp_retransmit_skb"},
+			probeTPs("btf_trace_inet_sock_set_state", "btf_trace_tcp_retransmit_skb"), attachTracing},
+	}},
+	{name: CapResets, options: []option{
+		// 6.10+: the reason (TCP_ABORT_ON_CLOSE, ...) comes with it.
+		{"tp_btf/tcp_send_reset+tcp_receive_reset", "tp_btf", []string{"tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset"},
+			probeSendResetTP, attachTracing},
+		// Before 6.10 tcp:tcp_send_reset still fires for active resets
+		// (they always have a full socket), without a reason: the same
+		// program, which reads no reason there (CAP_F_RST_REASON clear).
+		{"tp_btf/tcp_send_reset(no reason)+tcp_receive_reset", "tp_btf", []string{"tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset"},
+			probeTPs("btf_trace_tcp_send_reset", "btf_trace_tcp_receive_reset"), attachTracing},
+	}},
 }
 
 var (
@@ -125,20 +154,9 @@ func attachSyscallTP(prog string, p *ebpf.Program) (link.Link, error) {
 	return link.Tracepoint("syscalls", strings.TrimPrefix(prog, "tp_"), p, nil)
 }
 
-// probeTP: the tracepoint exists in this kernel's BTF.
-func probeTP(typedef string) func(*btf.Spec) error {
-	return func(s *btf.Spec) error {
-		var td *btf.Typedef
-		if err := s.TypeByName(typedef, &td); err != nil {
-			return fmt.Errorf("no %s in kernel BTF", typedef)
-		}
-		return nil
-	}
-}
-
 // probeSendResetTP: tcp:tcp_send_reset carries the RST reason, i.e. it is
-// the 6.10+ tracepoint that fires for every RST, sk or no sk (see
-// shared KERNEL-FACTS). Older ones fire only with a full socket: no refusals.
+// the 6.10+ tracepoint that fires for every RST, sk or no sk (the same
+// change added enum sk_rst_reason to it). Older ones fire only with a full socket: no refusals.
 func probeSendResetTP(s *btf.Spec) error {
 	var td *btf.Typedef
 	if err := s.TypeByName("btf_trace_tcp_send_reset", &td); err != nil {
@@ -151,16 +169,6 @@ func probeSendResetTP(s *btf.Spec) error {
 	proto, ok := ptr.Target.(*btf.FuncProto)
 	if !ok || len(proto.Params) < 4 { // (void *, sk, skb, reason)
 		return errors.New("tcp:tcp_send_reset has no reason (before 6.10): it does not fire when no socket exists")
-	}
-	return nil
-}
-
-func probeFunc(s *btf.Spec, fns ...string) error {
-	for _, fn := range fns {
-		var f *btf.Func
-		if err := s.TypeByName(fn, &f); err != nil {
-			return fmt.Errorf("no function %s in kernel BTF", fn)
-		}
 	}
 	return nil
 }
@@ -205,21 +213,6 @@ func probeListenOverflowReason(s *btf.Spec) error {
 	return nil
 }
 
-// dropReason returns the value of SKB_DROP_REASON_<name> in this kernel:
-// the numbering differs between versions, so it is never hard-coded.
-func dropReason(s *btf.Spec, name string) (uint32, bool) {
-	var e *btf.Enum
-	if err := s.TypeByName("skb_drop_reason", &e); err != nil {
-		return 0, false
-	}
-	for _, v := range e.Values {
-		if v.Name == "SKB_DROP_REASON_"+name {
-			return uint32(v.Value), true
-		}
-	}
-	return 0, false
-}
-
 // capFlags: the enum cap_flag bit of each capability served by a tp_btf
 // program that it shares with others. The bit is set when the plan serves
 // the capability with tp_btf; a capability served by fentry/kprobe (or not
@@ -235,42 +228,36 @@ var capFlags = map[string]bpfobj.RsttraceCapFlag{
 	CapResets:           bpfobj.RsttraceCapFlagCAP_F_RESETS,
 }
 
-// capsOf is the value of the BPF global `caps` for the plan cs; rstReason:
-// tcp:tcp_send_reset has its reason argument (sendResetHasReason).
-func capsOf(cs []choice, rstReason bool) uint32 {
-	var f bpfobj.RsttraceCapFlag
-	for _, c := range cs {
-		if c.opt != nil && c.opt.kind == "tp_btf" {
-			f |= capFlags[c.capability]
-		}
-	}
-	if rstReason {
-		f |= bpfobj.RsttraceCapFlagCAP_F_RST_REASON
-	}
-	return uint32(f)
-}
-
-// sendResetHasReason: tcp:tcp_send_reset has (sk, skb, reason) from 6.10,
+// SendResetHasReason: tcp:tcp_send_reset has (sk, skb, reason) from 6.10,
 // (sk, skb) before; the program reads the reason only where it exists.
-func sendResetHasReason(s *btf.Spec) bool {
+func SendResetHasReason(s *btf.Spec) bool {
 	n, err := tpParams(s, "btf_trace_tcp_send_reset")
 	return err == nil && n >= 3
 }
 
-// choice is what the planner picked for one capability.
-type choice struct {
-	capability string
-	opt        *option // nil: degraded
-	reason     string
-	fallback   string
+// Choice is what the planner picked for one capability: the option that
+// serves it, or why none does.
+type Choice struct {
+	Capability string
+	option     *option // nil: degraded
+	// Degraded is why no hook serves it; Fallback what rsttrace does
+	// instead.
+	Degraded string
+	Fallback string
 }
 
-// choose picks an option per capability. force maps a capability to the
-// hook kind that must be used (tests use it to exercise fallbacks).
-func choose(s *btf.Spec, force map[string]string) []choice {
-	var out []choice
+// Plan is the attach plan: one choice per capability, in the order of the
+// capability table. It is the only record of what is served: attach
+// failures degrade the capability in it.
+type Plan []Choice
+
+// Choose picks an option per capability: the first whose probe passes on
+// this kernel. force maps a capability to the hook kind that must be used
+// (tests use it to exercise fallbacks).
+func Choose(s *btf.Spec, force map[string]string) Plan {
+	var out Plan
 	for _, c := range capabilities {
-		ch := choice{capability: c.name}
+		ch := Choice{Capability: c.name}
 		var why []string
 		for i := range c.options {
 			o := &c.options[i]
@@ -284,27 +271,119 @@ func choose(s *btf.Spec, force map[string]string) []choice {
 					continue
 				}
 			}
-			ch.opt = o
+			ch.option = o
 			break
 		}
-		if ch.opt == nil {
-			ch.reason = strings.Join(why, "; ")
-			ch.fallback = c.fallback
+		if ch.option == nil {
+			ch.Degraded = strings.Join(why, "; ")
+			ch.Fallback = c.fallback
 		}
 		out = append(out, ch)
 	}
 	return out
 }
 
-// planOf renders choices as the start record's plan.
-func planOf(cs []choice) []events.Attach {
-	var out []events.Attach
-	for _, c := range cs {
-		if c.opt == nil {
-			out = append(out, events.Attach{Capability: c.capability, Degraded: c.reason, Fallback: c.fallback})
+// Served reports whether a hook serves the choice.
+func (c *Choice) Served() bool { return c.option != nil }
+
+// Hook is the hook that serves it, as shown in the plan; "" if degraded.
+func (c *Choice) Hook() string {
+	if c.option == nil {
+		return ""
+	}
+	return c.option.hook
+}
+
+// Kind is the hook kind that serves it (tp_btf, fentry, kprobe,
+// tracepoint, user); "" if degraded.
+func (c *Choice) Kind() string {
+	if c.option == nil {
+		return ""
+	}
+	return c.option.kind
+}
+
+// Programs are the BPF programs it attaches.
+func (c *Choice) Programs() []string {
+	if c.option == nil {
+		return nil
+	}
+	return c.option.progs
+}
+
+// Attach attaches program name (one of Programs) to its hook.
+func (c *Choice) Attach(name string, p *ebpf.Program) (link.Link, error) {
+	return c.option.attach(name, p)
+}
+
+// Serves reports whether the plan serves capability name.
+func (p Plan) Serves(name string) bool {
+	for i := range p {
+		if p[i].Capability == name {
+			return p[i].Served()
+		}
+	}
+	return false
+}
+
+// Kind is the hook kind serving capability name, "" if none.
+func (p Plan) Kind(name string) string {
+	for i := range p {
+		if p[i].Capability == name {
+			return p[i].Kind()
+		}
+	}
+	return ""
+}
+
+// Programs are every program the plan attaches: the ones to load.
+func (p Plan) Programs() map[string]bool {
+	keep := map[string]bool{}
+	for i := range p {
+		for _, name := range p[i].Programs() {
+			keep[name] = true
+		}
+	}
+	return keep
+}
+
+// Degrade marks capability name as not served, with reason: a probe said
+// yes and the kernel still refused to attach.
+func (p Plan) Degrade(name, reason string) {
+	for i := range p {
+		if p[i].Capability != name {
 			continue
 		}
-		out = append(out, events.Attach{Capability: c.capability, Hook: c.opt.hook})
+		p[i].option = nil
+		p[i].Degraded = reason
+		for _, c := range capabilities {
+			if c.name == name {
+				p[i].Fallback = c.fallback
+			}
+		}
+	}
+}
+
+// Attaches renders the plan as the start record shows it.
+func (p Plan) Attaches() []events.Attach {
+	out := make([]events.Attach, 0, len(p))
+	for i := range p {
+		out = append(out, events.Attach{Capability: p[i].Capability, Hook: p[i].Hook(), Degraded: p[i].Degraded, Fallback: p[i].Fallback})
 	}
 	return out
+}
+
+// Caps is the value of the BPF global `caps` for the plan; rstReason:
+// tcp:tcp_send_reset has its reason argument (SendResetHasReason).
+func (p Plan) Caps(rstReason bool) uint32 {
+	var f bpfobj.RsttraceCapFlag
+	for i := range p {
+		if p[i].Kind() == "tp_btf" {
+			f |= capFlags[p[i].Capability]
+		}
+	}
+	if rstReason {
+		f |= bpfobj.RsttraceCapFlagCAP_F_RST_REASON
+	}
+	return uint32(f)
 }

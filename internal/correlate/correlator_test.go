@@ -1,14 +1,17 @@
-package tracer
+package correlate
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/internal/record"
 )
 
 // Test records. Times are record timestamps (ns since boot); the default
@@ -41,57 +44,57 @@ func ctSetAP(b *[16]uint8, port *uint16, ap string) uint8 {
 	if a.Addr().Is4() {
 		v := a.Addr().As4()
 		copy(b[:], v[:])
-		return afInet
+		return record.AFInet
 	}
 	*b = a.Addr().As16()
-	return afInet6
+	return record.AFInet6
 }
 
-func ctWithProc(r *Record, p events.Process) *Record {
+func ctWithProc(r *record.Record, p events.Process) *record.Record {
 	r.Proc.Pid, r.Proc.Tid, r.Proc.Comm = p.Pid, p.Pid, ctComm(p.Comm)
 	return r
 }
 
 // resetRec: the local stack refused a segment src -> dst.
-func ctReset(ts uint64, netns uint32, src, dst string) *Record {
-	r := &Record{Type: recResetSent, Ts: ts, Netns: netns, TcpFlags: 0x02}
+func ctReset(ts uint64, netns uint32, src, dst string) *record.Record {
+	r := &record.Record{Type: record.ResetSent, Ts: ts, Netns: netns, TcpFlags: 0x02}
 	r.Family = ctSetAP(&r.Saddr, &r.Sport, src)
 	ctSetAP(&r.Daddr, &r.Dport, dst)
 	return r
 }
 
 // clientRec: a local connect() src -> dst got a RST.
-func ctClient(ts uint64, netns uint32, src, dst string, p *events.Process) *Record {
-	r := &Record{Type: recClientRefused, Ts: ts, Netns: netns, Sk: 0xffff888000001000}
+func ctClient(ts uint64, netns uint32, src, dst string, p *events.Process) *record.Record {
+	r := &record.Record{Type: record.ClientRefused, Ts: ts, Netns: netns, Sk: 0xffff888000001000}
 	r.Family = ctSetAP(&r.Saddr, &r.Sport, src)
 	ctSetAP(&r.Daddr, &r.Dport, dst)
 	if p != nil {
 		ctWithProc(r, *p)
-		r.Flags |= flagProcKnown
+		r.Flags |= record.FlagProcKnown
 	}
 	return r
 }
 
-func ctListen(ts uint64, netns uint32, local string, ino uint64, p events.Process, flags uint32) *Record {
-	r := &Record{Type: recListen, Ts: ts, Netns: netns, Ino: ino, Sk: 0xffff888000000000 | ino, Flags: flags, Backlog: 4096}
+func ctListen(ts uint64, netns uint32, local string, ino uint64, p events.Process, flags uint32) *record.Record {
+	r := &record.Record{Type: record.Listen, Ts: ts, Netns: netns, Ino: ino, Sk: 0xffff888000000000 | ino, Flags: flags, Backlog: 4096}
 	r.Family = ctSetAP(&r.Daddr, &r.Dport, local)
 	return ctWithProc(r, p)
 }
 
-func ctClose(ts uint64, netns uint32, local string, ino uint64, p events.Process) *Record {
-	r := &Record{Type: recListenClose, Ts: ts, Netns: netns, Ino: ino, Sk: 0xffff888000000000 | ino}
+func ctClose(ts uint64, netns uint32, local string, ino uint64, p events.Process) *record.Record {
+	r := &record.Record{Type: record.ListenClose, Ts: ts, Netns: netns, Ino: ino, Sk: 0xffff888000000000 | ino}
 	r.Family = ctSetAP(&r.Daddr, &r.Dport, local)
 	return ctWithProc(r, p)
 }
 
-func ctExiting(r *Record, code int32) *Record {
-	r.Flags |= flagExiting
+func ctExiting(r *record.Record, code int32) *record.Record {
+	r.Flags |= record.FlagExiting
 	r.ExitCode = code
 	return r
 }
 
-func ctBind(ts uint64, netns uint32, local string, ino uint64, p events.Process, ret int32) *Record {
-	r := &Record{Type: recBind, Ts: ts, Netns: netns, Ino: ino, Sk: 0xffff888000000000 | ino, Ret: ret}
+func ctBind(ts uint64, netns uint32, local string, ino uint64, p events.Process, ret int32) *record.Record {
+	r := &record.Record{Type: record.Bind, Ts: ts, Netns: netns, Ino: ino, Sk: 0xffff888000000000 | ino, Ret: ret}
 	r.Family = ctSetAP(&r.Daddr, &r.Dport, local)
 	return ctWithProc(r, p)
 }
@@ -117,7 +120,7 @@ func (s *ctSink) of(typ events.Type) []*events.Event {
 	return out
 }
 
-func ctFeed(t *testing.T, c *Correlator, s *ctSink, recs ...*Record) {
+func ctFeed(t *testing.T, c *Correlator, s *ctSink, recs ...*record.Record) {
 	t.Helper()
 	for _, r := range recs {
 		if err := c.Handle(r, s.emit); err != nil {
@@ -132,8 +135,8 @@ func TestCorrelatorClassify(t *testing.T) {
 	tests := []struct {
 		name     string
 		snapshot map[uint64]events.Listener
-		setup    []*Record
-		refuse   *Record // defaults to a refusal to 127.0.0.1:8080 in nsA at 1s
+		setup    []*record.Record
+		refuse   *record.Record // defaults to a refusal to 127.0.0.1:8080 in nsA at 1s
 		cause    events.Cause
 		// listener: owner, address, closed by, exit; nil means none.
 		listener *events.Listener
@@ -147,7 +150,7 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name:     "wrong_address other loopback",
-			setup:    []*Record{ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0)},
+			setup:    []*record.Record{ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0)},
 			refuse:   ctReset(1000*ctMs, ctNsA, "127.0.0.2:40000", "127.0.0.2:8080"),
 			cause:    events.CauseWrongAddress,
 			listener: &events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("127.0.0.1"), Port: 8080, Netns: ctNsA},
@@ -155,14 +158,14 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name:     "wrong_address IPv6-only listener, IPv4 dst",
-			setup:    []*Record{ctListen(1*ctMs, ctNsA, "[::]:8080", 10, ctOwner, flagV6Only)},
+			setup:    []*record.Record{ctListen(1*ctMs, ctNsA, "[::]:8080", 10, ctOwner, record.FlagV6Only)},
 			cause:    events.CauseWrongAddress,
 			listener: &events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("::"), Port: 8080, Netns: ctNsA, V6Only: true},
 			explain:  []string{"(IPv6 only)", "not at 127.0.0.1"},
 		},
 		{
 			name:     "wrong_address IPv4 listener, IPv6 dst",
-			setup:    []*Record{ctListen(1*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOwner, 0)},
+			setup:    []*record.Record{ctListen(1*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOwner, 0)},
 			refuse:   ctReset(1000*ctMs, ctNsA, "[::1]:40000", "[::1]:8080"),
 			cause:    events.CauseWrongAddress,
 			listener: &events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("0.0.0.0"), Port: 8080, Netns: ctNsA},
@@ -170,33 +173,33 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name:     "wrong_address IPv6 loopback listener, IPv4 dst",
-			setup:    []*Record{ctListen(1*ctMs, ctNsA, "[::1]:8080", 10, ctOwner, 0)},
+			setup:    []*record.Record{ctListen(1*ctMs, ctNsA, "[::1]:8080", 10, ctOwner, 0)},
 			cause:    events.CauseWrongAddress,
 			listener: &events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("::1"), Port: 8080, Netns: ctNsA},
 		},
 		{
 			name:     "0.0.0.0 covers dst: unknown with listener",
-			setup:    []*Record{ctListen(1*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOwner, 0)},
+			setup:    []*record.Record{ctListen(1*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOwner, 0)},
 			refuse:   ctReset(1000*ctMs, ctNsA, "127.0.0.5:40000", "127.0.0.5:8080"),
 			cause:    events.CauseUnknown,
 			listener: &events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("0.0.0.0"), Port: 8080, Netns: ctNsA},
 		},
 		{
 			name:     "[::] dual-stack covers IPv4 dst: unknown with listener",
-			setup:    []*Record{ctListen(1*ctMs, ctNsA, "[::]:8080", 10, ctOwner, 0)},
+			setup:    []*record.Record{ctListen(1*ctMs, ctNsA, "[::]:8080", 10, ctOwner, 0)},
 			cause:    events.CauseUnknown,
 			listener: &events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("::"), Port: 8080, Netns: ctNsA},
 		},
 		{
 			name:     "[::] v6only covers IPv6 dst: unknown with listener",
-			setup:    []*Record{ctListen(1*ctMs, ctNsA, "[::]:8080", 10, ctOwner, flagV6Only)},
+			setup:    []*record.Record{ctListen(1*ctMs, ctNsA, "[::]:8080", 10, ctOwner, record.FlagV6Only)},
 			refuse:   ctReset(1000*ctMs, ctNsA, "[fe80::1]:40000", "[fe80::2]:8080"),
 			cause:    events.CauseUnknown,
 			listener: &events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("::"), Port: 8080, Netns: ctNsA, V6Only: true},
 		},
 		{
 			name: "covering listener wins over an earlier non-covering one",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctListen(1*ctMs, ctNsA, "[::1]:8080", 10, ctOther, 0),
 				ctListen(2*ctMs, ctNsA, "127.0.0.1:8080", 11, ctOwner, 0),
 			},
@@ -205,7 +208,7 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name: "covering listener wins over a later non-covering one",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 11, ctOwner, 0),
 				ctListen(2*ctMs, ctNsA, "[::1]:8080", 10, ctOther, 0),
 			},
@@ -214,14 +217,14 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name:     "other_netns",
-			setup:    []*Record{ctListen(1*ctMs, ctNsB, "0.0.0.0:8080", 10, ctOwner, 0)},
+			setup:    []*record.Record{ctListen(1*ctMs, ctNsB, "0.0.0.0:8080", 10, ctOwner, 0)},
 			cause:    events.CauseOtherNetns,
 			listener: &events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("0.0.0.0"), Port: 8080, Netns: ctNsB},
 			explain:  []string{"in netns 4026532999, not in netns 4026531840"},
 		},
 		{
 			name: "wrong_address in this netns beats a listener elsewhere",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctListen(1*ctMs, ctNsB, "0.0.0.0:8080", 10, ctOther, 0),
 				ctListen(2*ctMs, ctNsA, "10.1.1.1:8080", 11, ctOwner, 0),
 			},
@@ -230,13 +233,13 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name:     "listener on another port does not count",
-			setup:    []*Record{ctListen(1*ctMs, ctNsA, "0.0.0.0:8081", 10, ctOwner, 0)},
+			setup:    []*record.Record{ctListen(1*ctMs, ctNsA, "0.0.0.0:8081", 10, ctOwner, 0)},
 			cause:    events.CauseNoListener,
 			listener: nil,
 		},
 		{
 			name: "listener_closed by owner",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0),
 				ctClose(500*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner),
 			},
@@ -246,7 +249,7 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name: "listener_closed by another process",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0),
 				ctClose(500*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOther),
 			},
@@ -257,7 +260,7 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name: "listener_closed while exiting with code 3",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0),
 				ctExiting(ctClose(500*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner), 3<<8),
 			},
@@ -268,7 +271,7 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name: "listener_closed while killed by SIGKILL",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0),
 				ctExiting(ctClose(500*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner), 9),
 			},
@@ -279,28 +282,32 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name: "exit code ignored without the exiting flag",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0),
-				func() *Record { r := ctClose(500*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner); r.ExitCode = 9; return r }(),
+				func() *record.Record {
+					r := ctClose(500*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner)
+					r.ExitCode = 9
+					return r
+				}(),
 			},
 			cause:    events.CauseListenerClosed,
 			listener: &events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("127.0.0.1"), Port: 8080, Netns: ctNsA, ClosedAt: ctWall(500 * ctMs)},
 		},
 		{
 			name:     "close of a listener never seen open: closer is the owner",
-			setup:    []*Record{ctClose(500*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOther)},
+			setup:    []*record.Record{ctClose(500*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOther)},
 			cause:    events.CauseListenerClosed,
 			listener: &events.Listener{Process: ctOther, Addr: netip.MustParseAddr("0.0.0.0"), Port: 8080, Netns: ctNsA, ClosedAt: ctWall(500 * ctMs)},
 		},
 		{
 			name: "listener closed by socket key when it has no inode",
-			setup: []*Record{
-				func() *Record {
+			setup: []*record.Record{
+				func() *record.Record {
 					r := ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 0, ctOwner, 0)
 					r.Sk = 0xffff888012345678
 					return r
 				}(),
-				func() *Record {
+				func() *record.Record {
 					r := ctClose(500*ctMs, ctNsA, "127.0.0.1:8080", 0, ctOwner)
 					r.Sk = 0xffff888012345678
 					return r
@@ -311,7 +318,7 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name: "listener reopened after a close: not listener_closed",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0),
 				ctClose(500*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner),
 				ctListen(600*ctMs, ctNsA, "127.0.0.1:8080", 11, ctOther, 0),
@@ -321,7 +328,7 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name: "close in another netns does not explain",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctListen(1*ctMs, ctNsB, "127.0.0.1:8080", 10, ctOwner, 0),
 				ctClose(500*ctMs, ctNsB, "127.0.0.1:8080", 10, ctOwner),
 			},
@@ -329,7 +336,7 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name:  "bind_failed alone",
-			setup: []*Record{ctBind(500*ctMs, ctNsA, "0.0.0.0:8080", 20, ctOwner, -98)},
+			setup: []*record.Record{ctBind(500*ctMs, ctNsA, "0.0.0.0:8080", 20, ctOwner, -98)},
 			cause: events.CauseBindFailed,
 			bind: &events.Bind{Process: ctOwner, Addr: netip.MustParseAddr("0.0.0.0"), Port: 8080, Errno: "EADDRINUSE",
 				Time: ctWall(500 * ctMs)},
@@ -337,7 +344,7 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name: "bind failure newer than a close wins",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctListen(1*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOther, 0),
 				ctClose(100*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOther),
 				ctBind(500*ctMs, ctNsA, "0.0.0.0:8080", 20, ctOwner, -13),
@@ -348,7 +355,7 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name: "older bind failure loses to a newer close",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctBind(100*ctMs, ctNsA, "0.0.0.0:8080", 20, ctOther, -98),
 				ctListen(200*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOwner, 0),
 				ctClose(500*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOwner),
@@ -358,12 +365,12 @@ func TestCorrelatorClassify(t *testing.T) {
 		},
 		{
 			name:  "bind failure in another netns does not explain",
-			setup: []*Record{ctBind(500*ctMs, ctNsB, "0.0.0.0:8080", 20, ctOwner, -98)},
+			setup: []*record.Record{ctBind(500*ctMs, ctNsB, "0.0.0.0:8080", 20, ctOwner, -98)},
 			cause: events.CauseNoListener,
 		},
 		{
 			name:  "successful bind explains nothing",
-			setup: []*Record{ctBind(500*ctMs, ctNsA, "0.0.0.0:8080", 20, ctOwner, 0)},
+			setup: []*record.Record{ctBind(500*ctMs, ctNsA, "0.0.0.0:8080", 20, ctOwner, 0)},
 			cause: events.CauseNoListener,
 		},
 		{
@@ -375,7 +382,7 @@ func TestCorrelatorClassify(t *testing.T) {
 		{
 			name:     "snapshot listener closed by inode keeps its owner",
 			snapshot: map[uint64]events.Listener{555: {Process: ctOwner, Addr: netip.MustParseAddr("0.0.0.0"), Port: 8080, Netns: ctNsA}},
-			setup:    []*Record{ctExiting(ctClose(500*ctMs, ctNsA, "0.0.0.0:8080", 555, ctOther), 15)},
+			setup:    []*record.Record{ctExiting(ctClose(500*ctMs, ctNsA, "0.0.0.0:8080", 555, ctOther), 15)},
 			cause:    events.CauseListenerClosed,
 			listener: &events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("0.0.0.0"), Port: 8080, Netns: ctNsA,
 				ClosedAt: ctWall(500 * ctMs), ClosedBy: &ctOther, Exit: &events.Exit{Signal: "SIGTERM"}},
@@ -383,7 +390,7 @@ func TestCorrelatorClassify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := NewCorrelator()
+			c := newTestCorrelator()
 			for ino, l := range tt.snapshot {
 				c.AddListener(ino, l)
 			}
@@ -408,8 +415,8 @@ func TestCorrelatorClassify(t *testing.T) {
 			if ev.Netns != refuse.Netns || ev.Time != ctWall(refuse.Ts) {
 				t.Errorf("netns/time = %d/%v, want %d/%v", ev.Netns, ev.Time, refuse.Netns, ctWall(refuse.Ts))
 			}
-			wantSrc := netip.AddrPortFrom(addr(refuse.Family, &refuse.Saddr), refuse.Sport)
-			wantDst := netip.AddrPortFrom(addr(refuse.Family, &refuse.Daddr), refuse.Dport)
+			wantSrc := netip.AddrPortFrom(record.Addr(refuse.Family, &refuse.Saddr), refuse.Sport)
+			wantDst := netip.AddrPortFrom(record.Addr(refuse.Family, &refuse.Daddr), refuse.Dport)
 			if ev.Src == nil || ev.Dst == nil || ev.Src.AddrPort() != wantSrc || ev.Dst.AddrPort() != wantDst {
 				t.Errorf("src/dst = %v/%v, want %v/%v", ev.Src, ev.Dst, wantSrc, wantDst)
 			}
@@ -472,7 +479,7 @@ func ctCheckBind(t *testing.T, got, want *events.Bind) {
 // the listener and is killed), the exit status is the closer's, not the
 // owner's. The explanation must not say the owner was killed.
 func TestCorrelatorExplainClosedByExiting(t *testing.T) {
-	c := NewCorrelator()
+	c := newTestCorrelator()
 	var s ctSink
 	ctFeed(t, c, &s,
 		ctListen(1*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOwner, 0),
@@ -502,13 +509,13 @@ func TestCorrelatorExplainClosedByExiting(t *testing.T) {
 func TestCorrelatorListenEvents(t *testing.T) {
 	tests := []struct {
 		name   string
-		rec    *Record
+		rec    *record.Record
 		portOf func(pid uint32, ino uint64) uint16
 		want   events.Event
 	}{
 		{
 			name: "listen",
-			rec:  ctListen(5*ctMs, ctNsA, "[::1]:8080", 10, ctOwner, flagV6Only),
+			rec:  ctListen(5*ctMs, ctNsA, "[::1]:8080", 10, ctOwner, record.FlagV6Only),
 			want: events.Event{Time: ctWall(5 * ctMs), Type: events.TypeListen, Netns: ctNsA, Listener: &events.Listener{
 				Process: ctOwner, Addr: netip.MustParseAddr("::1"), Port: 8080, Netns: ctNsA, Backlog: 4096, V6Only: true, Since: ctWall(5 * ctMs)}},
 		},
@@ -548,8 +555,8 @@ func TestCorrelatorListenEvents(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := NewCorrelator()
-			c.PortOf = tt.portOf
+			c := newTestCorrelator()
+			fake(c).SocketPort = tt.portOf
 			var s ctSink
 			ctFeed(t, c, &s, tt.rec)
 			if len(s.evs) != 1 {
@@ -568,8 +575,8 @@ func TestCorrelatorListenEvents(t *testing.T) {
 // TestCorrelatorAutobindPortFindsRefusals: a listener whose port came from
 // PortOf is indexed under that port.
 func TestCorrelatorAutobindPortFindsRefusals(t *testing.T) {
-	c := NewCorrelator()
-	c.PortOf = func(pid uint32, ino uint64) uint16 { return 39999 }
+	c := newTestCorrelator()
+	fake(c).SocketPort = func(pid uint32, ino uint64) uint16 { return 39999 }
 	var s ctSink
 	ctFeed(t, c, &s,
 		ctListen(5*ctMs, ctNsA, "0.0.0.0:0", 42, ctOwner, 0),
@@ -599,27 +606,27 @@ func TestCorrelatorListenCloseEvents(t *testing.T) {
 	tests := []struct {
 		name     string
 		snapshot map[uint64]events.Listener
-		setup    []*Record
-		close    *Record
+		setup    []*record.Record
+		close    *record.Record
 		want     events.Listener
 	}{
 		{
 			name:  "by owner",
-			setup: []*Record{ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0)},
+			setup: []*record.Record{ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0)},
 			close: ctClose(50*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner),
 			want: events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("127.0.0.1"), Port: 8080, Netns: ctNsA,
 				Backlog: 4096, Since: ctWall(1 * ctMs), ClosedAt: ctWall(50 * ctMs)},
 		},
 		{
 			name:  "by another pid",
-			setup: []*Record{ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0)},
+			setup: []*record.Record{ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0)},
 			close: ctClose(50*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOther),
 			want: events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("127.0.0.1"), Port: 8080, Netns: ctNsA,
 				Backlog: 4096, Since: ctWall(1 * ctMs), ClosedAt: ctWall(50 * ctMs), ClosedBy: &ctOther},
 		},
 		{
 			name:  "exiting with SIGSEGV and core",
-			setup: []*Record{ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0)},
+			setup: []*record.Record{ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0)},
 			close: ctExiting(ctClose(50*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner), 0x8b),
 			want: events.Listener{Process: ctOwner, Addr: netip.MustParseAddr("127.0.0.1"), Port: 8080, Netns: ctNsA,
 				Backlog: 4096, Since: ctWall(1 * ctMs), ClosedAt: ctWall(50 * ctMs), Exit: &events.Exit{Signal: "SIGSEGV", CoreDumped: true}},
@@ -640,7 +647,7 @@ func TestCorrelatorListenCloseEvents(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := NewCorrelator()
+			c := newTestCorrelator()
 			for ino, l := range tt.snapshot {
 				c.AddListener(ino, l)
 			}
@@ -677,8 +684,8 @@ func TestCorrelatorBindHolder(t *testing.T) {
 	}
 	tests := []struct {
 		name       string
-		setup      []*Record
-		fail       *Record // defaults to other failing 0.0.0.0:8080 with EADDRINUSE in nsA
+		setup      []*record.Record
+		fail       *record.Record // defaults to other failing 0.0.0.0:8080 with EADDRINUSE in nsA
 		alive      map[uint64]bool
 		scan       *events.Process // HolderScan result; nil scan func when noScan
 		noScan     bool
@@ -690,13 +697,13 @@ func TestCorrelatorBindHolder(t *testing.T) {
 	}{
 		{
 			name:   "listener holds the port",
-			setup:  []*Record{ctListen(1*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOwner, 0)},
+			setup:  []*record.Record{ctListen(1*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOwner, 0)},
 			errno:  "EADDRINUSE",
 			holder: &ctOwner,
 		},
 		{
 			name:     "listener in another netns is not the holder",
-			setup:    []*Record{ctListen(1*ctMs, ctNsB, "0.0.0.0:8080", 10, ctOwner, 0)},
+			setup:    []*record.Record{ctListen(1*ctMs, ctNsB, "0.0.0.0:8080", 10, ctOwner, 0)},
 			scan:     &ctThird,
 			errno:    "EADDRINUSE",
 			holder:   &ctThird,
@@ -704,7 +711,7 @@ func TestCorrelatorBindHolder(t *testing.T) {
 		},
 		{
 			name:      "bound socket holds the port",
-			setup:     []*Record{ctBind(1*ctMs, ctNsA, "0.0.0.0:8080", 30, ctThird, 0)},
+			setup:     []*record.Record{ctBind(1*ctMs, ctNsA, "0.0.0.0:8080", 30, ctThird, 0)},
 			alive:     map[uint64]bool{30: true},
 			errno:     "EADDRINUSE",
 			holder:    &ctThird,
@@ -715,7 +722,7 @@ func TestCorrelatorBindHolder(t *testing.T) {
 		},
 		{
 			name:       "dead bound socket is forgotten",
-			setup:      []*Record{ctBind(1*ctMs, ctNsA, "0.0.0.0:8080", 30, ctThird, 0)},
+			setup:      []*record.Record{ctBind(1*ctMs, ctNsA, "0.0.0.0:8080", 30, ctThird, 0)},
 			alive:      map[uint64]bool{30: false},
 			errno:      "EADDRINUSE",
 			noScan:     true,
@@ -725,7 +732,7 @@ func TestCorrelatorBindHolder(t *testing.T) {
 		},
 		{
 			name:      "dead bound socket falls back to HolderScan",
-			setup:     []*Record{ctBind(1*ctMs, ctNsA, "0.0.0.0:8080", 30, ctThird, 0)},
+			setup:     []*record.Record{ctBind(1*ctMs, ctNsA, "0.0.0.0:8080", 30, ctThird, 0)},
 			alive:     map[uint64]bool{30: false},
 			scan:      &ctOwner,
 			errno:     "EADDRINUSE",
@@ -735,7 +742,7 @@ func TestCorrelatorBindHolder(t *testing.T) {
 		},
 		{
 			name:     "bound socket in another netns is not the holder",
-			setup:    []*Record{ctBind(1*ctMs, ctNsB, "0.0.0.0:8080", 30, ctThird, 0)},
+			setup:    []*record.Record{ctBind(1*ctMs, ctNsB, "0.0.0.0:8080", 30, ctThird, 0)},
 			alive:    map[uint64]bool{30: true},
 			scan:     &ctOwner,
 			errno:    "EADDRINUSE",
@@ -744,7 +751,7 @@ func TestCorrelatorBindHolder(t *testing.T) {
 		},
 		{
 			name:     "bound socket on another port is not the holder",
-			setup:    []*Record{ctBind(1*ctMs, ctNsA, "0.0.0.0:8081", 30, ctThird, 0)},
+			setup:    []*record.Record{ctBind(1*ctMs, ctNsA, "0.0.0.0:8081", 30, ctThird, 0)},
 			alive:    map[uint64]bool{30: true},
 			noScan:   true,
 			errno:    "EADDRINUSE",
@@ -753,7 +760,7 @@ func TestCorrelatorBindHolder(t *testing.T) {
 		},
 		{
 			name: "bound socket that started listening is a listener, not a bound socket",
-			setup: []*Record{
+			setup: []*record.Record{
 				ctBind(1*ctMs, ctNsA, "0.0.0.0:8080", 30, ctThird, 0),
 				ctListen(2*ctMs, ctNsA, "0.0.0.0:8080", 30, ctThird, 0),
 				ctClose(3*ctMs, ctNsA, "0.0.0.0:8080", 30, ctThird),
@@ -766,7 +773,7 @@ func TestCorrelatorBindHolder(t *testing.T) {
 		},
 		{
 			name:  "a socket's own successful bind does not make it the holder",
-			setup: []*Record{ctBind(1*ctMs, ctNsA, "0.0.0.0:8080", 40, ctOther, 0)},
+			setup: []*record.Record{ctBind(1*ctMs, ctNsA, "0.0.0.0:8080", 40, ctOther, 0)},
 			fail:  ctBind(10*ctMs, ctNsA, "0.0.0.0:8080", 40, ctOther, -98),
 			alive: map[uint64]bool{40: true},
 			scan:  &ctOwner, errno: "EADDRINUSE", holder: &ctOwner,
@@ -801,7 +808,7 @@ func TestCorrelatorBindHolder(t *testing.T) {
 		},
 		{
 			name:   "EADDRNOTAVAIL looks for no holder",
-			setup:  []*Record{ctListen(1*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOwner, 0)},
+			setup:  []*record.Record{ctListen(1*ctMs, ctNsA, "0.0.0.0:8080", 10, ctOwner, 0)},
 			fail:   ctBind(10*ctMs, ctNsA, "192.0.2.1:8080", 40, ctOther, -99),
 			scan:   &ctThird,
 			errno:  "EADDRNOTAVAIL",
@@ -810,11 +817,11 @@ func TestCorrelatorBindHolder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := NewCorrelator()
+			c := newTestCorrelator()
 			var scans []scanCall
 			var alives []aliveCall
 			if !tt.noScan {
-				c.HolderScan = func(pid uint32, port uint16) *events.Process {
+				fake(c).PortHolder = func(pid uint32, port uint16) *events.Process {
 					scans = append(scans, scanCall{pid, port})
 					if tt.scan == nil {
 						return nil
@@ -824,7 +831,7 @@ func TestCorrelatorBindHolder(t *testing.T) {
 				}
 			}
 			if tt.alive != nil {
-				c.Alive = func(pid uint32, ino uint64) bool {
+				fake(c).HasSocket = func(pid uint32, ino uint64) bool {
 					alives = append(alives, aliveCall{pid, ino})
 					return tt.alive[ino]
 				}
@@ -879,7 +886,7 @@ func TestCorrelatorBindHolder(t *testing.T) {
 // TestCorrelatorBindFailedRefusalCarriesHolder: the refusal explained by a
 // failed bind names the holder too.
 func TestCorrelatorBindFailedRefusalCarriesHolder(t *testing.T) {
-	c := NewCorrelator()
+	c := newTestCorrelator()
 	var s ctSink
 	ctFeed(t, c, &s,
 		ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctThird, 0),
@@ -925,7 +932,7 @@ func TestCorrelatorKernelReason(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := NewCorrelator()
+			c := newTestCorrelator()
 			var asked []uint32
 			c.RSTReason = func(v uint32) string {
 				asked = append(asked, v)
@@ -952,7 +959,7 @@ func TestCorrelatorKernelReason(t *testing.T) {
 }
 
 func TestCorrelatorWall(t *testing.T) {
-	c := NewCorrelator()
+	c := newTestCorrelator()
 	base := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	c.Wall = func(ns uint64) time.Time { return base.Add(time.Duration(ns)) }
 	var s ctSink
@@ -967,9 +974,9 @@ func TestCorrelatorWall(t *testing.T) {
 
 // step is one action on a correlator in a sequence test.
 type ctStep struct {
-	rec    *Record // Handle it
-	expire uint64  // else, if nonzero, Expire at this time
-	flush  bool    // else FlushAll
+	rec    *record.Record // Handle it
+	expire uint64         // else, if nonzero, Expire at this time
+	flush  bool           // else FlushAll
 	// emitted is how many refused events must have been emitted in all
 	// after this step.
 	emitted int
@@ -1123,7 +1130,7 @@ func TestCorrelatorClientJoin(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := NewCorrelator()
+			c := newTestCorrelator()
 			c.Hold = tt.hold
 			var s ctSink
 			for i, st := range tt.steps {
@@ -1177,7 +1184,7 @@ func ctCheckRefusals(t *testing.T, got []*events.Event, want []ctRefusal) {
 // is one connection and must give one event with its client, not an event
 // without client plus an "unknown" one claiming a remote host refused.
 func TestCorrelatorClientJoinV4Mapped(t *testing.T) {
-	c := NewCorrelator()
+	c := newTestCorrelator()
 	var s ctSink
 	ctFeed(t, c, &s,
 		ctReset(100*ctMs, ctNsA, "127.0.0.1:40000", "127.0.0.1:8080"),
@@ -1232,7 +1239,7 @@ func TestCorrelatorEmitError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.run(NewCorrelator()); !errors.Is(err, boom) {
+			if err := tt.run(newTestCorrelator()); !errors.Is(err, boom) {
 				t.Errorf("error = %v, want %v", err, boom)
 			}
 		})
@@ -1242,10 +1249,106 @@ func TestCorrelatorEmitError(t *testing.T) {
 // TestCorrelatorUnknownRecordType: a record type the correlator does not
 // know is ignored, but still moves time forward.
 func TestCorrelatorUnknownRecordType(t *testing.T) {
-	c := NewCorrelator()
+	c := newTestCorrelator()
 	var s ctSink
-	ctFeed(t, c, &s, ctReset(1*ctMs, ctNsA, "127.0.0.1:1", "127.0.0.1:2"), &Record{Type: 99, Ts: 1000 * ctMs})
+	ctFeed(t, c, &s, ctReset(1*ctMs, ctNsA, "127.0.0.1:1", "127.0.0.1:2"), &record.Record{Type: 99, Ts: 1000 * ctMs})
 	if len(s.evs) != 1 || s.evs[0].Type != events.TypeRefused {
 		t.Fatalf("events = %+v, want the expired refusal only", s.evs)
 	}
 }
+
+// FuzzCorrelatorHandle feeds arbitrary decoded records to a correlator: it
+// must never panic, and every event it emits is well formed.
+func FuzzCorrelatorHandle(f *testing.F) {
+	var seed []byte
+	for _, r := range []*record.Record{
+		ctListen(1, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0),
+		ctBind(2, ctNsA, "127.0.0.1:8080", 11, ctOther, -98),
+		ctClose(3, ctNsA, "127.0.0.1:8080", 10, ctOwner),
+		ctReset(4, ctNsA, "127.0.0.1:40000", "127.0.0.1:8080"),
+		ctClient(5, ctNsA, "127.0.0.1:40000", "127.0.0.1:8080", &ctClientProc),
+		ctReset(6, ctNsA, "[::1]:40000", "[::1]:8080"),
+	} {
+		seed = append(seed, unsafe.Slice((*byte)(unsafe.Pointer(r)), record.Size)...)
+	}
+	f.Add(seed)
+	f.Add(bytes.Repeat([]byte{0xff}, 3*record.Size))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := newTestCorrelator()
+		fake(c).PortHolder = func(uint32, uint16) *events.Process { return nil }
+		fake(c).HasSocket = func(pid uint32, ino uint64) bool { return pid%2 == 0 }
+		fake(c).SocketPort = func(uint32, uint64) uint16 { return 1 }
+		check := func(e *events.Event) error {
+			if e == nil || e.Type == "" {
+				t.Fatalf("emitted %+v", e)
+			}
+			if e.Type == events.TypeRefused && (e.Src == nil || e.Dst == nil || e.Cause == "" || e.Explanation == "") {
+				t.Fatalf("malformed refusal %+v", e)
+			}
+			return nil
+		}
+		for len(data) >= record.Size {
+			var r record.Record
+			if record.Decode(data[:record.Size], &r) == nil {
+				if err := c.Handle(&r, check); err != nil {
+					t.Fatal(err)
+				}
+			}
+			data = data[record.Size:]
+		}
+		if err := c.FlushAll(check); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// fakeHost answers the correlator's host lookups with the functions a
+// test sets; an unset one finds nothing (a socket is assumed alive).
+type fakeHost struct {
+	PortHolder  func(pid uint32, port uint16) *events.Process
+	HasSocket   func(pid uint32, ino uint64) bool
+	SocketPort  func(pid uint32, ino uint64) uint16
+	SocketOwner func(ino uint64) *events.Process
+}
+
+func (h *fakeHost) portHolder(pid uint32, port uint16) *events.Process {
+	if h.PortHolder == nil {
+		return nil
+	}
+	return h.PortHolder(pid, port)
+}
+
+type fakeHostAdapter struct{ h *fakeHost }
+
+func (a fakeHostAdapter) PortHolder(pid uint32, port uint16) *events.Process {
+	return a.h.portHolder(pid, port)
+}
+
+func (a fakeHostAdapter) HasSocket(pid uint32, ino uint64) bool {
+	if a.h.HasSocket == nil {
+		return true
+	}
+	return a.h.HasSocket(pid, ino)
+}
+
+func (a fakeHostAdapter) SocketPort(pid uint32, ino uint64) uint16 {
+	if a.h.SocketPort == nil {
+		return 0
+	}
+	return a.h.SocketPort(pid, ino)
+}
+
+func (a fakeHostAdapter) SocketOwner(ino uint64) *events.Process {
+	if a.h.SocketOwner == nil {
+		return nil
+	}
+	return a.h.SocketOwner(ino)
+}
+
+// newTestCorrelator is a correlator whose host lookups a test sets with
+// fake(c).
+func newTestCorrelator() *Correlator {
+	return New(fakeHostAdapter{&fakeHost{}})
+}
+
+func fake(c *Correlator) *fakeHost { return c.Host.(fakeHostAdapter).h }

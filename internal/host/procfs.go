@@ -1,4 +1,9 @@
-package tracer
+// Package host reads the host's own state: /proc (the sockets and their
+// owners, as `ss -ltnp` does), network namespaces (entered once with setns),
+// their TcpExt counters and sock_diag listener dumps. Nothing here runs per
+// record on the hot path: the start-up snapshot, the overflow poller and the
+// rare lookups a record cannot answer.
+package host
 
 import (
 	"bufio"
@@ -254,3 +259,32 @@ func procHasSocket(proc string, pid uint32, ino uint64) bool {
 	}
 	return false
 }
+
+// Procfs answers the correlator's host lookups from a procfs mount.
+type Procfs struct {
+	// Root is where procfs is mounted ("/proc").
+	Root string
+}
+
+// PortHolder finds the process holding local TCP port in the netns of pid.
+func (p Procfs) PortHolder(pid uint32, port uint16) *events.Process {
+	return procHolder(p.Root, pid, port)
+}
+
+// HasSocket reports whether pid still has socket inode ino open.
+func (p Procfs) HasSocket(pid uint32, ino uint64) bool { return procHasSocket(p.Root, pid, ino) }
+
+// SocketPort finds the local port of socket inode ino in the netns of pid.
+func (p Procfs) SocketPort(pid uint32, ino uint64) uint16 { return procPortOf(p.Root, pid, ino) }
+
+// SocketOwner finds the process holding socket inode ino: a walk of every
+// process's descriptors, so only for what no record says.
+func (p Procfs) SocketOwner(ino uint64) *events.Process {
+	if o, ok := socketOwners(p.Root, map[uint64]bool{ino: true})[ino]; ok {
+		return &o
+	}
+	return nil
+}
+
+// Netns is the inode of the network namespace of process pid ("self").
+func (p Procfs) Netns(pid string) (uint32, error) { return nsInode(p.Root, pid) }

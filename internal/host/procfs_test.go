@@ -1,4 +1,4 @@
-package tracer
+package host
 
 import (
 	"cmp"
@@ -9,8 +9,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/internal/correlate"
+	"github.com/rsttrace/rsttrace/internal/record"
 )
 
 // /proc/net/tcp and tcp6 as Linux 6.x prints them.
@@ -288,22 +291,25 @@ func TestSnapshotFeedsCorrelator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := NewCorrelator()
+	c := correlate.New(nil)
 	for _, l := range snap {
 		c.AddListener(l.Ino, l.Listener)
 	}
 	if c.Listeners() != len(snap) {
 		t.Fatalf("Listeners() = %d, want %d", c.Listeners(), len(snap))
 	}
-	var s ctSink
-	r := ctClose(1, ptNetnsHost, "127.0.0.1:8080", 12345, events.Process{Pid: 200, Comm: "sshd"})
-	if err := c.Handle(r, s.emit); err != nil {
+	var evs []*events.Event
+	r := &record.Record{Type: record.ListenClose, Ts: 1, Netns: ptNetnsHost, Family: record.AFInet, Dport: 8080, Ino: 12345}
+	copy(r.Daddr[:], []byte{127, 0, 0, 1})
+	r.Proc.Pid = 200
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&r.Proc.Comm[0])), 16), "sshd")
+	if err := c.Handle(r, func(e *events.Event) error { evs = append(evs, e); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if len(s.evs) != 1 || s.evs[0].Listener == nil {
-		t.Fatalf("events = %+v", s.evs)
+	if len(evs) != 1 || evs[0].Listener == nil {
+		t.Fatalf("events = %+v", evs)
 	}
-	l := s.evs[0].Listener
+	l := evs[0].Listener
 	if l.Process != (events.Process{Pid: 100, Comm: "nginx"}) || l.ClosedBy == nil || l.ClosedBy.Pid != 200 {
 		t.Errorf("listen_close listener = %+v closed by %v, want nginx (pid 100) closed by pid 200", l, l.ClosedBy)
 	}

@@ -1,4 +1,4 @@
-package tracer
+package host
 
 import (
 	"encoding/binary"
@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rsttrace/rsttrace/internal/correlate"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,15 +21,15 @@ import (
 // to the namespace they were opened in: the poller enters a namespace once,
 // opens them, and reads them from anywhere afterwards.
 
-// nsFiles is what the poller keeps open for one network namespace.
-type nsFiles struct {
+// NetnsFiles is what the poller keeps open for one network namespace.
+type NetnsFiles struct {
 	netstat   *os.File // /proc/thread-self/net/netstat
 	somaxconn *os.File // /proc/sys/net/core/somaxconn
 	cookies   *os.File // /proc/sys/net/ipv4/tcp_syncookies
 	diag      int      // NETLINK_SOCK_DIAG socket
 }
 
-func (f *nsFiles) Close() error {
+func (f *NetnsFiles) Close() error {
 	var errs []error
 	for _, c := range []*os.File{f.netstat, f.somaxconn, f.cookies} {
 		if c != nil {
@@ -42,9 +43,9 @@ func (f *nsFiles) Close() error {
 	return errors.Join(errs...)
 }
 
-// openNetns opens the handles of the network namespace of process pid,
+// OpenNetns opens the handles of the network namespace of process pid,
 // which must be netns (the inode): a pid can move or be reused.
-func openNetns(proc string, pid, netns uint32) (*nsFiles, error) {
+func OpenNetns(proc string, pid, netns uint32) (*NetnsFiles, error) {
 	target, err := os.Open(fmt.Sprintf("%s/%d/ns/net", proc, pid))
 	if err != nil {
 		return nil, err
@@ -58,7 +59,7 @@ func openNetns(proc string, pid, netns uint32) (*nsFiles, error) {
 		return nil, fmt.Errorf("process %d is no longer in netns %d", pid, netns)
 	}
 	type result struct {
-		f   *nsFiles
+		f   *NetnsFiles
 		err error
 	}
 	done := make(chan result, 1)
@@ -94,8 +95,8 @@ func openNetns(proc string, pid, netns uint32) (*nsFiles, error) {
 }
 
 // openHere opens the handles of the calling thread's network namespace.
-func openHere() (*nsFiles, error) {
-	f := &nsFiles{diag: -1}
+func openHere() (*NetnsFiles, error) {
+	f := &NetnsFiles{diag: -1}
 	var err error
 	if f.netstat, err = os.Open("/proc/thread-self/net/netstat"); err != nil {
 		return nil, err
@@ -110,39 +111,34 @@ func openHere() (*nsFiles, error) {
 	return f, nil
 }
 
-// listenCounters are the namespace's TcpExt counters the poller needs.
-type listenCounters struct {
-	drops, overflows uint64
-}
-
-// counters reads TcpExtListenDrops and TcpExtListenOverflows.
-func (f *nsFiles) counters() (listenCounters, error) {
+// Counters reads TcpExtListenDrops and TcpExtListenOverflows.
+func (f *NetnsFiles) Counters() (correlate.ListenCounters, error) {
 	buf := make([]byte, 8192)
 	n, err := f.netstat.ReadAt(buf, 0)
 	if n == 0 && err != nil {
-		return listenCounters{}, err
+		return correlate.ListenCounters{}, err
 	}
-	return parseNetstat(buf[:n])
+	return ParseNetstat(buf[:n])
 }
 
-// parseNetstat finds ListenOverflows and ListenDrops in the TcpExt lines
+// ParseNetstat finds ListenOverflows and ListenDrops in the TcpExt lines
 // of /proc/net/netstat (a header line of names, then a line of values).
-func parseNetstat(b []byte) (listenCounters, error) {
+func ParseNetstat(b []byte) (correlate.ListenCounters, error) {
 	lines := strings.Split(string(b), "\n")
 	for i := 0; i+1 < len(lines); i++ {
 		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
 		if len(names) == 0 || names[0] != "TcpExt:" || len(values) != len(names) || values[0] != "TcpExt:" {
 			continue
 		}
-		var c listenCounters
+		var c correlate.ListenCounters
 		found := 0
 		for j := 1; j < len(names); j++ {
 			var dst *uint64
 			switch names[j] {
 			case "ListenDrops":
-				dst = &c.drops
+				dst = &c.Drops
 			case "ListenOverflows":
-				dst = &c.overflows
+				dst = &c.Overflows
 			default:
 				continue
 			}
@@ -158,10 +154,10 @@ func parseNetstat(b []byte) (listenCounters, error) {
 		}
 		return c, nil
 	}
-	return listenCounters{}, errors.New("netstat: no TcpExt lines")
+	return correlate.ListenCounters{}, errors.New("netstat: no TcpExt lines")
 }
 
-func (f *nsFiles) sysctls() (somaxconn, syncookies int) {
+func (f *NetnsFiles) Sysctls() (somaxconn, syncookies int) {
 	return sysctl(f.somaxconn), sysctl(f.cookies)
 }
 
@@ -179,15 +175,6 @@ func sysctl(f *os.File) int {
 	return v
 }
 
-// diagListener is one listening socket as sock_diag reports it.
-type diagListener struct {
-	local   netip.AddrPort
-	ino     uint64
-	queued  uint32 // accept queue length (sk_ack_backlog)
-	backlog uint32 // sk_max_ack_backlog
-	drops   uint32 // sk_drops (SK_MEMINFO_DROPS)
-}
-
 // sock_diag wire format (linux/inet_diag.h, linux/sock_diag.h).
 const (
 	sizeofInetDiagReqV2 = 56
@@ -196,9 +183,9 @@ const (
 	tcpListenState      = 10
 )
 
-// listeners dumps the namespace's TCP listeners with their drop counters.
-func (f *nsFiles) listeners() ([]diagListener, error) {
-	var out []diagListener
+// Listeners dumps the namespace's TCP listeners with their drop counters.
+func (f *NetnsFiles) Listeners() ([]correlate.QueueListener, error) {
+	var out []correlate.QueueListener
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		ls, err := diagDump(f.diag, fam)
 		if err != nil {
@@ -209,7 +196,7 @@ func (f *nsFiles) listeners() ([]diagListener, error) {
 	return out, nil
 }
 
-func diagDump(fd int, family uint8) ([]diagListener, error) {
+func diagDump(fd int, family uint8) ([]correlate.QueueListener, error) {
 	req := make([]byte, unix.NLMSG_HDRLEN+sizeofInetDiagReqV2)
 	ne := binary.NativeEndian
 	ne.PutUint32(req[0:], uint32(len(req)))
@@ -225,7 +212,7 @@ func diagDump(fd int, family uint8) ([]diagListener, error) {
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("sock_diag request: %w", err)
 	}
-	var out []diagListener
+	var out []correlate.QueueListener
 	buf := make([]byte, 64<<10)
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
@@ -248,7 +235,7 @@ func diagDump(fd int, family uint8) ([]diagListener, error) {
 
 // parseDiag parses one datagram of a sock_diag dump reply; done is set at
 // NLMSG_DONE.
-func parseDiag(b []byte) (out []diagListener, done bool, err error) {
+func parseDiag(b []byte) (out []correlate.QueueListener, done bool, err error) {
 	ne := binary.NativeEndian
 	for len(b) >= unix.NLMSG_HDRLEN {
 		l := int(ne.Uint32(b[0:]))
@@ -282,8 +269,8 @@ func parseDiag(b []byte) (out []diagListener, done bool, err error) {
 }
 
 // parseDiagMsg decodes struct inet_diag_msg and its SKMEMINFO attribute.
-func parseDiagMsg(m []byte) (diagListener, bool) {
-	var d diagListener
+func parseDiagMsg(m []byte) (correlate.QueueListener, bool) {
+	var d correlate.QueueListener
 	if len(m) < sizeofInetDiagMsg {
 		return d, false
 	}
@@ -302,10 +289,10 @@ func parseDiagMsg(m []byte) (diagListener, bool) {
 	default:
 		return d, false
 	}
-	d.local = netip.AddrPortFrom(a, port)
-	d.queued = ne.Uint32(m[56:])  // idiag_rqueue: sk_ack_backlog for listeners
-	d.backlog = ne.Uint32(m[60:]) // idiag_wqueue: sk_max_ack_backlog
-	d.ino = uint64(ne.Uint32(m[68:]))
+	d.Local = netip.AddrPortFrom(a, port)
+	d.Queued = ne.Uint32(m[56:])  // idiag_rqueue: sk_ack_backlog for listeners
+	d.Backlog = ne.Uint32(m[60:]) // idiag_wqueue: sk_max_ack_backlog
+	d.Ino = uint64(ne.Uint32(m[68:]))
 	attrs := m[sizeofInetDiagMsg:]
 	for len(attrs) >= 4 {
 		al := int(ne.Uint16(attrs[0:]))
@@ -316,7 +303,7 @@ func parseDiagMsg(m []byte) (diagListener, bool) {
 		if at == inetDiagSkmeminfo {
 			v := attrs[4:al]
 			if off := unix.SK_MEMINFO_DROPS * 4; len(v) >= off+4 {
-				d.drops = ne.Uint32(v[off:])
+				d.Drops = ne.Uint32(v[off:])
 			}
 		}
 		adv := (al + 3) &^ 3

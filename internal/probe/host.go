@@ -1,4 +1,4 @@
-package tracer
+package probe
 
 import (
 	"errors"
@@ -36,9 +36,9 @@ func CheckHost() error {
 
 const tracefsMagic = 0x74726163
 
-// ensureTracefs mounts tracefs at /sys/kernel/tracing when no tracefs is
+// EnsureTracefs mounts tracefs at /sys/kernel/tracing when no tracefs is
 // mounted: syscall tracepoints (bind errors) are attached through it.
-func ensureTracefs(log *slog.Logger) error {
+func EnsureTracefs(log *slog.Logger) error {
 	for _, p := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
 		var st unix.Statfs_t
 		if unix.Statfs(p, &st) == nil && st.Type == tracefsMagic {

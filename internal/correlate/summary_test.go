@@ -1,4 +1,4 @@
-package tracer
+package correlate
 
 import (
 	"net/netip"
@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/internal/record"
 )
 
-func sumKey(netns uint32, ap string) summaryKey {
+func sumKey(netns uint32, ap string) SummaryKey {
 	a := netip.MustParseAddrPort(ap)
-	k := summaryKey{Netns: netns, Dport: a.Port(), Family: afInet6}
+	k := SummaryKey{Netns: netns, Dport: a.Port(), Family: record.AFInet6}
 	if a.Addr().Is4() {
-		k.Family = afInet
+		k.Family = record.AFInet
 		b := a.Addr().As4()
 		copy(k.Daddr[:], b[:])
 	} else {
@@ -25,21 +26,21 @@ func sumKey(netns uint32, ap string) summaryKey {
 // The counters are cumulative: each update writes what moved since the
 // last one, classified as a refusal to that destination would be.
 func TestSummarizer(t *testing.T) {
-	c := NewCorrelator()
+	c := newTestCorrelator()
 	c.Wall = ctWall
-	c.x5.remoteKnown = true
+	c.SeesLocalAnswers = true
 	s := &ctSink{}
 	ctFeed(t, c, s,
 		ctListen(1*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner, 0),
 		ctClose(2*ctMs, ctNsA, "127.0.0.1:8080", 10, ctOwner))
 	t0 := time.Unix(100, 0)
-	sum := newSummarizer(false, t0)
+	sum := NewSummarizer(false, t0)
 	closed, nothing, remote := sumKey(ctNsA, "127.0.0.1:8080"), sumKey(ctNsA, "[::1]:9"), sumKey(ctNsA, "10.1.2.3:443")
-	keys := []summaryKey{closed, nothing, remote}
+	keys := []SummaryKey{closed, nothing, remote}
 
 	var got []*events.Event
 	emit := func(e *events.Event) error { got = append(got, e); return nil }
-	if err := sum.update(c, keys, []summaryVal{{Server: 700, Client: 700}, {Server: 5, Client: 5}, {Client: 3}}, t0.Add(time.Second), emit); err != nil {
+	if err := sum.Update(c, keys, []SummaryCount{{Server: 700, Client: 700}, {Server: 5, Client: 5}, {Client: 3}}, t0.Add(time.Second), emit); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 3 {
@@ -66,7 +67,7 @@ func TestSummarizer(t *testing.T) {
 
 	// Only what moved, by how much.
 	got = nil
-	if err := sum.update(c, keys, []summaryVal{{Server: 750, Client: 750}, {Server: 5, Client: 5}, {Client: 3}}, t0.Add(3*time.Second), emit); err != nil {
+	if err := sum.Update(c, keys, []SummaryCount{{Server: 750, Client: 750}, {Server: 5, Client: 5}, {Client: 3}}, t0.Add(3*time.Second), emit); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 1 || got[0].Refusals != 50 || got[0].IntervalMs != 2000 {

@@ -1,8 +1,9 @@
-package tracer
+package correlate
 
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/rsttrace/rsttrace/events"
@@ -31,40 +32,54 @@ import (
 // DefaultOverflowInterval is how often listen-queue overflow is reported.
 const DefaultOverflowInterval = time.Second
 
-// stageCounts are one listener's per-packet counts (struct listen_stats).
-type stageCounts struct {
-	synAcceptQ, synReqQ, finalAck uint64
-	lastAccept                    uint64 // CLOCK_MONOTONIC ns, 0 if never seen
+// StageCounts are one listener's per-packet counts (struct listen_stats).
+type StageCounts struct {
+	SynAcceptQ, SynReqQ, FinalAck uint64
+	LastAccept                    uint64 // CLOCK_MONOTONIC ns, 0 if never seen
 }
 
-// overflowSource is what the poller needs from the rest of the tracer;
+// ListenCounters are a namespace's TcpExt counters of listen drops.
+type ListenCounters struct {
+	Drops, Overflows uint64
+}
+
+// QueueListener is one listening socket as sock_diag reports it.
+type QueueListener struct {
+	Local   netip.AddrPort
+	Ino     uint64
+	Queued  uint32 // accept queue length (sk_ack_backlog)
+	Backlog uint32 // sk_max_ack_backlog
+	Drops   uint32 // sk_drops (SK_MEMINFO_DROPS)
+}
+
+// NetnsSource is what the poller needs from the host and the kernel;
 // tests substitute it.
-type overflowSource interface {
-	// open returns the handles of netns, entered through process pid.
-	open(pid, netns uint32) (nsHandle, error)
-	// stages returns the per-packet counts of listener ino.
-	stages(ino uint64) stageCounts
+type NetnsSource interface {
+	// Open returns the handles of netns, entered through process pid.
+	Open(pid, netns uint32) (Netns, error)
+	// Stages returns the per-packet counts of listener ino.
+	Stages(ino uint64) StageCounts
 }
 
-// nsHandle is one namespace's counters and listener dump.
-type nsHandle interface {
-	counters() (listenCounters, error)
-	listeners() ([]diagListener, error)
-	sysctls() (somaxconn, syncookies int)
+// Netns is one namespace's counters and listener dump.
+type Netns interface {
+	Counters() (ListenCounters, error)
+	Listeners() ([]QueueListener, error)
+	Sysctls() (somaxconn, syncookies int)
 	Close() error
 }
 
 type watchedNetns struct {
-	h       nsHandle
-	last    listenCounters
+	h       Netns
+	last    ListenCounters
 	skDrops map[uint64]uint32      // listener inode -> sk_drops at the last dump
-	stages  map[uint64]stageCounts // listener inode -> per-packet counts at the last poll
+	stages  map[uint64]StageCounts // listener inode -> per-packet counts at the last poll
 	retired bool                   // poll once more, then let go
 }
 
-// overflowPoller turns counter movements into listen_overflow events.
-type overflowPoller struct {
-	src      overflowSource
+// OverflowPoller turns counter movements into listen_overflow events.
+type OverflowPoller struct {
+	src      NetnsSource
 	log      *slog.Logger
 	perSYN   bool // a per-packet hook sees SYN drops
 	perFinal bool // a per-packet hook sees final-ACK drops
@@ -74,17 +89,17 @@ type overflowPoller struct {
 	lastPoll time.Time
 }
 
-func newOverflowPoller(src overflowSource, log *slog.Logger, perSYN, perFinal bool) *overflowPoller {
-	return &overflowPoller{
+func NewOverflowPoller(src NetnsSource, log *slog.Logger, perSYN, perFinal bool) *OverflowPoller {
+	return &OverflowPoller{
 		src: src, log: log, perSYN: perSYN, perFinal: perFinal,
 		ns: map[uint32]*watchedNetns{}, failed: map[uint32]bool{}, keep: map[uint32]bool{},
 	}
 }
 
-// watch starts polling netns (entered through process pid), taking its
+// Watch starts polling netns (entered through process pid), taking its
 // counters now as the baseline. Watching an already watched or
 // unreachable namespace does nothing.
-func (p *overflowPoller) watch(netns, pid uint32) {
+func (p *OverflowPoller) Watch(netns, pid uint32) {
 	if w, ok := p.ns[netns]; ok {
 		w.retired = false
 		return
@@ -92,7 +107,7 @@ func (p *overflowPoller) watch(netns, pid uint32) {
 	if netns == 0 || pid == 0 {
 		return
 	}
-	h, err := p.src.open(pid, netns)
+	h, err := p.src.Open(pid, netns)
 	if err != nil {
 		if !p.failed[netns] {
 			p.failed[netns] = true
@@ -100,25 +115,25 @@ func (p *overflowPoller) watch(netns, pid uint32) {
 		}
 		return
 	}
-	w := &watchedNetns{h: h, skDrops: map[uint64]uint32{}, stages: map[uint64]stageCounts{}}
-	if w.last, err = h.counters(); err != nil {
+	w := &watchedNetns{h: h, skDrops: map[uint64]uint32{}, stages: map[uint64]StageCounts{}}
+	if w.last, err = h.Counters(); err != nil {
 		p.log.Warn("reading listen counters", "netns", netns, "error", err)
 		h.Close()
 		return
 	}
-	if ls, err := h.listeners(); err == nil {
+	if ls, err := h.Listeners(); err == nil {
 		for _, l := range ls {
-			w.skDrops[l.ino] = l.drops
-			w.stages[l.ino] = p.src.stages(l.ino)
+			w.skDrops[l.Ino] = l.Drops
+			w.stages[l.Ino] = p.src.Stages(l.Ino)
 		}
 	}
 	delete(p.failed, netns)
 	p.ns[netns] = w
 }
 
-// retire polls netns one last time at the next poll, then unwatches it,
+// Retire polls netns one last time at the next poll, then unwatches it,
 // unless a listener appears in it before.
-func (p *overflowPoller) retire(netns uint32) {
+func (p *OverflowPoller) Retire(netns uint32) {
 	if w, ok := p.ns[netns]; ok && !p.keep[netns] {
 		w.retired = true
 	}
@@ -126,29 +141,41 @@ func (p *overflowPoller) retire(netns uint32) {
 
 // unwatch stops polling netns and releases its handles (which would keep
 // a namespace alive after its last process is gone).
-func (p *overflowPoller) unwatch(netns uint32) {
+func (p *OverflowPoller) unwatch(netns uint32) {
 	if w, ok := p.ns[netns]; ok {
 		w.h.Close()
 		delete(p.ns, netns)
 	}
 }
 
+// Keep watches netns for good: it is never retired (the tracer's own).
+func (p *OverflowPoller) Keep(netns uint32) { p.keep[netns] = true }
+
+// Due reports whether interval has passed since the last Poll (or since
+// Start).
+func (p *OverflowPoller) Due(now time.Time, interval time.Duration) bool {
+	return now.Sub(p.lastPoll) >= interval
+}
+
+// Start sets the time the first interval is counted from.
+func (p *OverflowPoller) Start(now time.Time) { p.lastPoll = now }
+
 // Close releases every namespace.
-func (p *overflowPoller) Close() {
+func (p *OverflowPoller) Close() {
 	for n := range p.ns {
 		p.unwatch(n)
 	}
 }
 
-// listenerInfo names a listener by inode: owner, address, since when,
+// ListenerInfo names a listener by inode: owner, address, since when,
 // backlog requested. ok is false when the tracer does not know it.
-type listenerInfo func(ino uint64) (events.Listener, bool)
+type ListenerInfo func(ino uint64) (events.Listener, bool)
 
-// poll compares every namespace's counters with the last poll and emits a
+// Poll compares every namespace's counters with the last poll and emits a
 // listen_overflow event for every listener that dropped connections.
 // mono is the CLOCK_MONOTONIC time in ns (for accept idleness), now the
 // wall time of the events.
-func (p *overflowPoller) poll(now time.Time, mono uint64, info listenerInfo, emit func(*events.Event) error) error {
+func (p *OverflowPoller) Poll(now time.Time, mono uint64, info ListenerInfo, emit func(*events.Event) error) error {
 	interval := time.Duration(0)
 	if !p.lastPoll.IsZero() {
 		interval = now.Sub(p.lastPoll)
@@ -158,17 +185,17 @@ func (p *overflowPoller) poll(now time.Time, mono uint64, info listenerInfo, emi
 		if w.retired {
 			defer p.unwatch(netns)
 		}
-		c, err := w.h.counters()
+		c, err := w.h.Counters()
 		if err != nil {
 			p.log.Warn("reading listen counters", "netns", netns, "error", err)
 			continue
 		}
-		d := listenCounters{drops: c.drops - w.last.drops, overflows: c.overflows - w.last.overflows}
+		d := ListenCounters{Drops: c.Drops - w.last.Drops, Overflows: c.Overflows - w.last.Overflows}
 		w.last = c
-		if d.drops == 0 {
+		if d.Drops == 0 {
 			continue
 		}
-		ls, err := w.h.listeners()
+		ls, err := w.h.Listeners()
 		if err != nil {
 			p.log.Warn("dumping listeners", "netns", netns, "error", err)
 			ls = nil
@@ -184,36 +211,36 @@ func (p *overflowPoller) poll(now time.Time, mono uint64, info listenerInfo, emi
 
 // share is one listener's part of a namespace's drops.
 type share struct {
-	l      diagListener
+	l      QueueListener
 	weight uint64
-	stages stageCounts // per-packet counts in this interval
+	stages StageCounts // per-packet counts in this interval
 	drops  uint64      // its part of ListenDrops
 	ovf    uint64      // its part of ListenOverflows
 }
 
 // attribute splits one namespace's counter deltas between its listeners
 // and builds their events. The parts always add up to the deltas.
-func (p *overflowPoller) attribute(netns uint32, w *watchedNetns, d listenCounters, ls []diagListener,
-	now time.Time, interval time.Duration, mono uint64, info listenerInfo) []*events.Event {
+func (p *OverflowPoller) attribute(netns uint32, w *watchedNetns, d ListenCounters, ls []QueueListener,
+	now time.Time, interval time.Duration, mono uint64, info ListenerInfo) []*events.Event {
 	shares := make([]share, 0, len(ls))
 	skDrops := make(map[uint64]uint32, len(ls))
-	stages := make(map[uint64]stageCounts, len(ls))
+	stages := make(map[uint64]StageCounts, len(ls))
 	for _, l := range ls {
-		skDrops[l.ino] = l.drops
-		cur := p.src.stages(l.ino)
-		stages[l.ino] = cur
-		prev := w.stages[l.ino]
-		s := share{l: l, stages: stageCounts{
-			synAcceptQ: cur.synAcceptQ - prev.synAcceptQ,
-			synReqQ:    cur.synReqQ - prev.synReqQ,
-			finalAck:   cur.finalAck - prev.finalAck,
-			lastAccept: cur.lastAccept,
+		skDrops[l.Ino] = l.Drops
+		cur := p.src.Stages(l.Ino)
+		stages[l.Ino] = cur
+		prev := w.stages[l.Ino]
+		s := share{l: l, stages: StageCounts{
+			SynAcceptQ: cur.SynAcceptQ - prev.SynAcceptQ,
+			SynReqQ:    cur.SynReqQ - prev.SynReqQ,
+			FinalAck:   cur.FinalAck - prev.FinalAck,
+			LastAccept: cur.LastAccept,
 		}}
 		// A listener new since the last dump started from zero.
-		moved := uint64(l.drops - w.skDrops[l.ino])
+		moved := uint64(l.Drops - w.skDrops[l.Ino])
 		// A dropped final ACK moves sk_drops twice (tcp_listendrop, then
 		// the discard path): count it once.
-		if f := s.stages.finalAck; moved > f {
+		if f := s.stages.FinalAck; moved > f {
 			moved -= f
 		}
 		s.weight = moved
@@ -228,7 +255,7 @@ func (p *overflowPoller) attribute(netns uint32, w *watchedNetns, d listenCounte
 	if total == 0 { // no sk_drops moved: fall back to what the hooks saw
 		for i := range shares {
 			st := shares[i].stages
-			shares[i].weight = st.synAcceptQ + st.synReqQ + st.finalAck
+			shares[i].weight = st.SynAcceptQ + st.SynReqQ + st.FinalAck
 			total += shares[i].weight
 		}
 	}
@@ -238,21 +265,21 @@ func (p *overflowPoller) attribute(netns uint32, w *watchedNetns, d listenCounte
 		// listener closed since the last poll, for example.
 		out = append(out, &events.Event{
 			Time: now, Type: events.TypeListenOverflow, Netns: netns, Cause: events.CauseBacklogFull,
-			Dropped:    &events.Drops{Total: d.drops, SynAcceptQueueFull: 0, Other: d.drops},
+			Dropped:    &events.Drops{Total: d.Drops, SynAcceptQueueFull: 0, Other: d.Drops},
 			IntervalMs: interval.Milliseconds(),
 			Explanation: fmt.Sprintf("the kernel dropped %d connection attempts at full listen queues in netns %d (TcpExtListenDrops), "+
-				"but no remaining listener's drop counter moved: the listener was closed since", d.drops, netns),
+				"but no remaining listener's drop counter moved: the listener was closed since", d.Drops, netns),
 		})
 		return out
 	}
-	split(shares, d.drops, func(s *share) *uint64 { return &s.drops })
-	split(shares, d.overflows, func(s *share) *uint64 { return &s.ovf })
+	split(shares, d.Drops, func(s *share) *uint64 { return &s.drops })
+	split(shares, d.Overflows, func(s *share) *uint64 { return &s.ovf })
 
 	sysctlsRead, somaxconn, cookies := false, -1, -1
 	readSysctls := func() {
 		if !sysctlsRead {
 			sysctlsRead = true
-			somaxconn, cookies = w.h.sysctls()
+			somaxconn, cookies = w.h.Sysctls()
 		}
 	}
 	for i := range shares {
@@ -261,21 +288,21 @@ func (p *overflowPoller) attribute(netns uint32, w *watchedNetns, d listenCounte
 			continue
 		}
 		dr := p.stagesOf(s, func() bool { readSysctls(); return cookies == 0 })
-		l, known := info(s.l.ino)
+		l, known := info(s.l.Ino)
 		if !known {
 			l = events.Listener{Netns: netns}
 		}
-		l.Addr, l.Port, l.Netns = s.l.local.Addr(), s.l.local.Port(), netns
-		l.Backlog = s.l.backlog
-		q := s.l.queued
+		l.Addr, l.Port, l.Netns = s.l.Local.Addr(), s.l.Local.Port(), netns
+		l.Backlog = s.l.Backlog
+		q := s.l.Queued
 		l.Queued = &q
 		ev := &events.Event{
 			Time: now, Type: events.TypeListenOverflow, Netns: netns, Cause: events.CauseBacklogFull,
 			Listener: &l, Dropped: dr, IntervalMs: interval.Milliseconds(),
 		}
 		switch {
-		case s.stages.lastAccept != 0 && mono > s.stages.lastAccept:
-			idle := int64(time.Duration(mono - s.stages.lastAccept).Milliseconds())
+		case s.stages.LastAccept != 0 && mono > s.stages.LastAccept:
+			idle := int64(time.Duration(mono - s.stages.LastAccept).Milliseconds())
 			ev.AcceptIdleMs = &idle
 		case !l.Since.IsZero():
 			// Not one accept() since it started listening.
@@ -301,7 +328,7 @@ func (p *overflowPoller) attribute(netns uint32, w *watchedNetns, d listenCounte
 // queue full); the rest is SYN-queue drops when syncookies are off (the
 // only listen drop that does not overflow the accept queue, bar memory
 // failures), else "other".
-func (p *overflowPoller) stagesOf(s *share, noCookies func() bool) *events.Drops {
+func (p *OverflowPoller) stagesOf(s *share, noCookies func() bool) *events.Drops {
 	dr := &events.Drops{Total: s.drops}
 	left := s.drops
 	take := func(n uint64) uint64 {
@@ -309,10 +336,10 @@ func (p *overflowPoller) stagesOf(s *share, noCookies func() bool) *events.Drops
 		left -= n
 		return n
 	}
-	dr.FinalAck = take(s.stages.finalAck)
+	dr.FinalAck = take(s.stages.FinalAck)
 	if p.perSYN {
-		dr.SynAcceptQueueFull = take(s.stages.synAcceptQ)
-		dr.SynQueueFull = take(s.stages.synReqQ)
+		dr.SynAcceptQueueFull = take(s.stages.SynAcceptQ)
+		dr.SynQueueFull = take(s.stages.SynReqQ)
 	} else {
 		// Accept-queue drops not seen as final ACKs were SYNs.
 		acc := s.ovf

@@ -1,8 +1,10 @@
-package tracer
+package correlate
 
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/rsttrace/rsttrace/internal/record"
 )
 
 // TestCommCache: the cache returns what commString returns, whatever was
@@ -16,7 +18,7 @@ func TestCommCache(t *testing.T) {
 	for round := range 3 {
 		for _, n := range names {
 			c := ctComm(n)
-			if got, want := cc.get(&c), commString(&c); got != want {
+			if got, want := cc.get(&c), record.CommString(&c); got != want {
 				t.Fatalf("round %d: get(%q) = %q, want %q", round, n, got, want)
 			}
 		}
@@ -35,7 +37,7 @@ func TestTupleRoundTrip(t *testing.T) {
 	aps := []string{"127.0.0.1:1", "127.0.0.1:2", "[::ffff:127.0.0.1]:1", "[::1]:1", "[::]:1", "0.0.0.0:1",
 		"[::ffff:0.0.0.0]:1", "[2001:db8::1]:443", "[::127.0.0.1]:1", "10.0.0.1:65535"}
 	type pair struct{ src, dst netip.AddrPort }
-	var recs []*Record
+	var recs []*record.Record
 	var want []pair
 	for _, s := range aps {
 		for _, d := range aps {

@@ -1,0 +1,33 @@
+package correlate
+
+import (
+	"encoding/binary"
+	"unsafe"
+
+	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/internal/record"
+)
+
+// procOf is the process a record names.
+func (c *Correlator) procOf(r *record.Record) events.Process {
+	return events.Process{Pid: r.Proc.Pid, Comm: c.comms.get(&r.Proc.Comm)}
+}
+
+// commCache turns kernel command names into strings without a new string
+// per record: under a flood the same few processes are in every record.
+// It is direct-mapped by a hash of the name; a miss converts and replaces.
+type commCache [64]struct {
+	raw [16]int8
+	s   string
+}
+
+func (cc *commCache) get(c *[16]int8) string {
+	b := (*[16]byte)(unsafe.Pointer(c))
+	h := (binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])*31) * 0x9e3779b97f4a7c15
+	e := &cc[h>>(64-6)]
+	if e.raw == *c && e.s != "" {
+		return e.s
+	}
+	e.raw, e.s = *c, record.CommString(c)
+	return e.s
+}

@@ -1,0 +1,119 @@
+package correlate
+
+import (
+	"net/netip"
+
+	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/internal/record"
+)
+
+// resets holds one side of a RST on this host waiting for the other.
+type resets struct {
+	waiting map[tuple]*events.Event // by sender -> receiver
+	due     deadlines[waitingReset]
+}
+
+type waitingReset struct {
+	key tuple
+	ev  *events.Event
+}
+
+// reset pairs the two sides of a RST on this host (sender and receiver),
+// waiting up to Hold for the other side: on loopback the receiver's record
+// comes first.
+func (c *Correlator) reset(r *record.Record, emit func(*events.Event) error) error {
+	x := &c.resets
+	local := netip.AddrPortFrom(record.Addr(r.Family, &r.Saddr).Unmap(), r.Sport)
+	remote := netip.AddrPortFrom(record.Addr(r.Family, &r.Daddr).Unmap(), r.Dport)
+	ev := &events.Event{Time: c.Wall(r.Ts), Type: events.TypeReset, Netns: r.Netns}
+	var key tuple // sender -> receiver
+	if r.Type == record.ResetOut {
+		key = makeTuple(local, remote)
+		ev.KernelReason = c.RSTReason(r.Reason)
+		if r.Flags&record.FlagCurrent != 0 && senderIsCurrent(ev.KernelReason) {
+			p := c.procOf(r)
+			ev.Process = &p
+		}
+		ev.State = tcpStateName(r.State)
+		ev.Unaccepted = r.Flags&record.FlagNoSkb != 0 && r.Ino == 0
+	} else {
+		key = makeTuple(remote, local)
+		var peer *events.Process
+		if r.Ino != 0 {
+			peer = c.Host.SocketOwner(r.Ino)
+		}
+		// A refusal the core holds for this connection (a listener's RST
+		// to a final ACK, tcp_abort_on_overflow): the client thought it
+		// was connected. Name it there instead of a second event.
+		if p, ok := c.pending[makeTuple(local, remote)]; ok {
+			c.unhold(p)
+			p.ev.Client = peer
+			return emit(&p.ev)
+		}
+		ev.PeerProcess = peer
+		ev.State = tcpStateName(r.State)
+	}
+	ev.Src = &events.Endpoint{Addr: key.srcAddr(), Port: key.sport}
+	ev.Dst = &events.Endpoint{Addr: key.dstAddr(), Port: key.dport}
+	if other, ok := x.waiting[key]; ok {
+		delete(x.waiting, key)
+		if r.Type == record.ResetOut {
+			ev.PeerProcess = other.PeerProcess
+		} else {
+			other.PeerProcess = ev.PeerProcess
+			ev = other
+		}
+		ev.Explanation = events.Explain(ev)
+		return emit(ev)
+	}
+	if len(x.waiting) >= maxRemembered {
+		ev.Explanation = events.Explain(ev)
+		return emit(ev)
+	}
+	x.waiting[key] = ev
+	x.due.add(r.Ts+uint64(c.Hold), waitingReset{key, ev})
+	return nil
+}
+
+// senderIsCurrent: for these reasons the RST is sent from the socket
+// owner's own call (close(), SO_LINGER {1,0}, disconnect), so the current
+// task is the sender. Others run in timers or softirq. Without a reason
+// (before 6.10) the task is not trusted.
+func senderIsCurrent(reason string) bool {
+	switch reason {
+	case "TCP_ABORT_ON_CLOSE", "TCP_ABORT_ON_LINGER", "TCP_STATE":
+		return true
+	}
+	return false
+}
+
+func tcpStateName(s uint8) string {
+	names := [...]string{"", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
+		"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"}
+	if int(s) < len(names) {
+		return names[s]
+	}
+	return ""
+}
+
+// expireResets writes the resets whose other side did not come in Hold.
+func (c *Correlator) expireResets(now uint64, emit func(*events.Event) error) error {
+	x := &c.resets
+	for {
+		w, ok := x.due.next(now)
+		if !ok {
+			return nil
+		}
+		if x.waiting[w.key] != w.ev {
+			continue // paired already
+		}
+		delete(x.waiting, w.key)
+		w.ev.Explanation = events.Explain(w.ev)
+		if err := emit(w.ev); err != nil {
+			return err
+		}
+	}
+}
+
+// tcpListen is TCP_LISTEN, the state of a listening socket.
+const tcpListen = 10

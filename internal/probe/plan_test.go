@@ -1,0 +1,103 @@
+package probe
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/rsttrace/rsttrace/internal/bpfobj"
+)
+
+// Each tracepoint has one program: a second program on a hook
+// would pay the hook's whole cost again on every event. Capabilities that
+// share a hook share the program, and every program a plan names exists.
+func TestOneProgramPerTracepoint(t *testing.T) {
+	spec, err := bpfobj.LoadRsttrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bySection := map[string][]string{}
+	for name, p := range spec.Programs {
+		if strings.HasPrefix(p.SectionName, "tp_btf/") || strings.HasPrefix(p.SectionName, "tracepoint/") {
+			bySection[p.SectionName] = append(bySection[p.SectionName], name)
+		}
+	}
+	for sec, progs := range bySection {
+		if len(progs) > 1 {
+			t.Errorf("%s has %d programs %v, want one that serves every capability on it", sec, len(progs), progs)
+		}
+	}
+	for _, c := range capabilities {
+		for _, o := range c.options {
+			for _, p := range o.progs {
+				if spec.Programs[p] == nil {
+					t.Errorf("capability %s, hook %s: no program %s in the object", c.name, o.hook, p)
+				}
+			}
+		}
+	}
+}
+
+// The caps word names the capabilities a shared tp_btf program serves: a
+// capability served by another hook kind, or degraded, leaves its bit clear.
+func TestCapsOf(t *testing.T) {
+	tp := &option{kind: "tp_btf"}
+	kp := &option{kind: "kprobe"}
+	all := Plan{
+		{Capability: CapRefusals, option: tp},
+		{Capability: CapListeners, option: tp},
+		{Capability: CapClients, option: tp},
+		{Capability: CapBindErrors, option: &option{kind: "tracepoint"}},
+		{Capability: CapOverflowFinalAck, option: tp},
+		{Capability: CapFirewall, option: tp},
+		{Capability: CapConnectFailures, option: tp},
+		{Capability: CapResets, option: tp},
+	}
+	want := bpfobj.RsttraceCapFlagCAP_F_REFUSALS | bpfobj.RsttraceCapFlagCAP_F_LISTENERS | bpfobj.RsttraceCapFlagCAP_F_CLIENTS |
+		bpfobj.RsttraceCapFlagCAP_F_FIREWALL | bpfobj.RsttraceCapFlagCAP_F_FINAL_ACK | bpfobj.RsttraceCapFlagCAP_F_CONNECT_FAILURES |
+		bpfobj.RsttraceCapFlagCAP_F_RESETS | bpfobj.RsttraceCapFlagCAP_F_RST_REASON
+	if got := all.Caps(true); got != uint32(want) {
+		t.Errorf("every capability on tp_btf: caps = %#x, want %#x", got, want)
+	}
+
+	// Before 6.10: refusals from a kprobe, resets from the tracepoint
+	// without its reason, no final-ACK hook, no firewall.
+	old := Plan{
+		{Capability: CapRefusals, option: kp},
+		{Capability: CapListeners, option: tp},
+		{Capability: CapClients, option: tp},
+		{Capability: CapOverflowFinalAck, option: &option{kind: "fentry"}},
+		{Capability: CapFirewall},
+		{Capability: CapConnectFailures, option: tp},
+		{Capability: CapResets, option: tp},
+	}
+	want = bpfobj.RsttraceCapFlagCAP_F_LISTENERS | bpfobj.RsttraceCapFlagCAP_F_CLIENTS |
+		bpfobj.RsttraceCapFlagCAP_F_CONNECT_FAILURES | bpfobj.RsttraceCapFlagCAP_F_RESETS
+	if got := old.Caps(false); got != uint32(want) {
+		t.Errorf("5.10-like plan: caps = %#x, want %#x", got, want)
+	}
+}
+func TestKallsymsRanges(t *testing.T) {
+	f := t.TempDir() + "/kallsyms"
+	data := "ffffffff81000000 T _stext\n" +
+		"ffffffff81ff5d30 T ip_local_deliver\n" +
+		"ffffffff81ff5e00 t ip_local_deliver_finish\n" +
+		"ffffffff81f62a50 T nft_do_chain\t[nf_tables]\n" +
+		"ffffffff81f63000 T other\n" +
+		"0000000000000000 T hidden\n"
+	if err := os.WriteFile(f, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := kallsymsRanges(f, map[string]bpfobj.RsttraceNfHookId{"ip_local_deliver": bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT,
+		"nft_do_chain": bpfobj.RsttraceNfHookIdNF_HOOK_ID_NFT, "hidden": bpfobj.RsttraceNfHookIdNF_HOOK_ID_OUTPUT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bpfobj.RsttraceCodeRange{
+		{Start: 0xffffffff81ff5d30, End: 0xffffffff81ff5e00, What: uint32(bpfobj.RsttraceNfHookIdNF_HOOK_ID_INPUT)},
+		{Start: 0xffffffff81f62a50, End: 0xffffffff81f63000, What: uint32(bpfobj.RsttraceNfHookIdNF_HOOK_ID_NFT)},
+	}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("ranges = %+v, want %+v", got, want)
+	}
+}
