@@ -3,7 +3,7 @@
  * The one header shared by the BPF programs and the Go side.
  *
  * Every struct that crosses the kernel/user boundary is here; bpf2go
- * generates the Go types from it (-type event -type event_type ...), so the
+ * generates the Go types from it (-type record -type record_type ...), so the
  * two sides cannot drift apart.
  */
 #ifndef RSTTRACE_H
@@ -27,7 +27,7 @@ enum record_type {
 	 * (syscalls:sys_exit_listen); fields as for RECORD_LISTEN. */
 	RECORD_LISTEN_UPDATE = 6,
 
-	/* ---- issue 5: firewall, timeouts, resets (values >= 10) ---- */
+	/* Firewall drops, connect failures and resets: values from 10. */
 	/* The packet filter dropped a TCP SYN (skb:kfree_skb NETFILTER_DROP).
 	 * saddr/sport sent the SYN, daddr/dport was its destination.
 	 * aux: enum nf_hook_id where the kernel's call stack shows it. */
@@ -48,7 +48,6 @@ enum record_type {
 	RECORD_RST_IN = 14,
 };
 
-
 /* Bits of record.flags. */
 enum record_flag {
 	/* proc was recorded when the socket was created/connected/listened,
@@ -64,7 +63,7 @@ enum record_flag {
 	/* The IPv6 socket is IPV6_V6ONLY. */
 	RECORD_F_V6ONLY = 1 << 4,
 
-	/* ---- issue 5 (bits >= 1 << 8) ---- */
+	/* Firewall and reset detail: bits from 1 << 8. */
 	/* RECORD_FW_DROP: the kernel sent an ICMP error for the dropped SYN
 	 * (icmp:icmp_send saw the same skb): an nft/iptables `reject`. */
 	RECORD_F_FW_ICMP = 1 << 8,
@@ -78,7 +77,7 @@ enum record_flag {
 
 /*
  * Which capabilities the tp_btf programs serve, in the global `caps`, set
- * by userspace before load from the attach plan (tracer/plan.go). Several
+ * by userspace before load from the attach plan. Several
  * capabilities share a tracepoint; each tracepoint has one program that does
  * the work of all of them, and the verifier prunes the branches of those the
  * plan serves elsewhere (fentry/kprobe) or not at all.
@@ -186,7 +185,7 @@ struct record {
 };
 
 /*
- * Summary mode (tracer/summary.go): while the ring buffer is more than
+ * Summary mode: while the ring buffer is more than
  * half full, or always with --summary, refusals are counted here instead of
  * written one record each. Counters only grow; userspace reads them all
  * every interval and writes what moved.

@@ -1,0 +1,313 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * What every capability shares: the run-time settings, the ring buffer and
+ * its loss counter, the port filter, the owner of a connect() in progress,
+ * process capture, network namespace helpers and the packet parse.
+ */
+#ifndef RSTTRACE_COMMON_H
+#define RSTTRACE_COMMON_H
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+#define PF_EXITING 0x00000004
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define TCPHDR_SYN 0x02
+#define TCPHDR_RST 0x04
+#define TCPHDR_ACK 0x10
+#define ICMP_DEST_UNREACH 3
+
+/* Set before load (pwru's habit): the verifier prunes what is not used. */
+const volatile bool filter_ports = false;
+/* enum cap_flag: what the tp_btf programs do (see rsttrace.h). */
+const volatile __u32 caps = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* userspace may resize before load */
+} records SEC(".maps");
+
+/* Records that did not fit in the ring buffer, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* --port filter: ports[port] != 0 means traced. Only read if filter_ports. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+/* A local connect() in progress: who called it, and when. */
+struct conn {
+	struct proc_info proc;
+	__u64 ts; /* bpf_ktime_get_ns() at connect(); 0 unless connect_failures */
+};
+
+/*
+ * Who called connect() on a socket, recorded at CLOSE->SYN_SENT (process
+ * context; the source port is not chosen yet there, so the key is the socket
+ * address). Read when the RST arrives in softirq, where `current` is
+ * whoever was on the CPU, and when the attempt ends. One map for clients and
+ * connect failures: both are served by the one inet_sock_set_state
+ * program, so the order in which the entry is read and deleted is the
+ * program's own, not that of two programs on one tracepoint.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct conn);
+} connecting SEC(".maps");
+
+static __always_inline bool port_traced(__u16 port)
+{
+	__u32 key = port;
+	__u8 *v;
+
+	if (!filter_ports)
+		return true;
+	v = bpf_map_lookup_elem(&ports, &key);
+	return v && *v;
+}
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline struct record *reserve(__u8 type)
+{
+	struct record *e;
+
+	e = bpf_ringbuf_reserve(&records, sizeof(*e), 0);
+	if (!e) {
+		count_lost();
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = type;
+	e->ts = bpf_ktime_get_ns();
+	return e;
+}
+
+static __always_inline void current_proc(struct proc_info *p)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	p->pid = id >> 32;
+	p->tid = (__u32)id;
+	bpf_get_current_comm(p->comm, sizeof(p->comm));
+}
+
+/*
+ * A kernel field. tp_btf and fentry programs get typed (BTF) pointers: a
+ * plain load, which the verifier turns into a fault-safe load with no
+ * helper call (BPF_CORE_READ costs a bpf_probe_read_kernel call per
+ * field). kprobe arguments are plain numbers: bpf_probe_read_kernel. `btf`
+ * is a constant in every caller, so only one of the two is compiled.
+ * Only for fields of the pointer's own type: a cast to a larger type
+ * (inet_sock) is beyond what the verifier lets a typed pointer load.
+ */
+#define RD(btf, type, ptr, field) ({					\
+	type __v = 0;							\
+	if (btf)							\
+		__v = (ptr)->field;					\
+	else								\
+		bpf_core_read(&__v, sizeof(__v), &(ptr)->field);	\
+	__v;								\
+})
+
+static __always_inline __u32 sk_netns_of(const struct sock *sk, bool btf)
+{
+	struct net *net = RD(btf, struct net *, sk, __sk_common.skc_net.net);
+
+	return RD(btf, __u32, net, ns.inum);
+}
+
+static __always_inline __u32 sk_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* Inode of the socket's file, as /proc/net/tcp and /proc/PID/fd show it. */
+static __always_inline __u64 sk_ino(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+}
+
+/* Network namespace of a received skb: its device's. */
+static __always_inline __u32 skb_dev_netns(const struct sk_buff *skb, bool btf)
+{
+	struct net_device *dev = RD(btf, struct net_device *, skb, dev);
+	struct net *net;
+
+	if (!dev)
+		return 0;
+	net = RD(btf, struct net *, dev, nd_net.net);
+	return RD(btf, __u32, net, ns.inum);
+}
+
+/* A connection's addresses, ports and flags, parsed onto the stack before
+ * anything is reserved. */
+struct pkt {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 tcp_flags;
+};
+
+static __always_inline void pkt_to_event(const struct pkt *p, struct record *e)
+{
+	e->family = p->family;
+	e->tcp_flags = p->tcp_flags;
+	__builtin_memcpy(e->saddr, p->saddr, 16);
+	__builtin_memcpy(e->daddr, p->daddr, 16);
+	e->sport = p->sport;
+	e->dport = p->dport;
+}
+
+/* Local address and port of sk into daddr/dport (listen events); *flags
+ * gets RECORD_F_V6ONLY. */
+static __always_inline void sk_local(const struct sock *sk, struct pkt *p,
+				     __u32 *flags)
+{
+	p->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	p->dport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (p->family == AF_INET) {
+		bpf_core_read(p->daddr, 4, &sk->__sk_common.skc_rcv_saddr);
+	} else {
+		bpf_core_read(p->daddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only))
+			*flags |= RECORD_F_V6ONLY;
+	}
+}
+
+static __always_inline bool pkt_is_syn(const struct pkt *p)
+{
+	return (p->tcp_flags & (TCPHDR_SYN | TCPHDR_ACK)) == TCPHDR_SYN;
+}
+
+/*
+ * Addresses of the segment in skb, from its own headers: for a refused SYN
+ * the socket is NULL, so the skb is all there is. One read covers the IP
+ * header and, without IPv4 options or IPv6 extension headers, the TCP
+ * header right behind it (IPv6 40 + TCP 20 bytes). For a short IPv4
+ * segment it reads past the segment's end, still inside the skb's head
+ * buffer (skb_shared_info follows it); the bytes past the headers are not
+ * used.
+ */
+static __always_inline int skb_parse(const struct sk_buff *skb, bool btf,
+				     struct pkt *p)
+{
+	unsigned char *head = RD(btf, unsigned char *, skb, head);
+	__u16 nh = RD(btf, __u16, skb, network_header);
+	__u16 th = RD(btf, __u16, skb, transport_header);
+	union {
+		struct iphdr ip;
+		struct ipv6hdr ip6;
+		__u8 raw[sizeof(struct ipv6hdr) + sizeof(struct tcphdr)];
+	} h;
+	struct tcphdr tcp;
+	const struct tcphdr *t = &tcp;
+
+	if (bpf_probe_read_kernel(&h, sizeof(h), head + nh))
+		return -1;
+	switch (h.raw[0] >> 4) {
+	case 4:
+		p->family = AF_INET;
+		__builtin_memcpy(p->saddr, &h.ip.saddr, 4);
+		__builtin_memcpy(p->daddr, &h.ip.daddr, 4);
+		if (th - nh == sizeof(struct iphdr))
+			t = (const void *)&h.raw[sizeof(struct iphdr)];
+		break;
+	case 6:
+		p->family = AF_INET6;
+		__builtin_memcpy(p->saddr, &h.ip6.saddr, 16);
+		__builtin_memcpy(p->daddr, &h.ip6.daddr, 16);
+		if (th - nh == sizeof(struct ipv6hdr))
+			t = (const void *)&h.raw[sizeof(struct ipv6hdr)];
+		break;
+	default:
+		return -1;
+	}
+	if (t == &tcp && bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th))
+		return -1;
+	p->sport = bpf_ntohs(t->source);
+	p->dport = bpf_ntohs(t->dest);
+	p->tcp_flags = ((const __u8 *)t)[13];
+	return 0;
+}
+
+/*
+ * Local address and port of sk into saddr/sport, remote into daddr/dport.
+ * A socket moving to CLOSE has already released its port (tcp_set_state ->
+ * inet_put_port zeroes inet_num) when tcp_disconnect sends its RST or
+ * tcp_done reports SYN_SENT->CLOSE; inet_sport keeps the port. tp_btf
+ * programs only (typed sk).
+ */
+static __always_inline void sk_pkt(const struct sock *sk, struct pkt *p)
+{
+	p->family = sk->__sk_common.skc_family;
+	p->sport = sk->__sk_common.skc_num;
+	if (!p->sport)
+		p->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	p->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (p->family == AF_INET) {
+		__u32 a = sk->__sk_common.skc_rcv_saddr;
+		__u32 b = sk->__sk_common.skc_daddr;
+
+		__builtin_memcpy(p->saddr, &a, 4);
+		__builtin_memcpy(p->daddr, &b, 4);
+	} else {
+		bpf_core_read(p->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(p->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
+/* The file behind fd in the current task, or NULL. */
+static __always_inline struct file *fd_file(int fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *f = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* The struct sock behind fd in the current task, if it is a TCP socket. */
+static __always_inline struct sock *fd_tcp_sock(int fd, __u64 *ino)
+{
+	struct file *f = fd_file(fd);
+	struct socket *sock;
+	struct sock *sk;
+
+	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(f, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	*ino = BPF_CORE_READ(f, f_inode, i_ino);
+	return sk;
+}
+
+#endif /* RSTTRACE_COMMON_H */
