@@ -201,21 +201,85 @@ static __always_inline bool pkt_is_syn(const struct pkt *p)
 	return (p->tcp_flags & (TCPHDR_SYN | TCPHDR_ACK)) == TCPHDR_SYN;
 }
 
+/* IPv6 next-header values of the extension headers a TCP segment may sit
+ * behind (include/net/ipv6.h), and how many of them the parse walks. */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_NONE 59
+#define NEXTHDR_DEST 60
+#define IPV6_EXT_HDRS_MAX 8
+/* IPv4 fragment offset bits of frag_off (host order). */
+#define IP_OFFSET 0x1fff
+/* IPv6 fragment header: offset bits of frag_off (host order). */
+#define IP6_OFFSET 0xfff8
+
 /*
- * Addresses of the segment in skb, from its own headers: for a refused SYN
- * the socket is NULL, so the skb is all there is. One read covers the IP
- * header and, without IPv4 options or IPv6 extension headers, the TCP
- * header right behind it (IPv6 40 + TCP 20 bytes). For a short IPv4
- * segment it reads past the segment's end, still inside the skb's head
- * buffer (skb_shared_info follows it); the bytes past the headers are not
- * used.
+ * Offset from head of the TCP header behind an IPv6 header at off whose
+ * next header is nexthdr, walking the extension headers (ipv6_skip_exthdr
+ * does the same in the kernel); -1 if the packet is not TCP, is a fragment
+ * other than the first (only the first carries the TCP header), or has
+ * more extension headers than the walk allows.
+ */
+static __always_inline int ipv6_tcp_offset(const unsigned char *head,
+					   __u32 off, __u8 nexthdr)
+{
+	for (int i = 0; i < IPV6_EXT_HDRS_MAX; i++) {
+		struct {
+			__u8 nexthdr;
+			__u8 hdrlen;
+			__be16 frag_off; /* fragment header only */
+		} x;
+
+		switch (nexthdr) {
+		case IPPROTO_TCP:
+			return off;
+		case NEXTHDR_HOP:
+		case NEXTHDR_ROUTING:
+		case NEXTHDR_FRAGMENT:
+		case NEXTHDR_AUTH:
+		case NEXTHDR_DEST:
+			break;
+		default: /* NEXTHDR_NONE, UDP, ICMPv6, ... */
+			return -1;
+		}
+		if (bpf_probe_read_kernel(&x, sizeof(x), head + off))
+			return -1;
+		if (nexthdr == NEXTHDR_FRAGMENT) {
+			if (bpf_ntohs(x.frag_off) & IP6_OFFSET)
+				return -1;
+			off += 8;
+		} else if (nexthdr == NEXTHDR_AUTH) {
+			off += ((__u32)x.hdrlen + 2) * 4; /* 32-bit words, RFC 4302 */
+		} else {
+			off += ((__u32)x.hdrlen + 1) * 8;
+		}
+		nexthdr = x.nexthdr;
+	}
+	return nexthdr == IPPROTO_TCP ? (int)off : -1;
+}
+
+/*
+ * Addresses, ports and flags of the TCP segment in skb, from its own
+ * headers: for a refused SYN the socket is NULL, so the skb is all there
+ * is. -1 unless the packet is TCP and carries its TCP header: the packet
+ * filter drops UDP and ICMP with the same reason as TCP, and a non-first
+ * fragment has no TCP header. The TCP header's offset comes from the IP
+ * headers, not skb->transport_header: before the transport layer (IPv6
+ * prerouting, input) that points right behind the fixed header.
+ *
+ * One read covers the IP header and, without IPv4 options or IPv6
+ * extension headers, the TCP header right behind it (IPv6 40 + TCP 20
+ * bytes). For a short IPv4 segment it reads past the segment's end, still
+ * inside the skb's head buffer (skb_shared_info follows it); the bytes
+ * past the headers are not used.
  */
 static __always_inline int skb_parse(const struct sk_buff *skb, bool btf,
 				     struct pkt *p)
 {
 	unsigned char *head = RD(btf, unsigned char *, skb, head);
 	__u16 nh = RD(btf, __u16, skb, network_header);
-	__u16 th = RD(btf, __u16, skb, transport_header);
 	union {
 		struct iphdr ip;
 		struct ipv6hdr ip6;
@@ -223,22 +287,35 @@ static __always_inline int skb_parse(const struct sk_buff *skb, bool btf,
 	} h;
 	struct tcphdr tcp;
 	const struct tcphdr *t = &tcp;
+	__u32 hlen;
+	int th;
 
 	if (bpf_probe_read_kernel(&h, sizeof(h), head + nh))
 		return -1;
 	switch (h.raw[0] >> 4) {
 	case 4:
+		if (h.ip.protocol != IPPROTO_TCP ||
+		    (bpf_ntohs(h.ip.frag_off) & IP_OFFSET))
+			return -1;
+		hlen = (h.raw[0] & 0x0f) * 4;
+		if (hlen < sizeof(struct iphdr))
+			return -1;
 		p->family = AF_INET;
 		__builtin_memcpy(p->saddr, &h.ip.saddr, 4);
 		__builtin_memcpy(p->daddr, &h.ip.daddr, 4);
-		if (th - nh == sizeof(struct iphdr))
+		if (hlen == sizeof(struct iphdr))
 			t = (const void *)&h.raw[sizeof(struct iphdr)];
+		th = nh + hlen;
 		break;
 	case 6:
+		th = ipv6_tcp_offset(head, nh + sizeof(struct ipv6hdr),
+				     h.ip6.nexthdr);
+		if (th < 0)
+			return -1;
 		p->family = AF_INET6;
 		__builtin_memcpy(p->saddr, &h.ip6.saddr, 16);
 		__builtin_memcpy(p->daddr, &h.ip6.daddr, 16);
-		if (th - nh == sizeof(struct ipv6hdr))
+		if (th == nh + sizeof(struct ipv6hdr))
 			t = (const void *)&h.raw[sizeof(struct ipv6hdr)];
 		break;
 	default:

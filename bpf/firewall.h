@@ -72,7 +72,8 @@ static __always_inline __u32 nf_range_of(__u64 ip)
  * reset` (nf_send_reset sends the RST, no tcp_send_reset fires) all end
  * here. No tracepoint names the hook; the kernel stack does: the first
  * frame in a NF_HOOK caller (ip_local_deliver = input, __ip_local_out =
- * output, ...) is the hook. Only TCP SYNs are reported.
+ * output, ...) is the hook. Only TCP SYNs are reported: UDP and ICMP
+ * dropped by the filter come here too, and skb_parse refuses them.
  */
 static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 					  void *location)
@@ -143,9 +144,15 @@ static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 static __always_inline int handle_icmp_send(const struct sk_buff *skb, int type)
 {
 	__u64 key = (__u64)skb;
+	struct pkt p = {};
 	__u8 one = 1;
 
 	if (type != ICMP_DEST_UNREACH)
+		return 0;
+	/* Only a TCP SYN can become a firewall record: an entry for anything
+	 * else (a UDP port unreachable) would wait in the table until its
+	 * skb's address is reused by a SYN. */
+	if (skb_parse(skb, true, &p) || !pkt_is_syn(&p))
 		return 0;
 	bpf_map_update_elem(&fw_icmp_skbs, &key, &one, BPF_ANY);
 	return 0;
