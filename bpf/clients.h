@@ -14,7 +14,8 @@ static __always_inline __u8 syn_retransmits(const struct sock *sk)
 
 /*
  * CLOSE->SYN_SENT in tcp_v4_connect/tcp_v6_connect runs in the connect()
- * caller's context: who connects, for clients and connect failures.
+ * caller's context: who connects, for clients, connect failures and the
+ * owner table.
  */
 static __always_inline void connect_started(const struct sock *sk)
 {
@@ -30,6 +31,10 @@ static __always_inline void connect_started(const struct sock *sk)
 	if (!port_traced(bpf_ntohs(sk->__sk_common.skc_dport)))
 		return;
 	current_proc(&v.proc);
+	if (caps & CAP_F_OWNERS)
+		owner_record(sk, &v.proc);
+	if (!(caps & (CAP_F_CLIENTS | CAP_F_CONNECT_FAILURES)))
+		return;
 	if (caps & CAP_F_CONNECT_FAILURES)
 		v.ts = bpf_ktime_get_ns();
 	bpf_map_update_elem(&connecting, &key, &v, BPF_ANY);

@@ -57,7 +57,8 @@ static __always_inline int handle_send_reset(const struct sock *sk,
  *  LISTEN->CLOSE when the last reference to the listener goes (close(),
  *    exit, tcp_disconnect), in the context of whoever dropped it;
  *  CLOSE->SYN_SENT in tcp_v4_connect/tcp_v6_connect, the connect() caller:
- *    who connects, for clients and connect failures;
+ *    who connects, for clients, connect failures and the owner table;
+ *  anything->CLOSE: the socket's owner is forgotten;
  *  SYN_SENT->anything: the connect attempt is over.
  * LISTEN->SYN_RECV is a child socket in softirq, not a listener: ignored,
  * as is every other transition, before sk is read at all.
@@ -69,6 +70,13 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 	__u64 key = (__u64)sk;
 	__u16 family;
 
+	/* Every way out of a TCP socket's life ends in TCP_CLOSE (tcp_done,
+	 * tcp_close, tcp_disconnect, tcp_set_state from a listener's close).
+	 * The RST a close or disconnect sends comes after this (tcp_close
+	 * and tcp_disconnect set CLOSE first), in the closer's context:
+	 * RECORD_F_CURRENT covers those. */
+	if ((caps & CAP_F_OWNERS) && newstate == TCP_CLOSE)
+		owner_forget(sk);
 	if (oldstate == TCP_SYN_SENT) {
 		if (!(caps & conn_caps))
 			return 0;
@@ -82,11 +90,11 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 		return 0;
 	}
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
-		if (caps & conn_caps)
+		if (caps & (conn_caps | CAP_F_OWNERS))
 			connect_started(sk);
 		return 0;
 	}
-	if (!(caps & CAP_F_LISTENERS))
+	if (!(caps & (CAP_F_LISTENERS | CAP_F_OWNERS)))
 		return 0;
 	if (!(oldstate == TCP_CLOSE && newstate == TCP_LISTEN) &&
 	    !(oldstate == TCP_LISTEN && newstate == TCP_CLOSE))
@@ -96,7 +104,14 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 	family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	listener_change(sk, newstate);
+	if ((caps & CAP_F_OWNERS) && newstate == TCP_LISTEN) {
+		struct proc_info o = {};
+
+		current_proc(&o);
+		owner_record(sk, &o);
+	}
+	if (caps & CAP_F_LISTENERS)
+		listener_change(sk, newstate);
 	return 0;
 }
 

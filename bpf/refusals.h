@@ -38,6 +38,7 @@ static __always_inline void refusal_sent(const struct sock *sk,
 	if (sk) {
 		e->flags |= RECORD_F_HAS_SK;
 		e->sk = (__u64)sk;
+		owner_fill(sk, e); /* the listener's owner */
 	}
 	bpf_ringbuf_submit(e, 0);
 }

@@ -50,14 +50,22 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 	if (!e)
 		return;
 	pkt_to_event(&p, e);
-	e->flags |= RECORD_F_NO_SKB | RECORD_F_HAS_SK | RECORD_F_CURRENT;
+	e->flags |= RECORD_F_NO_SKB | RECORD_F_HAS_SK;
 	/* A child never accepted has no file: its listener was closed. */
 	e->state = sk->__sk_common.skc_state;
 	e->netns = sk_netns_of(sk, true);
 	e->sk = (__u64)sk;
 	e->ino = sk_ino(sk);
 	e->reason = reason;
-	current_proc(&e->proc);
+	/* proc is the owner where the table has it; RECORD_F_CURRENT says
+	 * it is (also) the task that sent the RST. */
+	if (owner_fill(sk, e)) {
+		if (e->proc.pid == bpf_get_current_pid_tgid() >> 32)
+			e->flags |= RECORD_F_CURRENT;
+	} else {
+		current_proc(&e->proc);
+		e->flags |= RECORD_F_CURRENT;
+	}
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -79,6 +87,9 @@ static __always_inline void rst_in(const struct sock *sk, __u8 state)
 	e->netns = sk_netns_of(sk, true);
 	e->sk = (__u64)sk;
 	e->ino = sk_ino(sk);
+	/* Softirq: `current` is whoever was on the CPU; the owner table
+	 * names the socket's owner. */
+	owner_fill(sk, e);
 	bpf_ringbuf_submit(e, 0);
 }
 

@@ -24,6 +24,7 @@
 
 #include "rsttrace.h"
 #include "common.h"
+#include "owners.h"
 #include "summary.h"
 #include "refusals.h"
 #include "resets.h"
@@ -243,4 +244,18 @@ SEC("tracepoint/syscalls/sys_enter_accept")
 int tp_sys_enter_accept(struct trace_event_raw_sys_enter *ctx)
 {
 	return handle_accept(ctx->args[0]);
+}
+
+/* accept() and accept4() returned (syscalls:sys_exit_accept*): the new
+ * fd's socket is in the caller's file table; its owner is recorded. */
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tp_sys_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return handle_accept_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int tp_sys_exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return handle_accept_exit(ctx->ret);
 }
