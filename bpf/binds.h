@@ -86,7 +86,7 @@ static __always_inline int handle_bind_exit(long ret)
 	__builtin_memcpy(e->daddr, a->addr, 16);
 	e->dport = a->port;
 	e->ret = ret;
-	e->netns = sk_netns(sk);
+	record_net(e, sk_net_of(sk, false), false);
 	e->ino = BPF_CORE_READ(f, f_inode, i_ino);
 	e->sk = (__u64)sk;
 	current_proc(&e->proc);

@@ -72,7 +72,7 @@ static __always_inline bool connect_failed(const struct sock *sk)
 		return true;
 	pkt_to_event(&p, e);
 	e->state = TCP_SYN_SENT;
-	e->netns = sk_netns_of(sk, true);
+	record_net(e, sk_net_of(sk, true), true);
 	e->sk = key;
 	e->ret = -err;
 	ms = (bpf_ktime_get_ns() - c->ts) / 1000000;
@@ -111,7 +111,7 @@ static __always_inline void client_refused(const struct sock *sk)
 	if (e) {
 		pkt_to_event(&p, e);
 		e->state = TCP_SYN_SENT;
-		e->netns = sk_netns_of(sk, true);
+		record_net(e, sk_net_of(sk, true), true);
 		e->sk = key;
 		if (c) {
 			e->proc = c->proc;
@@ -144,7 +144,7 @@ static __always_inline int handle_syn_retransmit(const struct sock *sk)
 		return 0;
 	pkt_to_event(&p, e);
 	e->state = TCP_SYN_SENT;
-	e->netns = sk_netns_of(sk, true);
+	record_net(e, sk_net_of(sk, true), true);
 	e->sk = key;
 	e->aux = syn_retransmits(sk);
 	e->proc = c->proc;

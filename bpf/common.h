@@ -106,9 +106,15 @@ static __always_inline void current_proc(struct proc_info *p)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
+	struct task_struct *task = (void *)bpf_get_current_task();
+
 	p->pid = id >> 32;
 	p->tid = (__u32)id;
 	bpf_get_current_comm(p->comm, sizeof(p->comm));
+	p->cgroup_id = bpf_get_current_cgroup_id();
+	/* nsproxy is NULL once exit_task_namespaces() ran: the read fails
+	 * and leaves 0. */
+	p->mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 }
 
 /*
@@ -129,16 +135,52 @@ static __always_inline void current_proc(struct proc_info *p)
 	__v;								\
 })
 
-static __always_inline __u32 sk_netns_of(const struct sock *sk, bool btf)
+static __always_inline struct net *sk_net_of(const struct sock *sk, bool btf)
 {
-	struct net *net = RD(btf, struct net *, sk, __sk_common.skc_net.net);
-
-	return RD(btf, __u32, net, ns.inum);
+	return RD(btf, struct net *, sk, __sk_common.skc_net.net);
 }
 
-static __always_inline __u32 sk_netns(const struct sock *sk)
+static __always_inline __u32 net_inum(const struct net *net, bool btf)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return net ? RD(btf, __u32, net, ns.inum) : 0;
+}
+
+static __always_inline __u32 sk_netns_of(const struct sock *sk, bool btf)
+{
+	return net_inum(sk_net_of(sk, btf), btf);
+}
+
+/*
+ * Until 5.12 net_cookie was an atomic64_t, set on first use by
+ * bpf_get_netns_cookie (added in 5.7); commit 3d368ab87cf6 ("net:
+ * initialize net->net_cookie at netns setup") made it a u64 assigned when
+ * the namespace is made. Same size and offset, but CO-RE does not match a
+ * u64 with a struct: one flavour each.
+ */
+struct net___old {
+	atomic64_t net_cookie;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 net_cookie_of(const struct net *net)
+{
+	const struct net___old *old = (const void *)net;
+	__u64 c = 0;
+
+	if (!net)
+		return 0;
+	if (bpf_core_field_exists(net->net_cookie))
+		bpf_core_read(&c, sizeof(c), &net->net_cookie);
+	else if (bpf_core_field_exists(old->net_cookie))
+		bpf_core_read(&c, sizeof(c), &old->net_cookie.counter);
+	return c;
+}
+
+/* The record's network namespace: inode number and cookie. */
+static __always_inline void record_net(struct record *e, const struct net *net,
+				       bool btf)
+{
+	e->netns = net_inum(net, btf);
+	e->netns_cookie = net_cookie_of(net);
 }
 
 /* Inode of the socket's file, as /proc/net/tcp and /proc/PID/fd show it. */
@@ -148,15 +190,13 @@ static __always_inline __u64 sk_ino(const struct sock *sk)
 }
 
 /* Network namespace of a received skb: its device's. */
-static __always_inline __u32 skb_dev_netns(const struct sk_buff *skb, bool btf)
+static __always_inline struct net *skb_dev_net(const struct sk_buff *skb, bool btf)
 {
 	struct net_device *dev = RD(btf, struct net_device *, skb, dev);
-	struct net *net;
 
 	if (!dev)
-		return 0;
-	net = RD(btf, struct net *, dev, nd_net.net);
-	return RD(btf, __u32, net, ns.inum);
+		return NULL;
+	return RD(btf, struct net *, dev, nd_net.net);
 }
 
 /* A connection's addresses, ports and flags, parsed onto the stack before

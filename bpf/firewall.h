@@ -29,20 +29,20 @@ struct {
 
 /* Network namespace of an skb: its socket's, its device's, or (locally
  * generated, before the output device is set) its route's device's. */
-static __always_inline __u32 skb_netns(const struct sk_buff *skb)
+static __always_inline struct net *skb_net(const struct sk_buff *skb)
 {
 	struct sock *sk = BPF_CORE_READ(skb, sk);
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
 	unsigned long refdst;
 
 	if (sk)
-		return sk_netns(sk);
+		return sk_net_of(sk, false);
 	if (dev)
-		return BPF_CORE_READ(dev, nd_net.net, ns.inum);
+		return BPF_CORE_READ(dev, nd_net.net);
 	refdst = BPF_CORE_READ(skb, _skb_refdst) & ~1UL;
 	if (refdst)
-		return BPF_CORE_READ((struct dst_entry *)refdst, dev, nd_net.net, ns.inum);
-	return 0;
+		return BPF_CORE_READ((struct dst_entry *)refdst, dev, nd_net.net);
+	return NULL;
 }
 
 /* What a kernel address belongs to in nf_ranges, or 0. */
@@ -95,7 +95,7 @@ static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 		return 0;
 	}
 	pkt_to_event(&p, e);
-	e->netns = skb_netns(skb);
+	record_net(e, skb_net(skb), false);
 	if (bpf_map_lookup_elem(&fw_icmp_skbs, &key)) {
 		e->flags |= RECORD_F_FW_ICMP;
 		bpf_map_delete_elem(&fw_icmp_skbs, &key);

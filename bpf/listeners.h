@@ -38,7 +38,7 @@ static __always_inline void listener_change(const struct sock *sk, int newstate)
 	pkt_to_event(&p, e);
 	e->flags |= flags;
 	e->state = newstate;
-	e->netns = sk_netns(sk);
+	record_net(e, sk_net_of(sk, false), false);
 	e->ino = sk_ino(sk);
 	e->sk = (__u64)sk;
 	e->backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
@@ -114,7 +114,7 @@ static __always_inline int handle_listen_exit(long ret)
 	pkt_to_event(&p, e);
 	e->flags |= flags;
 	e->state = TCP_LISTEN;
-	e->netns = sk_netns(sk);
+	record_net(e, sk_net_of(sk, false), false);
 	e->ino = ino;
 	e->sk = (__u64)sk;
 	e->backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);

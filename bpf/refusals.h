@@ -18,11 +18,13 @@ static __always_inline void refusal_sent(const struct sock *sk,
 {
 	struct record *e;
 
+	struct net *net;
 	__u32 netns;
 
 	if (!port_traced(p->dport))
 		return;
-	netns = sk ? sk_netns_of(sk, btf) : skb_dev_netns(skb, btf);
+	net = sk ? sk_net_of(sk, btf) : skb_dev_net(skb, btf);
+	netns = net_inum(net, btf);
 	/* A listener's own RST (backlog_full) is always written. */
 	if (!sk && server_summarized(p)) {
 		summary_count(p, netns, true);
@@ -34,7 +36,7 @@ static __always_inline void refusal_sent(const struct sock *sk,
 	pkt_to_event(p, e);
 	e->reason = reason;
 	e->state = state;
-	e->netns = netns;
+	record_net(e, net, btf);
 	if (sk) {
 		e->flags |= RECORD_F_HAS_SK;
 		e->sk = (__u64)sk;

@@ -28,7 +28,7 @@ static __always_inline void rst_out_nosock(const struct sk_buff *skb,
 	__builtin_memcpy(e->daddr, p->saddr, 16);
 	e->sport = p->dport;
 	e->dport = p->sport;
-	e->netns = skb_dev_netns(skb, btf);
+	record_net(e, skb_dev_net(skb, btf), btf);
 	e->reason = reason;
 	bpf_ringbuf_submit(e, 0);
 }
@@ -53,7 +53,7 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 	e->flags |= RECORD_F_NO_SKB | RECORD_F_HAS_SK;
 	/* A child never accepted has no file: its listener was closed. */
 	e->state = sk->__sk_common.skc_state;
-	e->netns = sk_netns_of(sk, true);
+	record_net(e, sk_net_of(sk, true), true);
 	e->sk = (__u64)sk;
 	e->ino = sk_ino(sk);
 	e->reason = reason;
@@ -84,7 +84,7 @@ static __always_inline void rst_in(const struct sock *sk, __u8 state)
 	pkt_to_event(&p, e);
 	e->state = state;
 	e->flags |= RECORD_F_HAS_SK;
-	e->netns = sk_netns_of(sk, true);
+	record_net(e, sk_net_of(sk, true), true);
 	e->sk = (__u64)sk;
 	e->ino = sk_ino(sk);
 	/* Softirq: `current` is whoever was on the CPU; the owner table

@@ -156,15 +156,28 @@ struct listen_stats {
 	__u64 last_accept; /* bpf_ktime_get_ns() of the last accept() on it */
 };
 
+/*
+ * A process, taken from the current task in process context. 40 bytes,
+ * 8-byte aligned.
+ */
 struct proc_info {
 	__u32 pid;  /* thread group id: what users call the pid */
 	__u32 tid;
 	char comm[RST_COMM_LEN];
+	/* bpf_get_current_cgroup_id(): the task's cgroup v2 id, the inode
+	 * number of its directory on the cgroup2 mount (the root's on a host
+	 * whose containers live in v1 hierarchies only). */
+	__u64 cgroup_id;
+	/* Inode number of the task's mount namespace, as /proc/PID/ns/mnt
+	 * shows it: tells containers apart. */
+	__u32 mntns;
+	__u32 pad;
 };
 
 /*
- * One fixed-size record for every kind: the common header (type, flags,
- * timestamp, netns) first, then the connection, then the processes.
+ * One fixed-size record for every kind (144 bytes, 8-byte aligned): the
+ * common header (type, flags, timestamp, netns) first, then the connection,
+ * then the process, then what was added later (fields are only appended).
  * Addresses are in network order; AF_INET addresses use the first 4 bytes.
  *
  * For RECORD_RESET_SENT, saddr/sport is the peer the RST goes to (the
@@ -194,6 +207,11 @@ struct record {
 	__u64 ino;      /* socket inode, as in /proc/PID/fd and /proc/net/tcp */
 	__u64 sk;       /* socket address: a key, never dereferenced */
 	struct proc_info proc;
+	/* The network namespace's net->net_cookie: assigned when the namespace
+	 * is made and never reused, unlike netns (inode numbers are reused
+	 * once a namespace is gone). 0 where the kernel has none (before 5.7)
+	 * or the record has no namespace. */
+	__u64 netns_cookie;
 };
 
 /*

@@ -84,34 +84,38 @@ const (
 )
 
 type RsttraceProcInfo struct {
-	_    structs.HostLayout
-	Pid  uint32
-	Tid  uint32
-	Comm [16]int8
+	_        structs.HostLayout
+	Pid      uint32
+	Tid      uint32
+	Comm     [16]int8
+	CgroupId uint64
+	Mntns    uint32
+	Pad      uint32
 }
 
 type RsttraceRecord struct {
-	_          structs.HostLayout
-	Type       uint8
-	Family     uint8
-	TcpFlags   uint8
-	State      uint8
-	Flags      uint32
-	Ts         uint64
-	Netns      uint32
-	Reason     uint32
-	Saddr      [16]uint8
-	Daddr      [16]uint8
-	Sport      uint16
-	Dport      uint16
-	Ret        int32
-	Backlog    uint32
-	ExitCode   int32
-	BacklogReq uint32
-	Aux        uint32
-	Ino        uint64
-	Sk         uint64
-	Proc       RsttraceProcInfo
+	_           structs.HostLayout
+	Type        uint8
+	Family      uint8
+	TcpFlags    uint8
+	State       uint8
+	Flags       uint32
+	Ts          uint64
+	Netns       uint32
+	Reason      uint32
+	Saddr       [16]uint8
+	Daddr       [16]uint8
+	Sport       uint16
+	Dport       uint16
+	Ret         int32
+	Backlog     uint32
+	ExitCode    int32
+	BacklogReq  uint32
+	Aux         uint32
+	Ino         uint64
+	Sk          uint64
+	Proc        RsttraceProcInfo
+	NetnsCookie uint64
 }
 
 type RsttraceRecordFlag uint32
