@@ -3,7 +3,7 @@
  * The one header shared by the BPF programs and the Go side.
  *
  * Every struct that crosses the kernel/user boundary is here; bpf2go
- * generates the Go types from it (-type event -type event_type ...), so the
+ * generates the Go types from it (-type record -type record_type ...), so the
  * two sides cannot drift apart.
  */
 #ifndef RSTTRACE_H
@@ -27,7 +27,7 @@ enum record_type {
 	 * (syscalls:sys_exit_listen); fields as for RECORD_LISTEN. */
 	RECORD_LISTEN_UPDATE = 6,
 
-	/* ---- issue 5: firewall, timeouts, resets (values >= 10) ---- */
+	/* Firewall drops, connect failures and resets: values from 10. */
 	/* The packet filter dropped a TCP SYN (skb:kfree_skb NETFILTER_DROP).
 	 * saddr/sport sent the SYN, daddr/dport was its destination.
 	 * aux: enum nf_hook_id where the kernel's call stack shows it. */
@@ -48,7 +48,6 @@ enum record_type {
 	RECORD_RST_IN = 14,
 };
 
-
 /* Bits of record.flags. */
 enum record_flag {
 	/* proc was recorded when the socket was created/connected/listened,
@@ -64,7 +63,7 @@ enum record_flag {
 	/* The IPv6 socket is IPV6_V6ONLY. */
 	RECORD_F_V6ONLY = 1 << 4,
 
-	/* ---- issue 5 (bits >= 1 << 8) ---- */
+	/* Firewall and reset detail: bits from 1 << 8. */
 	/* RECORD_FW_DROP: the kernel sent an ICMP error for the dropped SYN
 	 * (icmp:icmp_send saw the same skb): an nft/iptables `reject`. */
 	RECORD_F_FW_ICMP = 1 << 8,
@@ -74,11 +73,17 @@ enum record_flag {
 	/* RECORD_RST_OUT: proc is the task that sent the RST (process
 	 * context, e.g. close()); meaningful for close-type reasons only. */
 	RECORD_F_CURRENT = 1 << 10,
+	/* proc is the socket's owner from the owner table (map owners): the
+	 * task that made the socket in process context (connect(), accept(),
+	 * listen()), not the interrupted context. RECORD_F_PROC_KNOWN is set
+	 * with it. RECORD_RST_IN, RECORD_RST_OUT and RECORD_RESET_SENT from a
+	 * listener carry it where the owner was recorded. */
+	RECORD_F_OWNER_KNOWN = 1 << 11,
 };
 
 /*
  * Which capabilities the tp_btf programs serve, in the global `caps`, set
- * by userspace before load from the attach plan (tracer/plan.go). Several
+ * by userspace before load from the attach plan. Several
  * capabilities share a tracepoint; each tracepoint has one program that does
  * the work of all of them, and the verifier prunes the branches of those the
  * plan serves elsewhere (fentry/kprobe) or not at all.
@@ -103,6 +108,12 @@ enum cap_flag {
 	/* Not a capability: tcp:tcp_send_reset has its reason argument
 	 * (6.10+); before, the program must not read it. */
 	CAP_F_RST_REASON = 1 << 7,
+	/* Keep the owner table (map owners): record a socket's owner at
+	 * connect (tp_btf/inet_sock_set_state CLOSE->SYN_SENT), listen
+	 * (CLOSE->LISTEN) and accept (syscalls:sys_exit_accept,
+	 * sys_exit_accept4), forget it at TCP_CLOSE. Needs those programs
+	 * attached; resets read it. */
+	CAP_F_OWNERS = 1 << 8,
 };
 
 /* RECORD_FW_DROP aux: the netfilter hook, found by the function that called
@@ -145,15 +156,28 @@ struct listen_stats {
 	__u64 last_accept; /* bpf_ktime_get_ns() of the last accept() on it */
 };
 
+/*
+ * A process, taken from the current task in process context. 40 bytes,
+ * 8-byte aligned.
+ */
 struct proc_info {
 	__u32 pid;  /* thread group id: what users call the pid */
 	__u32 tid;
 	char comm[RST_COMM_LEN];
+	/* bpf_get_current_cgroup_id(): the task's cgroup v2 id, the inode
+	 * number of its directory on the cgroup2 mount (the root's on a host
+	 * whose containers live in v1 hierarchies only). */
+	__u64 cgroup_id;
+	/* Inode number of the task's mount namespace, as /proc/PID/ns/mnt
+	 * shows it: tells containers apart. */
+	__u32 mntns;
+	__u32 pad;
 };
 
 /*
- * One fixed-size record for every kind: the common header (type, flags,
- * timestamp, netns) first, then the connection, then the processes.
+ * One fixed-size record for every kind (144 bytes, 8-byte aligned): the
+ * common header (type, flags, timestamp, netns) first, then the connection,
+ * then the process, then what was added later (fields are only appended).
  * Addresses are in network order; AF_INET addresses use the first 4 bytes.
  *
  * For RECORD_RESET_SENT, saddr/sport is the peer the RST goes to (the
@@ -183,10 +207,15 @@ struct record {
 	__u64 ino;      /* socket inode, as in /proc/PID/fd and /proc/net/tcp */
 	__u64 sk;       /* socket address: a key, never dereferenced */
 	struct proc_info proc;
+	/* The network namespace's net->net_cookie: assigned when the namespace
+	 * is made and never reused, unlike netns (inode numbers are reused
+	 * once a namespace is gone). 0 where the kernel has none (before 5.7)
+	 * or the record has no namespace. */
+	__u64 netns_cookie;
 };
 
 /*
- * Summary mode (tracer/summary.go): while the ring buffer is more than
+ * Summary mode: while the ring buffer is more than
  * half full, or always with --summary, refusals are counted here instead of
  * written one record each. Counters only grow; userspace reads them all
  * every interval and writes what moved.

@@ -32,6 +32,7 @@ const (
 	RsttraceCapFlagCAP_F_CONNECT_FAILURES RsttraceCapFlag = 32
 	RsttraceCapFlagCAP_F_RESETS           RsttraceCapFlag = 64
 	RsttraceCapFlagCAP_F_RST_REASON       RsttraceCapFlag = 128
+	RsttraceCapFlagCAP_F_OWNERS           RsttraceCapFlag = 256
 )
 
 type RsttraceCodeRange struct {
@@ -83,47 +84,52 @@ const (
 )
 
 type RsttraceProcInfo struct {
-	_    structs.HostLayout
-	Pid  uint32
-	Tid  uint32
-	Comm [16]int8
+	_        structs.HostLayout
+	Pid      uint32
+	Tid      uint32
+	Comm     [16]int8
+	CgroupId uint64
+	Mntns    uint32
+	Pad      uint32
 }
 
 type RsttraceRecord struct {
-	_          structs.HostLayout
-	Type       uint8
-	Family     uint8
-	TcpFlags   uint8
-	State      uint8
-	Flags      uint32
-	Ts         uint64
-	Netns      uint32
-	Reason     uint32
-	Saddr      [16]uint8
-	Daddr      [16]uint8
-	Sport      uint16
-	Dport      uint16
-	Ret        int32
-	Backlog    uint32
-	ExitCode   int32
-	BacklogReq uint32
-	Aux        uint32
-	Ino        uint64
-	Sk         uint64
-	Proc       RsttraceProcInfo
+	_           structs.HostLayout
+	Type        uint8
+	Family      uint8
+	TcpFlags    uint8
+	State       uint8
+	Flags       uint32
+	Ts          uint64
+	Netns       uint32
+	Reason      uint32
+	Saddr       [16]uint8
+	Daddr       [16]uint8
+	Sport       uint16
+	Dport       uint16
+	Ret         int32
+	Backlog     uint32
+	ExitCode    int32
+	BacklogReq  uint32
+	Aux         uint32
+	Ino         uint64
+	Sk          uint64
+	Proc        RsttraceProcInfo
+	NetnsCookie uint64
 }
 
 type RsttraceRecordFlag uint32
 
 const (
-	RsttraceRecordFlagRECORD_F_PROC_KNOWN RsttraceRecordFlag = 1
-	RsttraceRecordFlagRECORD_F_EXITING    RsttraceRecordFlag = 2
-	RsttraceRecordFlagRECORD_F_NO_SKB     RsttraceRecordFlag = 4
-	RsttraceRecordFlagRECORD_F_HAS_SK     RsttraceRecordFlag = 8
-	RsttraceRecordFlagRECORD_F_V6ONLY     RsttraceRecordFlag = 16
-	RsttraceRecordFlagRECORD_F_FW_ICMP    RsttraceRecordFlag = 256
-	RsttraceRecordFlagRECORD_F_FW_NFT     RsttraceRecordFlag = 512
-	RsttraceRecordFlagRECORD_F_CURRENT    RsttraceRecordFlag = 1024
+	RsttraceRecordFlagRECORD_F_PROC_KNOWN  RsttraceRecordFlag = 1
+	RsttraceRecordFlagRECORD_F_EXITING     RsttraceRecordFlag = 2
+	RsttraceRecordFlagRECORD_F_NO_SKB      RsttraceRecordFlag = 4
+	RsttraceRecordFlagRECORD_F_HAS_SK      RsttraceRecordFlag = 8
+	RsttraceRecordFlagRECORD_F_V6ONLY      RsttraceRecordFlag = 16
+	RsttraceRecordFlagRECORD_F_FW_ICMP     RsttraceRecordFlag = 256
+	RsttraceRecordFlagRECORD_F_FW_NFT      RsttraceRecordFlag = 512
+	RsttraceRecordFlagRECORD_F_CURRENT     RsttraceRecordFlag = 1024
+	RsttraceRecordFlagRECORD_F_OWNER_KNOWN RsttraceRecordFlag = 2048
 )
 
 type RsttraceRecordType uint32
@@ -219,6 +225,8 @@ type RsttraceProgramSpecs struct {
 	TpSysEnterAccept4      *ebpf.ProgramSpec `ebpf:"tp_sys_enter_accept4"`
 	TpSysEnterBind         *ebpf.ProgramSpec `ebpf:"tp_sys_enter_bind"`
 	TpSysEnterListen       *ebpf.ProgramSpec `ebpf:"tp_sys_enter_listen"`
+	TpSysExitAccept        *ebpf.ProgramSpec `ebpf:"tp_sys_exit_accept"`
+	TpSysExitAccept4       *ebpf.ProgramSpec `ebpf:"tp_sys_exit_accept4"`
 	TpSysExitBind          *ebpf.ProgramSpec `ebpf:"tp_sys_exit_bind"`
 	TpSysExitListen        *ebpf.ProgramSpec `ebpf:"tp_sys_exit_listen"`
 }
@@ -234,6 +242,7 @@ type RsttraceMapSpecs struct {
 	ListenCalls   *ebpf.MapSpec `ebpf:"listen_calls"`
 	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
+	Owners        *ebpf.MapSpec `ebpf:"owners"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
 	Records       *ebpf.MapSpec `ebpf:"records"`
 	Summary       *ebpf.MapSpec `ebpf:"summary"`
@@ -289,6 +298,7 @@ type RsttraceMaps struct {
 	ListenCalls   *ebpf.Map `ebpf:"listen_calls"`
 	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
 	Lost          *ebpf.Map `ebpf:"lost"`
+	Owners        *ebpf.Map `ebpf:"owners"`
 	Ports         *ebpf.Map `ebpf:"ports"`
 	Records       *ebpf.Map `ebpf:"records"`
 	Summary       *ebpf.Map `ebpf:"summary"`
@@ -303,6 +313,7 @@ func (m *RsttraceMaps) Close() error {
 		m.ListenCalls,
 		m.ListenerStats,
 		m.Lost,
+		m.Owners,
 		m.Ports,
 		m.Records,
 		m.Summary,
@@ -356,6 +367,8 @@ type RsttracePrograms struct {
 	TpSysEnterAccept4      *ebpf.Program `ebpf:"tp_sys_enter_accept4"`
 	TpSysEnterBind         *ebpf.Program `ebpf:"tp_sys_enter_bind"`
 	TpSysEnterListen       *ebpf.Program `ebpf:"tp_sys_enter_listen"`
+	TpSysExitAccept        *ebpf.Program `ebpf:"tp_sys_exit_accept"`
+	TpSysExitAccept4       *ebpf.Program `ebpf:"tp_sys_exit_accept4"`
 	TpSysExitBind          *ebpf.Program `ebpf:"tp_sys_exit_bind"`
 	TpSysExitListen        *ebpf.Program `ebpf:"tp_sys_exit_listen"`
 }
@@ -382,6 +395,8 @@ func (p *RsttracePrograms) Close() error {
 		p.TpSysEnterAccept4,
 		p.TpSysEnterBind,
 		p.TpSysEnterListen,
+		p.TpSysExitAccept,
+		p.TpSysExitAccept4,
 		p.TpSysExitBind,
 		p.TpSysExitListen,
 	)

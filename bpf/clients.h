@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Local clients: who called connect() (recorded at CLOSE->SYN_SENT), a
+ * connect() refused by a RST, attempts that ended without one (timeout,
+ * ICMP error, given up) and the SYN retransmits on the way.
+ */
+#ifndef RSTTRACE_CLIENTS_H
+#define RSTTRACE_CLIENTS_H
+
+static __always_inline __u8 syn_retransmits(const struct sock *sk)
+{
+	return BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits);
+}
+
+/*
+ * CLOSE->SYN_SENT in tcp_v4_connect/tcp_v6_connect runs in the connect()
+ * caller's context: who connects, for clients, connect failures and the
+ * owner table.
+ */
+static __always_inline void connect_started(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct conn v = {};
+	__u16 family;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return;
+	family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	if (!port_traced(bpf_ntohs(sk->__sk_common.skc_dport)))
+		return;
+	current_proc(&v.proc);
+	if (caps & CAP_F_OWNERS)
+		owner_record(sk, &v.proc);
+	if (!(caps & (CAP_F_CLIENTS | CAP_F_CONNECT_FAILURES)))
+		return;
+	if (caps & CAP_F_CONNECT_FAILURES)
+		v.ts = bpf_ktime_get_ns();
+	bpf_map_update_elem(&connecting, &key, &v, BPF_ANY);
+}
+
+/*
+ * SYN_SENT->CLOSE: the connect() attempt is over. tcp_done_with_error()
+ * stores sk_err before the state change: ECONNREFUSED (ICMP port
+ * unreachable), ETIMEDOUT (SYN retransmits exhausted: tcp_write_err),
+ * EHOSTUNREACH... An attempt closed by its owner has sk_err 0: reported
+ * only if SYNs were retransmitted (the client gave up waiting). An attempt
+ * refused by a RST is not here: tcp_receive_reset reported it and deleted
+ * its entry (handle_receive_reset). Returns whether sk had an entry.
+ */
+static __always_inline bool connect_failed(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct conn *c;
+	struct record *e;
+	struct pkt p = {};
+	__u8 retrans;
+	__u64 ms;
+	int err;
+
+	c = bpf_map_lookup_elem(&connecting, &key);
+	if (!c)
+		return false;
+	err = sk->sk_err;
+	retrans = syn_retransmits(sk);
+	if (err == 0 && retrans == 0)
+		return true;
+	sk_pkt(sk, &p);
+	e = reserve(RECORD_CONNECT_FAILED);
+	if (!e)
+		return true;
+	pkt_to_event(&p, e);
+	e->state = TCP_SYN_SENT;
+	record_net(e, sk_net_of(sk, true), true);
+	e->sk = key;
+	e->ret = -err;
+	ms = (bpf_ktime_get_ns() - c->ts) / 1000000;
+	if (ms > 0xffffff)
+		ms = 0xffffff;
+	e->aux = ((__u32)retrans << 24) | (__u32)ms;
+	e->proc = c->proc;
+	e->flags |= RECORD_F_PROC_KNOWN;
+	bpf_ringbuf_submit(e, 0);
+	return true;
+}
+
+/*
+ * In SYN_SENT a RST is the refusal the client sees as ECONNREFUSED; the
+ * client process is the one recorded at connect(). The entry is deleted
+ * here: the attempt is reported, and SYN_SENT->CLOSE right after it
+ * (tcp_reset -> tcp_done_with_error, sk_err ECONNREFUSED) must not report
+ * it again as a connect failure.
+ */
+static __always_inline void client_refused(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct pkt p = {};
+	struct conn *c;
+	struct record *e;
+
+	c = bpf_map_lookup_elem(&connecting, &key);
+	if (!c && filter_ports)
+		return; /* not traced at connect() */
+	sk_pkt(sk, &p);
+	if (client_summarized(&p)) {
+		summary_count(&p, sk_netns_of(sk, true), false);
+		goto out;
+	}
+	e = reserve(RECORD_CLIENT_REFUSED);
+	if (e) {
+		pkt_to_event(&p, e);
+		e->state = TCP_SYN_SENT;
+		record_net(e, sk_net_of(sk, true), true);
+		e->sk = key;
+		if (c) {
+			e->proc = c->proc;
+			e->flags |= RECORD_F_PROC_KNOWN;
+		}
+		bpf_ringbuf_submit(e, 0);
+	}
+out:
+	if (c)
+		bpf_map_delete_elem(&connecting, &key);
+}
+
+/* A SYN of a local connect() was retransmitted: no answer yet (timer, in
+ * softirq: the process comes from connecting). */
+static __always_inline int handle_syn_retransmit(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct pkt p = {};
+	struct conn *c;
+	struct record *e;
+
+	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
+		return 0;
+	c = bpf_map_lookup_elem(&connecting, &key);
+	if (!c)
+		return 0;
+	sk_pkt(sk, &p);
+	e = reserve(RECORD_SYN_RETRANS);
+	if (!e)
+		return 0;
+	pkt_to_event(&p, e);
+	e->state = TCP_SYN_SENT;
+	record_net(e, sk_net_of(sk, true), true);
+	e->sk = key;
+	e->aux = syn_retransmits(sk);
+	e->proc = c->proc;
+	e->flags |= RECORD_F_PROC_KNOWN;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+#endif /* RSTTRACE_CLIENTS_H */

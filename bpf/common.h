@@ -1,0 +1,430 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * What every capability shares: the run-time settings, the ring buffer and
+ * its loss counter, the port filter, the owner of a connect() in progress,
+ * process capture, network namespace helpers and the packet parse.
+ */
+#ifndef RSTTRACE_COMMON_H
+#define RSTTRACE_COMMON_H
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+#define PF_EXITING 0x00000004
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define TCPHDR_SYN 0x02
+#define TCPHDR_RST 0x04
+#define TCPHDR_ACK 0x10
+#define ICMP_DEST_UNREACH 3
+
+/* Set before load (pwru's habit): the verifier prunes what is not used. */
+const volatile bool filter_ports = false;
+/* enum cap_flag: what the tp_btf programs do (see rsttrace.h). */
+const volatile __u32 caps = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* userspace may resize before load */
+} records SEC(".maps");
+
+/* Records that did not fit in the ring buffer, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* --port filter: ports[port] != 0 means traced. Only read if filter_ports. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+/* A local connect() in progress: who called it, and when. */
+struct conn {
+	struct proc_info proc;
+	__u64 ts; /* bpf_ktime_get_ns() at connect(); 0 unless connect_failures */
+};
+
+/*
+ * Who called connect() on a socket, recorded at CLOSE->SYN_SENT (process
+ * context; the source port is not chosen yet there, so the key is the socket
+ * address). Read when the RST arrives in softirq, where `current` is
+ * whoever was on the CPU, and when the attempt ends. One map for clients and
+ * connect failures: both are served by the one inet_sock_set_state
+ * program, so the order in which the entry is read and deleted is the
+ * program's own, not that of two programs on one tracepoint.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct conn);
+} connecting SEC(".maps");
+
+static __always_inline bool port_traced(__u16 port)
+{
+	__u32 key = port;
+	__u8 *v;
+
+	if (!filter_ports)
+		return true;
+	v = bpf_map_lookup_elem(&ports, &key);
+	return v && *v;
+}
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline struct record *reserve(__u8 type)
+{
+	struct record *e;
+
+	e = bpf_ringbuf_reserve(&records, sizeof(*e), 0);
+	if (!e) {
+		count_lost();
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = type;
+	e->ts = bpf_ktime_get_ns();
+	return e;
+}
+
+static __always_inline void current_proc(struct proc_info *p)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	struct task_struct *task = (void *)bpf_get_current_task();
+
+	p->pid = id >> 32;
+	p->tid = (__u32)id;
+	bpf_get_current_comm(p->comm, sizeof(p->comm));
+	p->cgroup_id = bpf_get_current_cgroup_id();
+	/* nsproxy is NULL once exit_task_namespaces() ran: the read fails
+	 * and leaves 0. */
+	p->mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+}
+
+/*
+ * A kernel field. tp_btf and fentry programs get typed (BTF) pointers: a
+ * plain load, which the verifier turns into a fault-safe load with no
+ * helper call (BPF_CORE_READ costs a bpf_probe_read_kernel call per
+ * field). kprobe arguments are plain numbers: bpf_probe_read_kernel. `btf`
+ * is a constant in every caller, so only one of the two is compiled.
+ * Only for fields of the pointer's own type: a cast to a larger type
+ * (inet_sock) is beyond what the verifier lets a typed pointer load.
+ */
+#define RD(btf, type, ptr, field) ({					\
+	type __v = 0;							\
+	if (btf)							\
+		__v = (ptr)->field;					\
+	else								\
+		bpf_core_read(&__v, sizeof(__v), &(ptr)->field);	\
+	__v;								\
+})
+
+static __always_inline struct net *sk_net_of(const struct sock *sk, bool btf)
+{
+	return RD(btf, struct net *, sk, __sk_common.skc_net.net);
+}
+
+static __always_inline __u32 net_inum(const struct net *net, bool btf)
+{
+	return net ? RD(btf, __u32, net, ns.inum) : 0;
+}
+
+static __always_inline __u32 sk_netns_of(const struct sock *sk, bool btf)
+{
+	return net_inum(sk_net_of(sk, btf), btf);
+}
+
+/*
+ * Until 5.12 net_cookie was an atomic64_t, set on first use by
+ * bpf_get_netns_cookie (added in 5.7); commit 3d368ab87cf6 ("net:
+ * initialize net->net_cookie at netns setup") made it a u64 assigned when
+ * the namespace is made. Same size and offset, but CO-RE does not match a
+ * u64 with a struct: one flavour each.
+ */
+struct net___old {
+	atomic64_t net_cookie;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 net_cookie_of(const struct net *net)
+{
+	const struct net___old *old = (const void *)net;
+	__u64 c = 0;
+
+	if (!net)
+		return 0;
+	if (bpf_core_field_exists(net->net_cookie))
+		bpf_core_read(&c, sizeof(c), &net->net_cookie);
+	else if (bpf_core_field_exists(old->net_cookie))
+		bpf_core_read(&c, sizeof(c), &old->net_cookie.counter);
+	return c;
+}
+
+/* The record's network namespace: inode number and cookie. */
+static __always_inline void record_net(struct record *e, const struct net *net,
+				       bool btf)
+{
+	e->netns = net_inum(net, btf);
+	e->netns_cookie = net_cookie_of(net);
+}
+
+/* Inode of the socket's file, as /proc/net/tcp and /proc/PID/fd show it. */
+static __always_inline __u64 sk_ino(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+}
+
+/* Network namespace of a received skb: its device's. */
+static __always_inline struct net *skb_dev_net(const struct sk_buff *skb, bool btf)
+{
+	struct net_device *dev = RD(btf, struct net_device *, skb, dev);
+
+	if (!dev)
+		return NULL;
+	return RD(btf, struct net *, dev, nd_net.net);
+}
+
+/* A connection's addresses, ports and flags, parsed onto the stack before
+ * anything is reserved. */
+struct pkt {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 tcp_flags;
+};
+
+static __always_inline void pkt_to_event(const struct pkt *p, struct record *e)
+{
+	e->family = p->family;
+	e->tcp_flags = p->tcp_flags;
+	__builtin_memcpy(e->saddr, p->saddr, 16);
+	__builtin_memcpy(e->daddr, p->daddr, 16);
+	e->sport = p->sport;
+	e->dport = p->dport;
+}
+
+/* Local address and port of sk into daddr/dport (listen events); *flags
+ * gets RECORD_F_V6ONLY. */
+static __always_inline void sk_local(const struct sock *sk, struct pkt *p,
+				     __u32 *flags)
+{
+	p->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	p->dport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (p->family == AF_INET) {
+		bpf_core_read(p->daddr, 4, &sk->__sk_common.skc_rcv_saddr);
+	} else {
+		bpf_core_read(p->daddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only))
+			*flags |= RECORD_F_V6ONLY;
+	}
+}
+
+static __always_inline bool pkt_is_syn(const struct pkt *p)
+{
+	return (p->tcp_flags & (TCPHDR_SYN | TCPHDR_ACK)) == TCPHDR_SYN;
+}
+
+/* IPv6 next-header values of the extension headers a TCP segment may sit
+ * behind (include/net/ipv6.h), and how many of them the parse walks. */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_NONE 59
+#define NEXTHDR_DEST 60
+#define IPV6_EXT_HDRS_MAX 8
+/* IPv4 fragment offset bits of frag_off (host order). */
+#define IP_OFFSET 0x1fff
+/* IPv6 fragment header: offset bits of frag_off (host order). */
+#define IP6_OFFSET 0xfff8
+
+/*
+ * Offset from head of the TCP header behind an IPv6 header at off whose
+ * next header is nexthdr, walking the extension headers (ipv6_skip_exthdr
+ * does the same in the kernel); -1 if the packet is not TCP, is a fragment
+ * other than the first (only the first carries the TCP header), or has
+ * more extension headers than the walk allows.
+ */
+static __always_inline int ipv6_tcp_offset(const unsigned char *head,
+					   __u32 off, __u8 nexthdr)
+{
+	for (int i = 0; i < IPV6_EXT_HDRS_MAX; i++) {
+		struct {
+			__u8 nexthdr;
+			__u8 hdrlen;
+			__be16 frag_off; /* fragment header only */
+		} x;
+
+		switch (nexthdr) {
+		case IPPROTO_TCP:
+			return off;
+		case NEXTHDR_HOP:
+		case NEXTHDR_ROUTING:
+		case NEXTHDR_FRAGMENT:
+		case NEXTHDR_AUTH:
+		case NEXTHDR_DEST:
+			break;
+		default: /* NEXTHDR_NONE, UDP, ICMPv6, ... */
+			return -1;
+		}
+		if (bpf_probe_read_kernel(&x, sizeof(x), head + off))
+			return -1;
+		if (nexthdr == NEXTHDR_FRAGMENT) {
+			if (bpf_ntohs(x.frag_off) & IP6_OFFSET)
+				return -1;
+			off += 8;
+		} else if (nexthdr == NEXTHDR_AUTH) {
+			off += ((__u32)x.hdrlen + 2) * 4; /* 32-bit words, RFC 4302 */
+		} else {
+			off += ((__u32)x.hdrlen + 1) * 8;
+		}
+		nexthdr = x.nexthdr;
+	}
+	return nexthdr == IPPROTO_TCP ? (int)off : -1;
+}
+
+/*
+ * Addresses, ports and flags of the TCP segment in skb, from its own
+ * headers: for a refused SYN the socket is NULL, so the skb is all there
+ * is. -1 unless the packet is TCP and carries its TCP header: the packet
+ * filter drops UDP and ICMP with the same reason as TCP, and a non-first
+ * fragment has no TCP header. The TCP header's offset comes from the IP
+ * headers, not skb->transport_header: before the transport layer (IPv6
+ * prerouting, input) that points right behind the fixed header.
+ *
+ * One read covers the IP header and, without IPv4 options or IPv6
+ * extension headers, the TCP header right behind it (IPv6 40 + TCP 20
+ * bytes). For a short IPv4 segment it reads past the segment's end, still
+ * inside the skb's head buffer (skb_shared_info follows it); the bytes
+ * past the headers are not used.
+ */
+static __always_inline int skb_parse(const struct sk_buff *skb, bool btf,
+				     struct pkt *p)
+{
+	unsigned char *head = RD(btf, unsigned char *, skb, head);
+	__u16 nh = RD(btf, __u16, skb, network_header);
+	union {
+		struct iphdr ip;
+		struct ipv6hdr ip6;
+		__u8 raw[sizeof(struct ipv6hdr) + sizeof(struct tcphdr)];
+	} h;
+	struct tcphdr tcp;
+	const struct tcphdr *t = &tcp;
+	__u32 hlen;
+	int th;
+
+	if (bpf_probe_read_kernel(&h, sizeof(h), head + nh))
+		return -1;
+	switch (h.raw[0] >> 4) {
+	case 4:
+		if (h.ip.protocol != IPPROTO_TCP ||
+		    (bpf_ntohs(h.ip.frag_off) & IP_OFFSET))
+			return -1;
+		hlen = (h.raw[0] & 0x0f) * 4;
+		if (hlen < sizeof(struct iphdr))
+			return -1;
+		p->family = AF_INET;
+		__builtin_memcpy(p->saddr, &h.ip.saddr, 4);
+		__builtin_memcpy(p->daddr, &h.ip.daddr, 4);
+		if (hlen == sizeof(struct iphdr))
+			t = (const void *)&h.raw[sizeof(struct iphdr)];
+		th = nh + hlen;
+		break;
+	case 6:
+		th = ipv6_tcp_offset(head, nh + sizeof(struct ipv6hdr),
+				     h.ip6.nexthdr);
+		if (th < 0)
+			return -1;
+		p->family = AF_INET6;
+		__builtin_memcpy(p->saddr, &h.ip6.saddr, 16);
+		__builtin_memcpy(p->daddr, &h.ip6.daddr, 16);
+		if (th == nh + sizeof(struct ipv6hdr))
+			t = (const void *)&h.raw[sizeof(struct ipv6hdr)];
+		break;
+	default:
+		return -1;
+	}
+	if (t == &tcp && bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th))
+		return -1;
+	p->sport = bpf_ntohs(t->source);
+	p->dport = bpf_ntohs(t->dest);
+	p->tcp_flags = ((const __u8 *)t)[13];
+	return 0;
+}
+
+/*
+ * Local address and port of sk into saddr/sport, remote into daddr/dport.
+ * A socket moving to CLOSE has already released its port (tcp_set_state ->
+ * inet_put_port zeroes inet_num) when tcp_disconnect sends its RST or
+ * tcp_done reports SYN_SENT->CLOSE; inet_sport keeps the port. tp_btf
+ * programs only (typed sk).
+ */
+static __always_inline void sk_pkt(const struct sock *sk, struct pkt *p)
+{
+	p->family = sk->__sk_common.skc_family;
+	p->sport = sk->__sk_common.skc_num;
+	if (!p->sport)
+		p->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	p->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (p->family == AF_INET) {
+		__u32 a = sk->__sk_common.skc_rcv_saddr;
+		__u32 b = sk->__sk_common.skc_daddr;
+
+		__builtin_memcpy(p->saddr, &a, 4);
+		__builtin_memcpy(p->daddr, &b, 4);
+	} else {
+		bpf_core_read(p->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(p->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
+/* The file behind fd in the current task, or NULL. */
+static __always_inline struct file *fd_file(int fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *f = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* The struct sock behind fd in the current task, if it is a TCP socket. */
+static __always_inline struct sock *fd_tcp_sock(int fd, __u64 *ino)
+{
+	struct file *f = fd_file(fd);
+	struct socket *sock;
+	struct sock *sk;
+
+	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(f, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	*ino = BPF_CORE_READ(f, f_inode, i_ino);
+	return sk;
+}
+
+#endif /* RSTTRACE_COMMON_H */

@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * One handler per hook that several capabilities share (tcp_send_reset,
+ * inet_sock_set_state, tcp_receive_reset, kfree_skb): it does the work of
+ * all of them, dispatching on what the hook saw and on `caps`. A second
+ * program on the same hook would pay the tracepoint's dispatch, the
+ * argument reads and the packet parse again on every event; under a
+ * refusal storm that was most of the cost.
+ */
+#ifndef RSTTRACE_HOOKS_H
+#define RSTTRACE_HOOKS_H
+
+/*
+ * A RST leaves this host's TCP stack. From 6.10 tcp:tcp_send_reset fires
+ * for every RST (tcp_v4_send_reset/tcp_v6_send_reset call it even when sk
+ * is NULL, and pass enum sk_rst_reason); before, only with a full socket,
+ * so refusals come from the senders themselves (fentry/kprobe on
+ * tcp_v4_send_reset/tcp_v6_send_reset).
+ *
+ * refusals: report refused connections (RECORD_RESET_SENT); resets: report
+ * RSTs on existing connections (RECORD_RST_OUT, tracepoint only). A segment
+ * answered by a listener, request or timewait socket that is not a refusal
+ * is neither.
+ */
+static __always_inline int handle_send_reset(const struct sock *sk,
+					     const struct sk_buff *skb,
+					     __u32 reason, bool btf,
+					     bool refusals, bool resets)
+{
+	struct pkt p = {};
+	__u8 state = 0;
+
+	if (!skb) {
+		if (resets && sk)
+			rst_out_active(sk, reason);
+		return 0;
+	}
+	if (!refusals && sk)
+		return 0; /* only a socketless RST can be a reset report */
+	if (skb_parse(skb, btf, &p))
+		return 0;
+	if (sk)
+		state = RD(btf, __u8, sk, __sk_common.skc_state);
+	if ((p.tcp_flags & TCPHDR_SYN) || state == TCP_LISTEN) {
+		if (refusals)
+			refusal_sent(sk, skb, &p, state, reason, btf);
+		return 0;
+	}
+	if (resets && !sk)
+		rst_out_nosock(skb, &p, reason, btf);
+	return 0;
+}
+
+/*
+ * Socket state changes (sock:inet_sock_set_state, 4.16+):
+ *  CLOSE->LISTEN in inet_csk_listen_start, in the listen() caller's context;
+ *  LISTEN->CLOSE when the last reference to the listener goes (close(),
+ *    exit, tcp_disconnect), in the context of whoever dropped it;
+ *  CLOSE->SYN_SENT in tcp_v4_connect/tcp_v6_connect, the connect() caller:
+ *    who connects, for clients, connect failures and the owner table;
+ *  anything->CLOSE: the socket's owner is forgotten;
+ *  SYN_SENT->anything: the connect attempt is over.
+ * LISTEN->SYN_RECV is a child socket in softirq, not a listener: ignored,
+ * as is every other transition, before sk is read at all.
+ */
+static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
+					    int newstate)
+{
+	const __u32 conn_caps = CAP_F_CLIENTS | CAP_F_CONNECT_FAILURES;
+	__u64 key = (__u64)sk;
+	__u16 family;
+
+	/* Every way out of a TCP socket's life ends in TCP_CLOSE (tcp_done,
+	 * tcp_close, tcp_disconnect, tcp_set_state from a listener's close).
+	 * The RST a close or disconnect sends comes after this (tcp_close
+	 * and tcp_disconnect set CLOSE first), in the closer's context:
+	 * RECORD_F_CURRENT covers those. */
+	if ((caps & CAP_F_OWNERS) && newstate == TCP_CLOSE)
+		owner_forget(sk);
+	if (oldstate == TCP_SYN_SENT) {
+		if (!(caps & conn_caps))
+			return 0;
+		if (sk->sk_protocol != IPPROTO_TCP)
+			return 0;
+		/* No entry (refused by a RST, or not traced): nothing to delete. */
+		if ((caps & CAP_F_CONNECT_FAILURES) && newstate == TCP_CLOSE &&
+		    !connect_failed(sk))
+			return 0;
+		bpf_map_delete_elem(&connecting, &key);
+		return 0;
+	}
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
+		if (caps & (conn_caps | CAP_F_OWNERS))
+			connect_started(sk);
+		return 0;
+	}
+	if (!(caps & (CAP_F_LISTENERS | CAP_F_OWNERS)))
+		return 0;
+	if (!(oldstate == TCP_CLOSE && newstate == TCP_LISTEN) &&
+	    !(oldstate == TCP_LISTEN && newstate == TCP_CLOSE))
+		return 0;
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	if ((caps & CAP_F_OWNERS) && newstate == TCP_LISTEN) {
+		struct proc_info o = {};
+
+		current_proc(&o);
+		owner_record(sk, &o);
+	}
+	if (caps & CAP_F_LISTENERS)
+		listener_change(sk, newstate);
+	return 0;
+}
+
+/* A RST reached a local socket (tcp_reset(), tcp:tcp_receive_reset, 4.15+). */
+static __always_inline int handle_receive_reset(const struct sock *sk)
+{
+	__u8 state = sk->__sk_common.skc_state;
+
+	if (state == TCP_SYN_SENT) {
+		if (caps & CAP_F_CLIENTS)
+			client_refused(sk);
+		return 0;
+	}
+	if (state == TCP_LISTEN)
+		return 0;
+	if (caps & CAP_F_RESETS)
+		rst_in(sk, state);
+	return 0;
+}
+
+/*
+ * skb:kfree_skb (skb, location[, reason from 5.17][, rx_sk from 6.11]).
+ * Every freed-with-a-reason packet on the host comes here, so the reason is
+ * compared first. The arguments past location are read only where `caps`
+ * says the kernel has them (firewall needs 5.17, final ACK 6.15): elsewhere
+ * the verifier prunes the read it would refuse.
+ */
+static __always_inline int handle_kfree_skb(__u64 *ctx, struct sk_buff *skb, void *location)
+{
+	__u32 reason;
+
+	if (!(caps & (CAP_F_FIREWALL | CAP_F_FINAL_ACK)))
+		return 0;
+	reason = (__u32)ctx[2];
+	if ((caps & CAP_F_FIREWALL) && reason == netfilter_drop_reason)
+		return handle_fw_drop(ctx, skb, location);
+	if ((caps & CAP_F_FINAL_ACK) && reason_listen_overflow &&
+	    reason == reason_listen_overflow)
+		return handle_final_ack_drop((const struct sock *)ctx[3]);
+	return 0;
+}
+
+#endif /* RSTTRACE_HOOKS_H */

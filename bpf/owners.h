@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The owner table: which process made a socket, recorded in process
+ * context when the socket is made (connect(), accept(), listen()) and
+ * forgotten when it reaches TCP_CLOSE. RSTs arrive in softirq, where
+ * `current` is whoever was on the CPU; the table names the socket's owner
+ * there without userspace walking /proc for every reset.
+ */
+#ifndef RSTTRACE_OWNERS_H
+#define RSTTRACE_OWNERS_H
+
+/*
+ * Keyed by socket address (a key, never dereferenced). 65536 entries: as
+ * many as the ephemeral port range has ports, more than the connections
+ * most hosts hold; a fixed, preallocated ~7 MiB. LRU: on a host with more
+ * live sockets the least recently recorded owners go (their resets arrive
+ * without an owner, as for sockets made before the tracer started), never
+ * the newest.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct proc_info);
+} owners SEC(".maps");
+
+static __always_inline void owner_record(const struct sock *sk,
+					 const struct proc_info *p)
+{
+	__u64 key = (__u64)sk;
+
+	bpf_map_update_elem(&owners, &key, p, BPF_ANY);
+}
+
+static __always_inline void owner_forget(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+
+	bpf_map_delete_elem(&owners, &key);
+}
+
+/* Puts sk's owner in e->proc if the table has it. */
+static __always_inline bool owner_fill(const struct sock *sk, struct record *e)
+{
+	__u64 key = (__u64)sk;
+	struct proc_info *o;
+
+	if (!(caps & CAP_F_OWNERS))
+		return false;
+	o = bpf_map_lookup_elem(&owners, &key);
+	if (!o)
+		return false;
+	e->proc = *o;
+	e->flags |= RECORD_F_PROC_KNOWN | RECORD_F_OWNER_KNOWN;
+	return true;
+}
+
+/*
+ * accept() returned fd (fd_install ran before the syscall returns): the
+ * caller owns the connection. Before this the child sat in the accept
+ * queue with no owner.
+ */
+static __always_inline int handle_accept_exit(long ret)
+{
+	struct proc_info o = {};
+	struct sock *sk;
+	__u64 ino;
+
+	if (!(caps & CAP_F_OWNERS) || ret < 0)
+		return 0;
+	sk = fd_tcp_sock(ret, &ino);
+	if (!sk)
+		return 0;
+	if (!port_traced(BPF_CORE_READ(sk, __sk_common.skc_num)) &&
+	    !port_traced(bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
+		return 0;
+	current_proc(&o);
+	owner_record(sk, &o);
+	return 0;
+}
+
+#endif /* RSTTRACE_OWNERS_H */

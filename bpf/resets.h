@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Resets on existing connections: RSTs this host sends (RECORD_RST_OUT) and
+ * RSTs its sockets receive past the handshake (RECORD_RST_IN).
+ */
+#ifndef RSTTRACE_RESETS_H
+#define RSTTRACE_RESETS_H
+
+/*
+ * A RST answering a non-SYN segment for which no socket exists (the
+ * connection is gone here): the sender is the local side, daddr of the
+ * answered segment.
+ */
+static __always_inline void rst_out_nosock(const struct sk_buff *skb,
+					   const struct pkt *p, __u32 reason,
+					   bool btf)
+{
+	struct record *e;
+
+	if ((p->tcp_flags & TCPHDR_RST) || !port_traced(p->dport))
+		return;
+	e = reserve(RECORD_RST_OUT);
+	if (!e)
+		return;
+	e->family = p->family;
+	e->tcp_flags = p->tcp_flags;
+	__builtin_memcpy(e->saddr, p->daddr, 16);
+	__builtin_memcpy(e->daddr, p->saddr, 16);
+	e->sport = p->dport;
+	e->dport = p->sport;
+	record_net(e, skb_dev_net(skb, btf), btf);
+	e->reason = reason;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * An active reset (no segment answered: tcp_send_active_reset from
+ * close() with unread data, SO_LINGER {1,0}, keepalive or memory aborts).
+ * It comes with the socket; from 6.10 with an enum sk_rst_reason.
+ */
+static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
+{
+	struct record *e;
+	struct pkt p = {};
+
+	sk_pkt(sk, &p);
+	if (!port_traced(p.sport) && !port_traced(p.dport))
+		return;
+	e = reserve(RECORD_RST_OUT);
+	if (!e)
+		return;
+	pkt_to_event(&p, e);
+	e->flags |= RECORD_F_NO_SKB | RECORD_F_HAS_SK;
+	/* A child never accepted has no file: its listener was closed. */
+	e->state = sk->__sk_common.skc_state;
+	record_net(e, sk_net_of(sk, true), true);
+	e->sk = (__u64)sk;
+	e->ino = sk_ino(sk);
+	e->reason = reason;
+	/* proc is the owner where the table has it; RECORD_F_CURRENT says
+	 * it is (also) the task that sent the RST. */
+	if (owner_fill(sk, e)) {
+		if (e->proc.pid == bpf_get_current_pid_tgid() >> 32)
+			e->flags |= RECORD_F_CURRENT;
+	} else {
+		current_proc(&e->proc);
+		e->flags |= RECORD_F_CURRENT;
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Past the handshake (tcp_reset()): the owner sees ECONNRESET (or EPIPE). */
+static __always_inline void rst_in(const struct sock *sk, __u8 state)
+{
+	struct pkt p = {};
+	struct record *e;
+
+	sk_pkt(sk, &p);
+	if (!port_traced(p.sport) && !port_traced(p.dport))
+		return;
+	e = reserve(RECORD_RST_IN);
+	if (!e)
+		return;
+	pkt_to_event(&p, e);
+	e->state = state;
+	e->flags |= RECORD_F_HAS_SK;
+	record_net(e, sk_net_of(sk, true), true);
+	e->sk = (__u64)sk;
+	e->ino = sk_ino(sk);
+	/* Softirq: `current` is whoever was on the CPU; the owner table
+	 * names the socket's owner. */
+	owner_fill(sk, e);
+	bpf_ringbuf_submit(e, 0);
+}
+
+#endif /* RSTTRACE_RESETS_H */
