@@ -69,14 +69,15 @@ func TestRecordTags(t *testing.T) {
 		t.Errorf("C has %d record types, record.Types %d", len(types), len(record.Types))
 	}
 	flags := map[RsttraceRecordFlag]record.Flag{
-		RsttraceRecordFlagRECORD_F_PROC_KNOWN: record.FlagProcKnown,
-		RsttraceRecordFlagRECORD_F_EXITING:    record.FlagExiting,
-		RsttraceRecordFlagRECORD_F_NO_SKB:     record.FlagNoSkb,
-		RsttraceRecordFlagRECORD_F_HAS_SK:     record.FlagHasSk,
-		RsttraceRecordFlagRECORD_F_V6ONLY:     record.FlagV6Only,
-		RsttraceRecordFlagRECORD_F_FW_ICMP:    record.FlagFirewallICMP,
-		RsttraceRecordFlagRECORD_F_FW_NFT:     record.FlagFirewallNFT,
-		RsttraceRecordFlagRECORD_F_CURRENT:    record.FlagCurrent,
+		RsttraceRecordFlagRECORD_F_PROC_KNOWN:  record.FlagProcKnown,
+		RsttraceRecordFlagRECORD_F_EXITING:     record.FlagExiting,
+		RsttraceRecordFlagRECORD_F_NO_SKB:      record.FlagNoSkb,
+		RsttraceRecordFlagRECORD_F_HAS_SK:      record.FlagHasSk,
+		RsttraceRecordFlagRECORD_F_V6ONLY:      record.FlagV6Only,
+		RsttraceRecordFlagRECORD_F_FW_ICMP:     record.FlagFirewallICMP,
+		RsttraceRecordFlagRECORD_F_FW_NFT:      record.FlagFirewallNFT,
+		RsttraceRecordFlagRECORD_F_CURRENT:     record.FlagCurrent,
+		RsttraceRecordFlagRECORD_F_OWNER_KNOWN: record.FlagOwnerKnown,
 	}
 	for c, g := range flags {
 		if uint32(c) != g {

@@ -209,16 +209,11 @@ func TestResetPairsBothSides(t *testing.T) {
 	for _, order := range []string{"in-first", "out-first"} {
 		c, s := newTestCorrelator(), &ctSink{}
 		c.RSTReason = func(v uint32) string { return map[uint32]string{11: "TCP_ABORT_ON_CLOSE"}[v] }
-		fake(c).SocketOwner = func(ino uint64) *events.Process {
-			if ino == 99 {
-				return &curl
-			}
-			return nil
-		}
 		out := ctWithProc(fwRec(record.ResetOut, 1, 7, "10.0.0.2:80", "10.0.0.1:5000"), srv)
 		out.Reason, out.Flags, out.Ino = 11, record.FlagCurrent|record.FlagNoSkb, 5
-		in := fwRec(record.ResetIn, 2, 7, "10.0.0.1:5000", "10.0.0.2:80")
-		in.Ino, in.State = 99, 1
+		// The receiver's owner, recorded in the kernel at connect().
+		in := ctWithProc(fwRec(record.ResetIn, 2, 7, "10.0.0.1:5000", "10.0.0.2:80"), curl)
+		in.Ino, in.State, in.Flags = 99, 1, record.FlagProcKnown|record.FlagOwnerKnown
 		if order == "in-first" {
 			ctFeed(t, c, s, in, out)
 		} else {

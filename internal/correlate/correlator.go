@@ -28,8 +28,6 @@ type Host interface {
 	// SocketPort finds the local port of socket inode ino in the network
 	// namespace of process pid, or 0.
 	SocketPort(pid uint32, ino uint64) uint16
-	// SocketOwner finds the process holding socket inode ino, or nil.
-	SocketOwner(ino uint64) *events.Process
 }
 
 // NoHost knows nothing about the host: every lookup finds nothing.
@@ -38,7 +36,6 @@ type NoHost struct{}
 func (NoHost) PortHolder(uint32, uint16) *events.Process { return nil }
 func (NoHost) HasSocket(uint32, uint64) bool             { return true }
 func (NoHost) SocketPort(uint32, uint64) uint16          { return 0 }
-func (NoHost) SocketOwner(uint64) *events.Process        { return nil }
 
 // Correlator turns kernel records into events and links each refusal to its
 // cause. It keeps what the kernel told it about listeners and binds:

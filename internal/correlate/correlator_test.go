@@ -1305,10 +1305,9 @@ func FuzzCorrelatorHandle(f *testing.F) {
 // fakeHost answers the correlator's host lookups with the functions a
 // test sets; an unset one finds nothing (a socket is assumed alive).
 type fakeHost struct {
-	PortHolder  func(pid uint32, port uint16) *events.Process
-	HasSocket   func(pid uint32, ino uint64) bool
-	SocketPort  func(pid uint32, ino uint64) uint16
-	SocketOwner func(ino uint64) *events.Process
+	PortHolder func(pid uint32, port uint16) *events.Process
+	HasSocket  func(pid uint32, ino uint64) bool
+	SocketPort func(pid uint32, ino uint64) uint16
 }
 
 func (h *fakeHost) portHolder(pid uint32, port uint16) *events.Process {
@@ -1336,13 +1335,6 @@ func (a fakeHostAdapter) SocketPort(pid uint32, ino uint64) uint16 {
 		return 0
 	}
 	return a.h.SocketPort(pid, ino)
-}
-
-func (a fakeHostAdapter) SocketOwner(ino uint64) *events.Process {
-	if a.h.SocketOwner == nil {
-		return nil
-	}
-	return a.h.SocketOwner(ino)
 }
 
 // newTestCorrelator is a correlator whose host lookups a test sets with

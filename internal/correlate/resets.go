@@ -30,7 +30,10 @@ func (c *Correlator) reset(r *record.Record, emit func(*events.Event) error) err
 	if r.Type == record.ResetOut {
 		key = makeTuple(local, remote)
 		ev.KernelReason = c.RSTReason(r.Reason)
-		if r.Flags&record.FlagCurrent != 0 && senderIsCurrent(ev.KernelReason) {
+		// The socket's owner, recorded when it was made, sent it; without
+		// one, the current task only for reasons that run in the owner's
+		// own call.
+		if r.Flags&record.FlagOwnerKnown != 0 || (r.Flags&record.FlagCurrent != 0 && senderIsCurrent(ev.KernelReason)) {
 			p := c.procOf(r)
 			ev.Process = &p
 		}
@@ -38,9 +41,13 @@ func (c *Correlator) reset(r *record.Record, emit func(*events.Event) error) err
 		ev.Unaccepted = r.Flags&record.FlagNoSkb != 0 && r.Ino == 0
 	} else {
 		key = makeTuple(remote, local)
+		// The receiver is the socket's owner, recorded in the kernel when
+		// the socket was made: no /proc walk per reset. A socket older
+		// than the tracer has none.
 		var peer *events.Process
-		if r.Ino != 0 {
-			peer = c.Host.SocketOwner(r.Ino)
+		if r.Flags&record.FlagOwnerKnown != 0 {
+			p := c.procOf(r)
+			peer = &p
 		}
 		// A refusal the core holds for this connection (a listener's RST
 		// to a final ACK, tcp_abort_on_overflow): the client thought it

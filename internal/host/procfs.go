@@ -277,14 +277,5 @@ func (p Procfs) HasSocket(pid uint32, ino uint64) bool { return procHasSocket(p.
 // SocketPort finds the local port of socket inode ino in the netns of pid.
 func (p Procfs) SocketPort(pid uint32, ino uint64) uint16 { return procPortOf(p.Root, pid, ino) }
 
-// SocketOwner finds the process holding socket inode ino: a walk of every
-// process's descriptors, so only for what no record says.
-func (p Procfs) SocketOwner(ino uint64) *events.Process {
-	if o, ok := socketOwners(p.Root, map[uint64]bool{ino: true})[ino]; ok {
-		return &o
-	}
-	return nil
-}
-
 // Netns is the inode of the network namespace of process pid ("self").
 func (p Procfs) Netns(pid string) (uint32, error) { return nsInode(p.Root, pid) }

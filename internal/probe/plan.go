@@ -124,16 +124,23 @@ var capabilities = []capability{
 			probeTPs("btf_trace_inet_sock_set_state", "btf_trace_tcp_retransmit_skb"), attachTracing},
 	}},
 	{name: CapResets, options: []option{
-		// 6.10+: the reason (TCP_ABORT_ON_CLOSE, ...) comes with it.
-		{"tp_btf/tcp_send_reset+tcp_receive_reset", "tp_btf", []string{"tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset"},
-			probeSendResetTP, attachTracing},
+		// 6.10+: the reason (TCP_ABORT_ON_CLOSE, ...) comes with it. The
+		// owner of each socket is recorded in the kernel when it is made
+		// (connect and listen in inet_sock_set_state, accept() on exit)
+		// and forgotten at TCP_CLOSE, so the process a RST reaches is
+		// named without walking /proc per reset.
+		{"tp_btf/tcp_send_reset+tcp_receive_reset", "tp_btf", resetPrograms, probeSendResetTP, attachMixed},
 		// Before 6.10 tcp:tcp_send_reset still fires for active resets
 		// (they always have a full socket), without a reason: the same
 		// program, which reads no reason there (CAP_F_RST_REASON clear).
-		{"tp_btf/tcp_send_reset(no reason)+tcp_receive_reset", "tp_btf", []string{"tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset"},
-			probeTPs("btf_trace_tcp_send_reset", "btf_trace_tcp_receive_reset"), attachTracing},
+		{"tp_btf/tcp_send_reset(no reason)+tcp_receive_reset", "tp_btf", resetPrograms,
+			probeTPs("btf_trace_tcp_send_reset", "btf_trace_tcp_receive_reset", "btf_trace_inet_sock_set_state"), attachMixed},
 	}},
 }
+
+// resetPrograms serve the resets capability: the RSTs, and the owner table.
+var resetPrograms = []string{"tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset",
+	"tp_btf_inet_sock_set_state", "tp_sys_exit_accept", "tp_sys_exit_accept4"}
 
 var (
 	sendResetFns = []string{"tcp_v4_send_reset", "tcp_v6_send_reset"}
@@ -142,6 +149,15 @@ var (
 
 func attachTracing(_ string, p *ebpf.Program) (link.Link, error) {
 	return link.AttachTracing(link.TracingOptions{Program: p})
+}
+
+// attachMixed attaches tp_btf programs and syscall tracepoints (tp_sys_X)
+// of one option.
+func attachMixed(prog string, p *ebpf.Program) (link.Link, error) {
+	if strings.HasPrefix(prog, "tp_sys_") {
+		return attachSyscallTP(prog, p)
+	}
+	return attachTracing(prog, p)
 }
 
 // attachKprobe: program kprobe_F attaches to kernel function F.
@@ -225,7 +241,7 @@ var capFlags = map[string]bpfobj.RsttraceCapFlag{
 	CapFirewall:         bpfobj.RsttraceCapFlagCAP_F_FIREWALL,
 	CapOverflowFinalAck: bpfobj.RsttraceCapFlagCAP_F_FINAL_ACK,
 	CapConnectFailures:  bpfobj.RsttraceCapFlagCAP_F_CONNECT_FAILURES,
-	CapResets:           bpfobj.RsttraceCapFlagCAP_F_RESETS,
+	CapResets:           bpfobj.RsttraceCapFlagCAP_F_RESETS | bpfobj.RsttraceCapFlagCAP_F_OWNERS,
 }
 
 // SendResetHasReason: tcp:tcp_send_reset has (sk, skb, reason) from 6.10,

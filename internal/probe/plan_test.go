@@ -55,7 +55,7 @@ func TestCapsOf(t *testing.T) {
 	}
 	want := bpfobj.RsttraceCapFlagCAP_F_REFUSALS | bpfobj.RsttraceCapFlagCAP_F_LISTENERS | bpfobj.RsttraceCapFlagCAP_F_CLIENTS |
 		bpfobj.RsttraceCapFlagCAP_F_FIREWALL | bpfobj.RsttraceCapFlagCAP_F_FINAL_ACK | bpfobj.RsttraceCapFlagCAP_F_CONNECT_FAILURES |
-		bpfobj.RsttraceCapFlagCAP_F_RESETS | bpfobj.RsttraceCapFlagCAP_F_RST_REASON
+		bpfobj.RsttraceCapFlagCAP_F_RESETS | bpfobj.RsttraceCapFlagCAP_F_OWNERS | bpfobj.RsttraceCapFlagCAP_F_RST_REASON
 	if got := all.Caps(true); got != uint32(want) {
 		t.Errorf("every capability on tp_btf: caps = %#x, want %#x", got, want)
 	}
@@ -72,7 +72,7 @@ func TestCapsOf(t *testing.T) {
 		{Capability: CapResets, option: tp},
 	}
 	want = bpfobj.RsttraceCapFlagCAP_F_LISTENERS | bpfobj.RsttraceCapFlagCAP_F_CLIENTS |
-		bpfobj.RsttraceCapFlagCAP_F_CONNECT_FAILURES | bpfobj.RsttraceCapFlagCAP_F_RESETS
+		bpfobj.RsttraceCapFlagCAP_F_CONNECT_FAILURES | bpfobj.RsttraceCapFlagCAP_F_RESETS | bpfobj.RsttraceCapFlagCAP_F_OWNERS
 	if got := old.Caps(false); got != uint32(want) {
 		t.Errorf("5.10-like plan: caps = %#x, want %#x", got, want)
 	}

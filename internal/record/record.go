@@ -86,11 +86,14 @@ const (
 	FlagFirewallNFT Flag = 1 << 9
 	// FlagCurrent: Proc is the task that sent the RST (process context).
 	FlagCurrent Flag = 1 << 10
+	// FlagOwnerKnown: Proc is the socket's owner, recorded in the kernel
+	// when the socket was made (connect, listen, accept).
+	FlagOwnerKnown Flag = 1 << 11
 )
 
 // Flags lists every flag, for the bpfobj consistency test.
 var Flags = []Flag{FlagProcKnown, FlagExiting, FlagNoSkb, FlagHasSk, FlagV6Only,
-	FlagFirewallICMP, FlagFirewallNFT, FlagCurrent}
+	FlagFirewallICMP, FlagFirewallNFT, FlagCurrent, FlagOwnerKnown}
 
 // Address families of Record.Family.
 const (
@@ -104,6 +107,13 @@ type Proc struct {
 	Pid  uint32
 	Tid  uint32
 	Comm [16]int8
+	// CgroupId is the process's cgroup v2 id (the inode of its cgroup
+	// directory on cgroup2), Mntns its mount namespace inode: captured
+	// when it acted, so its container and unit can be named after it
+	// exited.
+	CgroupId uint64
+	Mntns    uint32
+	Pad      uint32
 }
 
 // Record is one kernel record (struct record). Addresses are in network
@@ -131,6 +141,9 @@ type Record struct {
 	Ino        uint64
 	Sk         uint64
 	Proc       Proc
+	// NetnsCookie is the network namespace's cookie (net->net_cookie):
+	// unlike its inode number, never reused; 0 where the kernel has none.
+	NetnsCookie uint64
 }
 
 // Size is the size of a record in bytes.

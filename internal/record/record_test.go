@@ -72,7 +72,10 @@ func TestRecordLayout(t *testing.T) {
 		{"proc.pid", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Pid), 96},
 		{"proc.tid", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Tid), 100},
 		{"proc.comm", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Comm), 104},
-		{"sizeof", uintptr(Size), 120},
+		{"proc.cgroup_id", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.CgroupId), 120},
+		{"proc.mntns", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Mntns), 128},
+		{"netns_cookie", unsafe.Offsetof(r.NetnsCookie), 136},
+		{"sizeof", uintptr(Size), 144},
 	}
 	for _, o := range offsets {
 		t.Run(o.name, func(t *testing.T) {
@@ -107,6 +110,9 @@ func TestDecodeLittleEndian(t *testing.T) {
 	le.PutUint32(raw[96:], 4242)
 	le.PutUint32(raw[100:], 4243)
 	copy(raw[104:120], "nginx: worker pr") // 16 bytes, no NUL
+	le.PutUint64(raw[120:], 0x1234)        // cgroup id
+	le.PutUint32(raw[128:], 4026531841)    // mount namespace
+	le.PutUint64(raw[136:], 0xc00c1e)      // netns cookie
 	for i := Size; i < len(raw); i++ {
 		raw[i] = 0xee // padding is ignored
 	}
@@ -141,6 +147,9 @@ func TestDecodeLittleEndian(t *testing.T) {
 		{"pid", r.Proc.Pid, uint32(4242)},
 		{"tid", r.Proc.Tid, uint32(4243)},
 		{"comm", CommString(&r.Proc.Comm), "nginx: worker pr"},
+		{"cgroup_id", r.Proc.CgroupId, uint64(0x1234)},
+		{"mntns", r.Proc.Mntns, uint32(4026531841)},
+		{"netns_cookie", r.NetnsCookie, uint64(0xc00c1e)},
 	}
 	for _, c := range checks {
 		t.Run(c.name, func(t *testing.T) {
