@@ -20,12 +20,22 @@ import (
 type jsonEncoder struct {
 	w   *bufio.Writer
 	buf []byte
+	// origin is ,"host":...,"node":... as written after "type", escaped
+	// once.
+	origin []byte
+}
+
+func newJSONEncoder(w *bufio.Writer, o Options) *jsonEncoder {
+	j := &jsonEncoder{w: w}
+	j.origin = appendOptString(j.origin, `,"host":`, o.Host)
+	j.origin = appendOptString(j.origin, `,"node":`, o.Node)
+	return j
 }
 
 func (j *jsonEncoder) Flush() error { return j.w.Flush() }
 
 func (j *jsonEncoder) Encode(e *Event) error {
-	b, err := appendJSON(j.buf[:0], e)
+	b, err := appendJSON(j.buf[:0], e, j.origin)
 	if cap(b) <= maxKeptBuffer {
 		j.buf = b[:0]
 	}
@@ -39,10 +49,11 @@ func (j *jsonEncoder) Encode(e *Event) error {
 // maxKeptBuffer bounds the scratch buffer an encoder keeps between records.
 const maxKeptBuffer = 64 << 10
 
-// appendJSON appends e as one JSON object and a newline. On error (a time
-// RFC 3339 cannot represent, which encoding/json refuses too) the appended
-// bytes are incomplete and must be dropped.
-func appendJSON(b []byte, e *Event) ([]byte, error) {
+// appendJSON appends e as one JSON object and a newline, with origin (the
+// encoder's host and node fields) after "type". On error (a time RFC 3339
+// cannot represent, which encoding/json refuses too) the appended bytes
+// are incomplete and must be dropped.
+func appendJSON(b []byte, e *Event, origin []byte) ([]byte, error) {
 	var err error
 	b = append(b, `{"time":`...)
 	if b, err = appendTime(b, e.Time); err != nil {
@@ -50,6 +61,7 @@ func appendJSON(b []byte, e *Event) ([]byte, error) {
 	}
 	b = append(b, `,"type":`...)
 	b = appendString(b, string(e.Type))
+	b = append(b, origin...)
 	if e.Netns != 0 {
 		b = append(b, `,"netns":`...)
 		b = strconv.AppendUint(b, uint64(e.Netns), 10)

@@ -223,7 +223,7 @@ func TestTextRefusedAllocs(t *testing.T) {
 }
 
 func TestJSONAllocs(t *testing.T) {
-	enc, _ := NewEncoder("json", &bytes.Buffer{})
+	enc, _ := NewEncoderWith("json", &bytes.Buffer{}, Options{Host: "web-1", Node: "node-a"})
 	for _, s := range sampleEvents() {
 		if allocs := testing.AllocsPerRun(100, func() { _ = enc.Encode(s.ev) }); allocs != 0 {
 			t.Errorf("%s: %v allocations, want 0", s.name, allocs)
