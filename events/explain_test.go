@@ -31,7 +31,7 @@ func oracleAgo(past, t time.Time) string {
 // oracleExplain is Explain as it was written with fmt: the one plain sentence that says why a refusal happened,
 // from the fields the classifier filled in.
 func oracleExplain(e *Event) string {
-	if s, ok := explainIssue5(e); ok {
+	if s, ok := explainAttempt(e); ok {
 		return s // not rewritten: its own code is the reference
 	}
 	port := 0

@@ -2,45 +2,9 @@ package events
 
 import (
 	"bufio"
-	"fmt"
-	"io"
-	"net/netip"
 	"strconv"
 	"time"
 )
-
-// Encoder writes records. Flush pushes buffered output to the writer.
-type Encoder interface {
-	Encode(*Event) error
-	Flush() error
-}
-
-// Options are what an encoder adds to every record.
-type Options struct {
-	// Host is this machine's host name, Node the Kubernetes node name
-	// (NODE_NAME, from the downward API). When set, every JSON record
-	// has "host" and "node" right after "type": records from many
-	// machines can be merged.
-	Host, Node string
-}
-
-// NewEncoder returns the encoder for a -o format: "text" or "json".
-func NewEncoder(format string, w io.Writer) (Encoder, error) {
-	return NewEncoderWith(format, w, Options{})
-}
-
-// NewEncoderWith returns the encoder for a -o format ("text" or "json")
-// that adds o to every record.
-func NewEncoderWith(format string, w io.Writer, o Options) (Encoder, error) {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	switch format {
-	case "text":
-		return &textEncoder{w: bw}, nil
-	case "json":
-		return newJSONEncoder(bw, o), nil
-	}
-	return nil, fmt.Errorf("unknown output format %q (want text or json)", format)
-}
 
 // textEncoder writes one human-readable line per record. Like the JSON
 // encoder it appends into one reused buffer: a refusal line costs no
@@ -179,11 +143,67 @@ func appendText(b []byte, e *Event) []byte {
 			}
 		}
 	case TypeTimeout, TypeReset, TypeFiltered:
-		b = appendIssue5Text(b, e)
+		b = appendAttemptText(b, e)
 	default:
 		b = append(b, e.Type...)
 	}
 	return append(b, '\n')
+}
+
+// appendAttemptText appends the line of a timeout, reset or filtered
+// record; refusals, whatever their cause, use the REFUSED line.
+func appendAttemptText(b []byte, e *Event) []byte {
+	switch e.Type {
+	case TypeTimeout:
+		b = append(b, "TIMEOUT "...)
+		b = appendFlow(b, e)
+		if e.Client != nil {
+			b = appendBracketed(b, " [", *e.Client)
+		}
+	case TypeFiltered:
+		b = append(b, "FILTERED "...)
+		b = appendFlow(b, e)
+	case TypeReset:
+		b = append(b, "RESET "...)
+		b = appendFlow(b, e)
+		if e.Process != nil {
+			b = appendBracketed(b, " from [", *e.Process)
+		}
+		if e.PeerProcess != nil {
+			b = appendBracketed(b, " to [", *e.PeerProcess)
+		}
+	}
+	if e.Cause != "" {
+		b = append(b, ' ')
+		b = append(b, e.Cause...)
+		b = append(b, ':')
+	}
+	b = append(b, ' ')
+	b = append(b, e.Explanation...)
+	if e.KernelReason != "" {
+		b = append(b, " (kernel: "...)
+		b = append(b, e.KernelReason...)
+		b = append(b, ')')
+	}
+	return b
+}
+
+// appendFlow appends "SRC -> DST netns N".
+func appendFlow(b []byte, e *Event) []byte {
+	b = appendEndpointText(b, e.Src)
+	b = append(b, " -> "...)
+	b = appendEndpointText(b, e.Dst)
+	b = append(b, " netns "...)
+	return strconv.AppendUint(b, uint64(e.Netns), 10)
+}
+
+// appendBracketed appends prefix, then "COMM PID]".
+func appendBracketed(b []byte, prefix string, p Process) []byte {
+	b = append(b, prefix...)
+	b = append(b, p.Comm...)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(p.Pid), 10)
+	return append(b, ']')
 }
 
 // appendOverflowText says which listener dropped connection attempts, how
@@ -253,22 +273,6 @@ func appendClock(b []byte, t time.Time) []byte {
 	return b
 }
 
-// appendDuration appends d as explanations say ages, without " ago":
-// 250ms, 4.1s, 3m0s; 0ms when negative.
-func appendDuration(b []byte, d time.Duration) []byte {
-	switch {
-	case d < 0:
-		return append(b, "0ms"...)
-	case d < time.Second:
-		b = strconv.AppendInt(b, d.Milliseconds(), 10)
-		return append(b, "ms"...)
-	case d < time.Minute:
-		b = strconv.AppendFloat(b, d.Seconds(), 'f', 1, 64)
-		return append(b, 's')
-	}
-	return append(b, d.Round(time.Second).String()...)
-}
-
 // appendListenerText appends "ADDR:PORT netns N COMM (pid PID)".
 func appendListenerText(b []byte, l *Listener) []byte {
 	b = appendHostPort(b, l.Addr, l.Port)
@@ -278,38 +282,9 @@ func appendListenerText(b []byte, l *Listener) []byte {
 	return appendProcessText(b, l.Process)
 }
 
-// appendProcessText appends what Process.String returns.
-func appendProcessText(b []byte, p Process) []byte {
-	b = append(b, p.Comm...)
-	b = append(b, " (pid "...)
-	b = strconv.AppendUint(b, uint64(p.Pid), 10)
-	return append(b, ')')
-}
-
 func deref(p *uint64) uint64 {
 	if p == nil {
 		return 0
 	}
 	return *p
-}
-
-func appendEndpointText(b []byte, e *Endpoint) []byte {
-	if e == nil {
-		return append(b, '?')
-	}
-	return appendHostPort(b, e.Addr, e.Port)
-}
-
-// appendHostPort appends 127.0.0.1:80, [::1]:80, or "invalid IP:80" for
-// the zero address, as Addr.String would name it.
-func appendHostPort(b []byte, a netip.Addr, port uint16) []byte {
-	if a.Is6() {
-		b = append(b, '[')
-		b = a.AppendTo(b)
-		b = append(b, ']')
-	} else {
-		b = appendAddrText(b, a)
-	}
-	b = append(b, ':')
-	return strconv.AppendUint(b, uint64(port), 10)
 }

@@ -2,12 +2,74 @@ package events
 
 import (
 	"fmt"
-	"strings"
 	"time"
 )
 
-// Explanations of issue 5: the packet filter, timeouts, remote refusals
-// and resets. Each says what happened and where to look next.
+// Explanations of connection attempts that this host's packet filter
+// refused or dropped, that got no answer, or that another host refused.
+// Each says what happened and where to look next.
+
+// explainAttempt explains refusals by the packet filter or another host,
+// connect() timeouts and filtered SYNs; ok is false for the causes
+// explained elsewhere.
+func explainAttempt(e *Event) (s string, ok bool) {
+	switch {
+	case e.Type == TypeReset, e.Type == TypeTimeout, e.Type == TypeFiltered:
+	case e.Cause == CauseUnknown && e.Answer != "":
+	case e.Cause == CauseFirewallReject, e.Cause == CauseFirewallDrop, e.Cause == CauseNoResponse, e.Cause == CauseRemote:
+	default:
+		return "", false // the core's causes: nothing formatted, nothing allocated
+	}
+	port := uint16(0)
+	dst := "?"
+	if e.Dst != nil {
+		port = e.Dst.Port
+		dst = string(appendHostPort(nil, e.Dst.Addr, e.Dst.Port))
+	}
+	switch e.Cause {
+	case CauseFirewallReject:
+		s := fmt.Sprintf("this host's packet filter refused the connection to %s: %s dropped the SYN and answered with %s; the service never saw it",
+			dst, fwWhere(e.Firewall), answerText(e.Answer))
+		if e.Listener != nil {
+			s += fmt.Sprintf(" although %s listens on port %d", e.Listener.Process, port)
+		}
+		return s + ": " + fwCheck(e.Firewall, port), true
+	case CauseFirewallDrop:
+		if e.Type == TypeFiltered {
+			s := fmt.Sprintf("%s on this host discarded %d SYN(s) to %s", fwWhere(e.Firewall), synCount(e.Firewall), dst)
+			if e.Listener != nil {
+				s += fmt.Sprintf(" (where %s listens)", e.Listener.Process)
+			}
+			return s + "; the sender got a RST if the rule rejects with tcp reset, nothing if it drops: " + fwCheck(e.Firewall, port), true
+		}
+		s := "connect() to " + dst + " got no answer"
+		if e.Attempt != nil && e.Attempt.StillWaiting {
+			s = "connect() to " + dst + " is still waiting"
+		} else if e.Attempt != nil && e.Attempt.Errno == "" {
+			s = "the client gave up on connect() to " + dst
+		}
+		if w := waited(e.Attempt); w != "" {
+			s += " after " + w
+		}
+		return s + ": " + fwWhere(e.Firewall) + " on this host dropped its SYNs; " + fwCheck(e.Firewall, port), true
+	case CauseNoResponse:
+		addr := dstAddr(e)
+		return noAnswer(e, dst) + fmt.Sprintf(" and this host did not drop them: %s is down or unreachable, or a firewall on the path or on that host drops them; check `ip route get %s` and that host's firewall", addr, addr), true
+	case CauseUnknown:
+		// Where the kernel does not report packet filter drops (before
+		// 5.17) this host's own firewall cannot be ruled out.
+		switch {
+		case e.Type == TypeTimeout:
+			addr := dstAddr(e)
+			return noAnswer(e, dst) + fmt.Sprintf(": this kernel does not report packet filter drops, so this host's firewall is not ruled out: check `nft list ruleset` (and `iptables-save`) here for a drop on port %d, then `ip route get %s` and that host's firewall", port, addr), true
+		case e.Type == TypeRefused && e.Answer == "icmp":
+			return fmt.Sprintf("an ICMP error refused the connection to %s (no RST); this kernel cannot tell a `reject` rule of this host's packet filter from the remote host: check `nft list ruleset` here for a reject on port %d, then the service and firewall on %s", dst, port, dstAddr(e)), true
+		}
+	case CauseRemote:
+		return fmt.Sprintf("%s refused the connection with %s, and nothing on this host sent it: nothing listens on port %d there, or its firewall rejects it; check the service and the firewall on that host", dst, answerText(e.Answer), port), true
+	}
+	return "", false
+}
 
 // fwWhere says where the packet filter acted: "an nftables rule in a chain
 // on the input hook".
@@ -59,68 +121,6 @@ func waited(a *Attempt) string {
 	return fmt.Sprintf("%d SYNs in %s", a.Retransmits+1, d.Round(time.Millisecond))
 }
 
-func explainIssue5(e *Event) (string, bool) {
-	switch {
-	case e.Type == TypeReset, e.Type == TypeTimeout, e.Type == TypeFiltered:
-	case e.Cause == CauseUnknown && e.Answer != "":
-	case e.Cause == CauseFirewallReject, e.Cause == CauseFirewallDrop, e.Cause == CauseNoResponse, e.Cause == CauseRemote:
-	default:
-		return "", false // the core's causes: nothing formatted, nothing allocated
-	}
-	port := uint16(0)
-	dst := "?"
-	if e.Dst != nil {
-		port = e.Dst.Port
-		dst = string(appendHostPort(nil, e.Dst.Addr, e.Dst.Port))
-	}
-	if e.Type == TypeReset {
-		return explainReset(e), true
-	}
-	switch e.Cause {
-	case CauseFirewallReject:
-		s := fmt.Sprintf("this host's packet filter refused the connection to %s: %s dropped the SYN and answered with %s; the service never saw it",
-			dst, fwWhere(e.Firewall), answerText(e.Answer))
-		if e.Listener != nil {
-			s += fmt.Sprintf(" although %s listens on port %d", e.Listener.Process, port)
-		}
-		return s + ": " + fwCheck(e.Firewall, port), true
-	case CauseFirewallDrop:
-		if e.Type == TypeFiltered {
-			s := fmt.Sprintf("%s on this host discarded %d SYN(s) to %s", fwWhere(e.Firewall), synCount(e.Firewall), dst)
-			if e.Listener != nil {
-				s += fmt.Sprintf(" (where %s listens)", e.Listener.Process)
-			}
-			return s + "; the sender got a RST if the rule rejects with tcp reset, nothing if it drops: " + fwCheck(e.Firewall, port), true
-		}
-		s := "connect() to " + dst + " got no answer"
-		if e.Attempt != nil && e.Attempt.StillWaiting {
-			s = "connect() to " + dst + " is still waiting"
-		} else if e.Attempt != nil && e.Attempt.Errno == "" {
-			s = "the client gave up on connect() to " + dst
-		}
-		if w := waited(e.Attempt); w != "" {
-			s += " after " + w
-		}
-		return s + ": " + fwWhere(e.Firewall) + " on this host dropped its SYNs; " + fwCheck(e.Firewall, port), true
-	case CauseNoResponse:
-		addr := dstAddr(e)
-		return noAnswer(e, dst) + fmt.Sprintf(" and this host did not drop them: %s is down or unreachable, or a firewall on the path or on that host drops them; check `ip route get %s` and that host's firewall", addr, addr), true
-	case CauseUnknown:
-		// Where the kernel does not report packet filter drops (before
-		// 5.17) this host's own firewall cannot be ruled out.
-		switch {
-		case e.Type == TypeTimeout:
-			addr := dstAddr(e)
-			return noAnswer(e, dst) + fmt.Sprintf(": this kernel does not report packet filter drops, so this host's firewall is not ruled out: check `nft list ruleset` (and `iptables-save`) here for a drop on port %d, then `ip route get %s` and that host's firewall", port, addr), true
-		case e.Type == TypeRefused && e.Answer == "icmp":
-			return fmt.Sprintf("an ICMP error refused the connection to %s (no RST); this kernel cannot tell a `reject` rule of this host's packet filter from the remote host: check `nft list ruleset` here for a reject on port %d, then the service and firewall on %s", dst, port, dstAddr(e)), true
-		}
-	case CauseRemote:
-		return fmt.Sprintf("%s refused the connection with %s, and nothing on this host sent it: nothing listens on port %d there, or its firewall rejects it; check the service and the firewall on that host", dst, answerText(e.Answer), port), true
-	}
-	return "", false
-}
-
 // noAnswer starts the explanation of a connect() that got no answer.
 func noAnswer(e *Event, dst string) string {
 	s := "connect() to " + dst + " got no answer"
@@ -145,51 +145,4 @@ func synCount(f *Firewall) uint32 {
 		return 0
 	}
 	return f.SYNs
-}
-
-// explainReset: who reset the connection, why, and who got ECONNRESET.
-func explainReset(e *Event) string {
-	sender := "the peer"
-	if e.Src != nil {
-		sender = string(appendHostPort(nil, e.Src.Addr, e.Src.Port))
-	}
-	if e.Process != nil {
-		sender = e.Process.String()
-	}
-	var why string
-	switch e.KernelReason {
-	case "TCP_ABORT_ON_CLOSE":
-		why = " closed its socket with unread data, so the kernel aborted the connection with a RST instead of a FIN: the application should read (or shutdown()) before close()"
-	case "TCP_STATE":
-		if e.Unaccepted {
-			why = " closed its listener (or exited) while this connection waited in the accept queue: the kernel reset every connection not yet accept()ed"
-			break
-		}
-		why = " aborted the connection (close() with SO_LINGER {1, 0}, or a disconnect): the kernel sends a RST instead of a FIN"
-	case "TCP_ABORT_ON_LINGER":
-		why = " closed its socket and the FIN_WAIT2 linger time (TCP_LINGER2) ran out"
-	case "TCP_ABORT_ON_MEMORY":
-		why = "'s kernel ran out of memory for orphaned sockets (net.ipv4.tcp_mem, tcp_max_orphans) and reset the connection"
-	case "TCP_ABORT_ON_DATA":
-		why = " got data after the application closed its socket, and answered with a RST"
-	case "TCP_KEEPALIVE_TIMEOUT":
-		why = " reset the connection because keepalive probes got no answer: the peer is gone or unreachable"
-	case "TCP_TIMEOUT":
-		why = " gave up retransmitting and reset the connection"
-	case "NO_SOCKET":
-		why = " got a segment for a connection it no longer has (the socket was closed or the process restarted) and answered with a RST"
-	case "":
-		if e.Process == nil && e.PeerProcess != nil {
-			why = " reset the connection (the process there crashed, closed with unread data or aborted, or a middlebox/load balancer timed the connection out)"
-		} else {
-			why = " reset the connection"
-		}
-	default:
-		why = " reset the connection (kernel: " + e.KernelReason + ")"
-	}
-	s := sender + why
-	if e.PeerProcess != nil {
-		s += "; " + e.PeerProcess.String() + " gets ECONNRESET"
-	}
-	return strings.TrimSpace(s)
 }
