@@ -97,8 +97,18 @@ func (e Endpoint) AddrPort() netip.AddrPort { return netip.AddrPortFrom(e.Addr, 
 type Process struct {
 	Pid  uint32 `json:"pid"`
 	Comm string `json:"comm"`
+	// CommRaw holds the bytes of Comm when Comm is not valid UTF-8 (a
+	// process may name itself anything): JSON strings replace invalid
+	// bytes by U+FFFD, so "comm" alone loses them. In JSON it is base64
+	// (standard alphabet, padded: what encoding/json writes for a []byte
+	// and decodes back into this field). The JSON encoder derives it from
+	// Comm: it is written exactly when Comm is not valid UTF-8, and what
+	// is set here is ignored when encoding.
+	CommRaw []byte `json:"comm_raw,omitempty"`
 	// Exe is the path of the executable (/proc/PID/exe).
 	Exe string `json:"exe,omitempty"`
+	// ExeRaw is to Exe what CommRaw is to Comm: paths are bytes too.
+	ExeRaw []byte `json:"exe_raw,omitempty"`
 	// Unit is the systemd service or scope ("nginx.service").
 	Unit      string     `json:"unit,omitempty"`
 	Container *Container `json:"container,omitempty"`

@@ -253,9 +253,11 @@ func appendProcessFields(b []byte, p *Process) []byte {
 	b = strconv.AppendUint(b, uint64(p.Pid), 10)
 	b = append(b, `,"comm":`...)
 	b = appendString(b, p.Comm)
+	b = appendRaw(b, `,"comm_raw":`, p.Comm)
 	if p.Exe != "" {
 		b = append(b, `,"exe":`...)
 		b = appendString(b, p.Exe)
+		b = appendRaw(b, `,"exe_raw":`, p.Exe)
 	}
 	if p.Unit != "" {
 		b = append(b, `,"unit":`...)
@@ -268,6 +270,38 @@ func appendProcessFields(b []byte, p *Process) []byte {
 	if p.Pod != nil {
 		b = append(b, `,"pod":`...)
 		b = appendPod(b, p.Pod)
+	}
+	return b
+}
+
+// appendRaw appends key and the bytes of s in base64 when s is not valid
+// UTF-8 (Process.CommRaw says why).
+func appendRaw(b []byte, key, s string) []byte {
+	if utf8.ValidString(s) {
+		return b
+	}
+	b = append(b, key...)
+	b = append(b, '"')
+	b = appendBase64(b, s)
+	return append(b, '"')
+}
+
+// appendBase64 appends s as base64.StdEncoding encodes it, without
+// converting s to a []byte.
+func appendBase64(b []byte, s string) []byte {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	i := 0
+	for ; i+3 <= len(s); i += 3 {
+		v := uint(s[i])<<16 | uint(s[i+1])<<8 | uint(s[i+2])
+		b = append(b, alphabet[v>>18&0x3f], alphabet[v>>12&0x3f], alphabet[v>>6&0x3f], alphabet[v&0x3f])
+	}
+	switch len(s) - i {
+	case 1:
+		v := uint(s[i]) << 16
+		b = append(b, alphabet[v>>18&0x3f], alphabet[v>>12&0x3f], '=', '=')
+	case 2:
+		v := uint(s[i])<<16 | uint(s[i+1])<<8
+		b = append(b, alphabet[v>>18&0x3f], alphabet[v>>12&0x3f], alphabet[v>>6&0x3f], '=')
 	}
 	return b
 }

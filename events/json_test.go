@@ -110,6 +110,7 @@ func sameAsOracle(t *testing.T, e *Event) {
 
 func sameAsOracleWith(t *testing.T, e *Event, o Options) {
 	t.Helper()
+	deriveRaw(reflect.ValueOf(e))
 	want, werr := oracleJSONWith(e, o)
 	got, gerr := ourJSONWith(e, o)
 	switch {
@@ -126,6 +127,39 @@ func sameAsOracleWith(t *testing.T, e *Event, o Options) {
 		}
 	case !bytes.Equal(got, want):
 		t.Fatalf("differs from encoding/json:\n got %s\nwant %s", got, want)
+	}
+}
+
+// deriveRaw sets CommRaw and ExeRaw of every Process reachable from v as
+// the JSON encoder derives them, for encoding/json to write the same.
+func deriveRaw(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			deriveRaw(v.Elem())
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			deriveRaw(v.Index(i))
+		}
+	case reflect.Struct:
+		if p, ok := v.Addr().Interface().(*Process); ok {
+			p.CommRaw, p.ExeRaw = nil, nil
+			if !utf8.ValidString(p.Comm) {
+				p.CommRaw = []byte(p.Comm)
+			}
+			if p.Exe != "" && !utf8.ValidString(p.Exe) {
+				p.ExeRaw = []byte(p.Exe)
+			}
+		}
+		if v.Type() == timeType || v.Type() == addrType {
+			return
+		}
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				deriveRaw(v.Field(i))
+			}
+		}
 	}
 }
 

@@ -2,22 +2,33 @@ package events
 
 import (
 	"bufio"
+	"encoding/binary"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // textEncoder writes one human-readable line per record. Like the JSON
-// encoder it appends into one reused buffer: a refusal line costs no
+// encoder it appends into reused buffers: a refusal line costs no
 // allocation.
+//
+// One record is one line, always: the line is escaped as a whole (see
+// appendTextEscaped), so no name a process, a container or a ruleset
+// chose can end it or forge another.
 type textEncoder struct {
-	w   *bufio.Writer
-	buf []byte
+	w        *bufio.Writer
+	raw, buf []byte
 }
 
 func (t *textEncoder) Flush() error { return t.w.Flush() }
 
 func (t *textEncoder) Encode(e *Event) error {
-	b := appendText(t.buf[:0], e)
+	raw := appendLine(t.raw[:0], e)
+	b := appendTextEscaped(t.buf[:0], raw)
+	b = append(b, '\n')
+	if cap(raw) <= maxKeptBuffer {
+		t.raw = raw[:0]
+	}
 	if cap(b) <= maxKeptBuffer {
 		t.buf = b[:0]
 	}
@@ -25,8 +36,95 @@ func (t *textEncoder) Encode(e *Event) error {
 	return err
 }
 
-// appendText appends the line of e, newline included.
-func appendText(b []byte, e *Event) []byte {
+// appendTextEscaped appends s with every byte that could end the line,
+// move the cursor or hide text shown as a Go escape, so that the line
+// reads the same on any terminal and the original bytes can be recovered:
+//
+//   - \\ for a backslash, so that every escape is unambiguous;
+//   - \n, \r, \t, and \xNN for the other ASCII control bytes and DEL;
+//   - \xNN for each byte that is not part of valid UTF-8;
+//   - \uNNNN (or \UNNNNNNNN) for a valid rune strconv.IsPrint rejects:
+//     C1 controls (U+0080-U+009F), U+2028 and U+2029, format characters
+//     such as bidirectional overrides, spaces other than U+0020.
+//
+// Unescaping (as strconv.Unquote does, with \xNN a raw byte) gives the
+// bytes back. The rsttrace sentences themselves have none of these.
+func appendTextEscaped(b, s []byte) []byte {
+	start := 0
+	for i := 0; i < len(s); {
+		for i+8 <= len(s) && textPlain8(load64b(s, i)) {
+			i += 8
+		}
+		if i == len(s) {
+			break
+		}
+		c := s[i]
+		if c >= ' ' && c < 0x7f && c != '\\' {
+			i++
+			continue
+		}
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRune(s[i:])
+			if size > 1 && strconv.IsPrint(r) {
+				i += size
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch {
+			case size == 1: // not UTF-8
+				b = append(b, '\\', 'x', hexDigits[c>>4], hexDigits[c&0xf])
+			case r > 0xffff:
+				b = append(b, '\\', 'U')
+				b = appendHex(b, uint32(r), 8)
+			default:
+				b = append(b, '\\', 'u')
+				b = appendHex(b, uint32(r), 4)
+			}
+			i += size
+			start = i
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '\\':
+			b = append(b, '\\', '\\')
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'x', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		i++
+		start = i
+	}
+	return append(b, s[start:]...)
+}
+
+// textPlain8 reports whether none of 8 bytes needs escaping in text: each
+// is ASCII, not a control character, DEL or '\\' (the reasoning of
+// plain8).
+func textPlain8(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	t := w | (w - ones*' ') | ((w ^ ones*0x7f) - ones) | ((w ^ ones*'\\') - ones)
+	return t&highs == 0
+}
+
+// load64b returns the 8 bytes of s at i as a little-endian word.
+func load64b(s []byte, i int) uint64 { return binary.LittleEndian.Uint64(s[i : i+8]) }
+
+// appendHex appends the low digits hex digits of v.
+func appendHex(b []byte, v uint32, digits int) []byte {
+	for shift := 4 * (digits - 1); shift >= 0; shift -= 4 {
+		b = append(b, hexDigits[v>>shift&0xf])
+	}
+	return b
+}
+
+// appendLine appends the line of e, unescaped and without the newline.
+func appendLine(b []byte, e *Event) []byte {
 	b = appendClock(b, e.Time.Local())
 	b = append(b, ' ')
 	switch e.Type {
@@ -147,7 +245,7 @@ func appendText(b []byte, e *Event) []byte {
 	default:
 		b = append(b, e.Type...)
 	}
-	return append(b, '\n')
+	return b
 }
 
 // appendAttemptText appends the line of a timeout, reset or filtered
