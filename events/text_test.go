@@ -85,4 +85,3 @@ func TestJSONAllocs(t *testing.T) {
 		}
 	}
 }
-
