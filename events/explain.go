@@ -15,11 +15,52 @@ func Explain(e *Event) string {
 	case e.Type == TypeListenOverflow && e.Cause == CauseBacklogFull:
 		return explainOverflow(e)
 	}
-	if s, ok := explainAttempt(e); ok {
-		return s
+	var buf [320]byte
+	s := appendRoute(buf[:0], e)
+	if x, ok := explainAttempt(e); ok {
+		if len(s) == 0 {
+			return x
+		}
+		return string(append(s, x...))
 	}
-	var buf [256]byte
-	return string(appendExplain(buf[:0], e))
+	return string(appendExplain(s, e))
+}
+
+// appendRoute says how the connection reached the place where it was
+// refused, when that is not simply its destination: address translation
+// (DNAT: a published port, a Kubernetes Service) rewrote the destination,
+// or a userland proxy (docker-proxy) accepted the client and connected on
+// its behalf. The cause that follows is the one found at Dst.
+func appendRoute(s []byte, e *Event) []byte {
+	if e.DstOriginal != nil {
+		if e.Client != nil && e.Proxy == nil {
+			s = appendProcessName(s, *e.Client)
+		} else {
+			s = append(s, "the client"...)
+		}
+		if e.ClientNetns != 0 && e.ClientNetns != e.Netns {
+			s = append(s, " in netns "...)
+			s = strconv.AppendUint(s, uint64(e.ClientNetns), 10)
+		}
+		s = append(s, " connected to "...)
+		s = appendEndpointText(s, e.DstOriginal)
+		s = append(s, ", which address translation (DNAT) rewrote to "...)
+		s = appendEndpointText(s, e.Dst)
+		s = append(s, "; there "...)
+	}
+	if p := e.Proxy; p != nil {
+		s = appendProcessName(s, *p)
+		s = append(s, " accepted the connection of "...)
+		if e.Client != nil {
+			s = appendProcessName(s, *e.Client)
+		} else {
+			s = append(s, "the client"...)
+		}
+		s = append(s, " and its own connection to "...)
+		s = appendEndpointText(s, e.Dst)
+		s = append(s, " was refused, so the client saw a reset or an empty reply: "...)
+	}
+	return s
 }
 
 func appendExplain(s []byte, e *Event) []byte {
@@ -31,8 +72,8 @@ func appendExplain(s []byte, e *Event) []byte {
 	switch e.Cause {
 	case CauseNoListener:
 		s = appendNothingOn(s, port)
-		s = append(s, " in netns "...)
-		s = strconv.AppendUint(s, uint64(e.Netns), 10)
+		s = append(s, ' ')
+		s = appendNetnsPlace(s, e.Netns, e.NetnsNames)
 		return append(s, ", and nothing has since rsttrace started"...)
 	case CauseListenerClosed:
 		if l == nil {
@@ -40,13 +81,13 @@ func appendExplain(s []byte, e *Event) []byte {
 		}
 		s = appendNothingOn(s, port)
 		s = append(s, "; "...)
-		s = appendProcessText(s, l.Process)
+		s = appendProcessName(s, l.Process)
 		other := l.ClosedBy != nil && l.ClosedBy.Pid != l.Pid
 		switch {
 		case other && l.Exit != nil:
 			// Exit is the closer's: the last holder of the socket died.
 			s = append(s, " listened on it until "...)
-			s = appendProcessText(s, *l.ClosedBy)
+			s = appendProcessName(s, *l.ClosedBy)
 			s = append(s, ' ')
 			s = appendExit(s, l.Exit)
 			s = append(s, ", closing the socket "...)
@@ -56,7 +97,7 @@ func appendExplain(s []byte, e *Event) []byte {
 			s = append(s, ", closing its listener "...)
 		case other:
 			s = append(s, " listened on it until "...)
-			s = appendProcessText(s, *l.ClosedBy)
+			s = appendProcessName(s, *l.ClosedBy)
 			s = append(s, " closed the socket "...)
 		default:
 			s = append(s, " closed its listener "...)
@@ -66,7 +107,7 @@ func appendExplain(s []byte, e *Event) []byte {
 		if l == nil {
 			break
 		}
-		s = appendProcessText(s, l.Process)
+		s = appendProcessName(s, l.Process)
 		s = append(s, " listens on port "...)
 		s = strconv.AppendInt(s, int64(port), 10)
 		s = append(s, " at "...)
@@ -83,14 +124,19 @@ func appendExplain(s []byte, e *Event) []byte {
 		if l == nil {
 			break
 		}
-		s = append(s, "port "...)
+		// The listener's namespace names its container or pod: then
+		// the process is named without them, once is enough.
+		if n := l.NetnsNames; n != nil && (n.Container != nil || n.Pod != nil) {
+			s = appendProcessBareName(s, l.Process)
+		} else {
+			s = appendProcessName(s, l.Process)
+		}
+		s = append(s, " listens on port "...)
 		s = strconv.AppendInt(s, int64(port), 10)
-		s = append(s, " is listened on by "...)
-		s = appendProcessText(s, l.Process)
-		s = append(s, " in netns "...)
-		s = strconv.AppendUint(s, uint64(l.Netns), 10)
-		s = append(s, ", not in netns "...)
-		s = strconv.AppendUint(s, uint64(e.Netns), 10)
+		s = append(s, ' ')
+		s = appendNetnsPlace(s, l.Netns, l.NetnsNames)
+		s = append(s, ", not in "...)
+		s = appendNetnsName(s, e.Netns, e.NetnsNames)
 		return append(s, " where the connection arrived"...)
 	case CauseBindFailed:
 		if b == nil {
@@ -98,21 +144,21 @@ func appendExplain(s []byte, e *Event) []byte {
 		}
 		s = appendNothingOn(s, port)
 		s = append(s, ": "...)
-		s = appendProcessText(s, b.Process)
+		s = appendProcessName(s, b.Process)
 		s = append(s, " failed to bind it with "...)
 		s = append(s, b.Errno...)
 		s = append(s, ' ')
 		s = appendAgo(s, b.Time, e.Time)
 		if b.Holder != nil {
 			s = append(s, "; "...)
-			s = appendProcessText(s, *b.Holder)
+			s = appendProcessName(s, *b.Holder)
 			s = append(s, " holds the port"...)
 		}
 		return s
 	case CauseBacklogFull:
 		s = append(s, "the accept queue of "...)
 		if l != nil && l.Pid != 0 {
-			s = appendProcessText(s, l.Process)
+			s = appendProcessName(s, l.Process)
 		} else {
 			s = append(s, "the listener"...)
 		}

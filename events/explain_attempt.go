@@ -2,6 +2,8 @@ package events
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -14,7 +16,7 @@ import (
 // explained elsewhere.
 func explainAttempt(e *Event) (s string, ok bool) {
 	switch {
-	case e.Type == TypeReset, e.Type == TypeTimeout, e.Type == TypeFiltered:
+	case e.Type == TypeTimeout, e.Type == TypeFiltered:
 	case e.Cause == CauseUnknown && e.Answer != "":
 	case e.Cause == CauseFirewallReject, e.Cause == CauseFirewallDrop, e.Cause == CauseNoResponse, e.Cause == CauseRemote:
 	default:
@@ -28,7 +30,7 @@ func explainAttempt(e *Event) (s string, ok bool) {
 	}
 	switch e.Cause {
 	case CauseFirewallReject:
-		s := fmt.Sprintf("this host's packet filter refused the connection to %s: %s dropped the SYN and answered with %s; the service never saw it",
+		s := fmt.Sprintf("this host's packet filter refused the connection to %s: rejected by %s, which answered the SYN with %s; the service never saw it",
 			dst, fwWhere(e.Firewall), answerText(e.Answer))
 		if e.Listener != nil {
 			s += fmt.Sprintf(" although %s listens on port %d", e.Listener.Process, port)
@@ -71,9 +73,21 @@ func explainAttempt(e *Event) (s string, ok bool) {
 	return "", false
 }
 
-// fwWhere says where the packet filter acted: "an nftables rule in a chain
-// on the input hook".
+// fwWhere says where the packet filter acted: the rule when the ruleset
+// names it, `nftables rule "ip kube-proxy services handle 12" (comment:
+// "default/web:http has no endpoints") on the input hook`, else "an
+// nftables rule (nft or iptables-nft) in a chain on the input hook".
 func fwWhere(f *Firewall) string {
+	if r := fwRule(f); r != "" {
+		s := "nftables rule \"" + r + "\""
+		if f.Comment != "" {
+			s += " (comment: \"" + f.Comment + "\")"
+		}
+		if f.Hook != "" {
+			s += " on the " + f.Hook + " hook"
+		}
+		return s
+	}
 	s := "a packet filter rule (nftables or iptables)"
 	if f != nil && f.Table == "nftables" {
 		s = "an nftables rule (nft or iptables-nft)"
@@ -84,8 +98,30 @@ func fwWhere(f *Firewall) string {
 	return s
 }
 
+// fwRule names the rule as nft does: "ip kube-proxy services handle 12";
+// empty when the ruleset did not say which rule it was.
+func fwRule(f *Firewall) string {
+	if f == nil || f.TableName == "" && f.Chain == "" && f.Handle == 0 {
+		return ""
+	}
+	var parts []string
+	for _, p := range []string{f.Family, f.TableName, f.Chain} {
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	if f.Handle != 0 {
+		parts = append(parts, "handle "+strconv.FormatUint(f.Handle, 10))
+	}
+	return strings.Join(parts, " ")
+}
+
 // fwCheck is what to run to find the rule.
 func fwCheck(f *Firewall, port uint16) string {
+	if f != nil && f.TableName != "" && f.Chain != "" {
+		chain := strings.TrimSpace(f.Family + " " + f.TableName + " " + f.Chain)
+		return "check `nft -a list chain " + chain + "`"
+	}
 	hook := ""
 	if f != nil && f.Hook != "" {
 		hook = " hook " + f.Hook

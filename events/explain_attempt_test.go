@@ -56,7 +56,7 @@ func TestTextReset(t *testing.T) {
 		KernelReason: "TCP_STATE", Explanation: "x"}
 	enc.Encode(e)
 	enc.Flush()
-	want := "RESET [::1]:80 -> [::1]:5000 netns 5 from [srv 9] to [curl 3] x (kernel: TCP_STATE)\n"
+	want := "RESET [::1]:80 -> [::1]:5000 netns 5 from [srv (pid 9)] to [curl (pid 3)] x (kernel: TCP_STATE)\n"
 	if got := buf.String(); !strings.HasSuffix(got, want) {
 		t.Errorf("text = %q, want suffix %q", got, want)
 	}

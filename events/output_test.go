@@ -94,7 +94,7 @@ func TestTextNamesCannotForgeLines(t *testing.T) {
 		t.Errorf("line %q does not show the name as %s in the client and the explanation", line, want)
 	}
 	back, _ := unescapeText(strings.TrimSuffix(line, "\n"))
-	if !strings.Contains(back, "["+name+" 7]") || !strings.Contains(back, name+" (pid 8)") {
+	if !strings.Contains(back, "["+name+" (pid 7)]") || !strings.Contains(back, name+" (pid 8)") {
 		t.Errorf("the name is not recovered from %q", back)
 	}
 }

@@ -129,29 +129,7 @@ func appendLine(b []byte, e *Event) []byte {
 	b = append(b, ' ')
 	switch e.Type {
 	case TypeStart:
-		b = append(b, "START rsttrace schema "...)
-		b = strconv.AppendInt(b, int64(e.Version), 10)
-		b = append(b, " on Linux "...)
-		b = append(b, e.Kernel...)
-		b = append(b, ':')
-		for _, a := range e.Plan {
-			b = append(b, ' ')
-			b = append(b, a.Capability...)
-			if a.Degraded != "" && a.Fallback != "" {
-				b = append(b, "=PARTIAL("...)
-				b = append(b, a.Degraded...)
-				b = append(b, "; "...)
-				b = append(b, a.Fallback...)
-				b = append(b, ')')
-			} else if a.Degraded != "" {
-				b = append(b, "=DEGRADED("...)
-				b = append(b, a.Degraded...)
-				b = append(b, ')')
-			} else {
-				b = append(b, '=')
-				b = append(b, a.Hook...)
-			}
-		}
+		b = appendStartText(b, e)
 	case TypeStop:
 		b = append(b, "STOP "...)
 		b = strconv.AppendUint(b, e.Events, 10)
@@ -168,8 +146,8 @@ func appendLine(b []byte, e *Event) []byte {
 		b = strconv.AppendUint(b, e.Refusals, 10)
 		b = append(b, " refused -> "...)
 		b = appendEndpointText(b, e.Dst)
-		b = append(b, " netns "...)
-		b = strconv.AppendUint(b, uint64(e.Netns), 10)
+		b = append(b, ' ')
+		b = appendNetnsName(b, e.Netns, e.NetnsNames)
 		b = append(b, " in "...)
 		b = strconv.AppendInt(b, e.IntervalMs, 10)
 		b = append(b, "ms "...)
@@ -182,17 +160,12 @@ func appendLine(b []byte, e *Event) []byte {
 		b = append(b, " records (ring buffer full or output too slow)"...)
 	case TypeRefused:
 		b = append(b, "REFUSED "...)
-		b = appendEndpointText(b, e.Src)
-		b = append(b, " -> "...)
-		b = appendEndpointText(b, e.Dst)
-		b = append(b, " netns "...)
-		b = strconv.AppendUint(b, uint64(e.Netns), 10)
+		b = appendFlow(b, e)
 		if e.Client != nil {
-			b = append(b, " ["...)
-			b = append(b, e.Client.Comm...)
-			b = append(b, ' ')
-			b = strconv.AppendUint(b, uint64(e.Client.Pid), 10)
-			b = append(b, ']')
+			b = appendBracketed(b, " [", *e.Client)
+		}
+		if e.Proxy != nil {
+			b = appendBracketed(b, " via [", *e.Proxy)
 		}
 		b = append(b, ' ')
 		b = append(b, e.Cause...)
@@ -216,7 +189,7 @@ func appendLine(b []byte, e *Event) []byte {
 			b = appendListenerText(b, l)
 			if l.ClosedBy != nil && l.ClosedBy.Pid != l.Pid {
 				b = append(b, " closed by "...)
-				b = appendProcessText(b, *l.ClosedBy)
+				b = appendProcessName(b, *l.ClosedBy)
 			}
 			if l.Exit != nil {
 				b = append(b, ' ')
@@ -229,15 +202,15 @@ func appendLine(b []byte, e *Event) []byte {
 		if x := e.Bind; x != nil {
 			b = append(b, "BIND-FAILED "...)
 			b = appendHostPort(b, x.Addr, x.Port)
-			b = append(b, " netns "...)
-			b = strconv.AppendUint(b, uint64(e.Netns), 10)
 			b = append(b, ' ')
-			b = appendProcessText(b, x.Process)
+			b = appendNetnsName(b, e.Netns, e.NetnsNames)
+			b = append(b, ' ')
+			b = appendProcessName(b, x.Process)
 			b = append(b, ' ')
 			b = append(b, x.Errno...)
 			if x.Holder != nil {
 				b = append(b, "; port held by "...)
-				b = appendProcessText(b, *x.Holder)
+				b = appendProcessName(b, *x.Holder)
 			}
 		}
 	case TypeTimeout, TypeReset, TypeFiltered:
@@ -286,22 +259,120 @@ func appendAttemptText(b []byte, e *Event) []byte {
 	return b
 }
 
-// appendFlow appends "SRC -> DST netns N".
+// appendFlow appends "SRC -> DST NETNS", with the destination the client
+// used when address translation rewrote it: "SRC -> ORIG (DNAT to DST)".
 func appendFlow(b []byte, e *Event) []byte {
 	b = appendEndpointText(b, e.Src)
 	b = append(b, " -> "...)
-	b = appendEndpointText(b, e.Dst)
-	b = append(b, " netns "...)
-	return strconv.AppendUint(b, uint64(e.Netns), 10)
+	if e.DstOriginal != nil {
+		b = appendEndpointText(b, e.DstOriginal)
+		b = append(b, " (DNAT to "...)
+		b = appendEndpointText(b, e.Dst)
+		b = append(b, ')')
+	} else {
+		b = appendEndpointText(b, e.Dst)
+	}
+	b = append(b, ' ')
+	return appendNetnsName(b, e.Netns, e.NetnsNames)
 }
 
-// appendBracketed appends prefix, then "COMM PID]".
+// appendBracketed appends prefix, then the process name and ']'.
 func appendBracketed(b []byte, prefix string, p Process) []byte {
 	b = append(b, prefix...)
-	b = append(b, p.Comm...)
-	b = append(b, ' ')
-	b = strconv.AppendUint(b, uint64(p.Pid), 10)
+	b = appendProcessName(b, p)
 	return append(b, ']')
+}
+
+// maxStartText bounds the START line after the time: what is degraded is
+// listed while it fits; the JSON start record has the whole plan.
+const maxStartText = 160
+
+// appendStartText says in one short line what is traced and what is
+// degraded and why:
+//
+//	START rsttrace on 6.18.0: all 12 capabilities traced
+//	START rsttrace on 5.10.0, ports 80,443: 10 of 12 capabilities fully traced; degraded: firewall (no drop reason before 5.17), resets
+func appendStartText(b []byte, e *Event) []byte {
+	start := len(b)
+	b = append(b, "START rsttrace on "...)
+	b = append(b, e.Kernel...)
+	for i, p := range e.Ports {
+		if i == 0 {
+			b = append(b, ", ports "...)
+		} else {
+			b = append(b, ',')
+		}
+		if i == 8 {
+			b = append(b, "..."...)
+			break
+		}
+		b = strconv.AppendUint(b, uint64(p), 10)
+	}
+	full := 0
+	for _, a := range e.Plan {
+		if a.Degraded == "" {
+			full++
+		}
+	}
+	b = append(b, ": "...)
+	if full == len(e.Plan) {
+		b = append(b, "all "...)
+		b = strconv.AppendInt(b, int64(len(e.Plan)), 10)
+		return append(b, " capabilities traced"...)
+	}
+	b = strconv.AppendInt(b, int64(full), 10)
+	b = append(b, " of "...)
+	b = strconv.AppendInt(b, int64(len(e.Plan)), 10)
+	b = append(b, " capabilities fully traced; degraded:"...)
+	// Each degraded capability with its reason while they fit, then
+	// by name alone, then how many more; room is kept for ", and N more".
+	listed, degraded, reasons := 0, len(e.Plan)-full, true
+	for _, a := range e.Plan {
+		if a.Degraded == "" {
+			continue
+		}
+		item := len(", ") + len(a.Capability)
+		if reasons && len(b)-start+item+len(" ()")+min(len(a.Degraded), 60)+len(", and 99 more") > maxStartText {
+			reasons = false
+		}
+		if !reasons && len(b)-start+item+len(", and 99 more") > maxStartText {
+			break
+		}
+		if listed > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, ' ')
+		b = append(b, a.Capability...)
+		if reasons {
+			b = append(b, " ("...)
+			b = appendCut(b, a.Degraded, 60)
+			b = append(b, ')')
+		}
+		listed++
+	}
+	if listed < degraded {
+		if listed > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, " and "...)
+		b = strconv.AppendInt(b, int64(degraded-listed), 10)
+		b = append(b, " more"...)
+	}
+	return b
+}
+
+// appendCut appends s, cut to at most n bytes at a rune boundary with
+// "..." when it is longer.
+func appendCut(b []byte, s string, n int) []byte {
+	if len(s) <= n {
+		return append(b, s...)
+	}
+	n -= len("...")
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	b = append(b, s[:n]...)
+	return append(b, "..."...)
 }
 
 // appendOverflowText says which listener dropped connection attempts, how
@@ -371,13 +442,14 @@ func appendClock(b []byte, t time.Time) []byte {
 	return b
 }
 
-// appendListenerText appends "ADDR:PORT netns N COMM (pid PID)".
+// appendListenerText appends "ADDR:PORT NETNS PROCESS", each as names.go
+// names it.
 func appendListenerText(b []byte, l *Listener) []byte {
 	b = appendHostPort(b, l.Addr, l.Port)
-	b = append(b, " netns "...)
-	b = strconv.AppendUint(b, uint64(l.Netns), 10)
 	b = append(b, ' ')
-	return appendProcessText(b, l.Process)
+	b = appendNetnsName(b, l.Netns, l.NetnsNames)
+	b = append(b, ' ')
+	return appendProcessName(b, l.Process)
 }
 
 func deref(p *uint64) uint64 {
