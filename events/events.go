@@ -6,6 +6,8 @@
 package events
 
 import (
+	"encoding/base64"
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -100,19 +102,39 @@ type Process struct {
 	// CommRaw holds the bytes of Comm when Comm is not valid UTF-8 (a
 	// process may name itself anything): JSON strings replace invalid
 	// bytes by U+FFFD, so "comm" alone loses them. In JSON it is base64
-	// (standard alphabet, padded: what encoding/json writes for a []byte
-	// and decodes back into this field). The JSON encoder derives it from
+	// (standard alphabet, padded, as encoding/json writes a []byte; see
+	// RawBytes). The JSON encoder derives it from
 	// Comm: it is written exactly when Comm is not valid UTF-8, and what
 	// is set here is ignored when encoding.
-	CommRaw []byte `json:"comm_raw,omitempty"`
+	CommRaw RawBytes `json:"comm_raw,omitempty"`
 	// Exe is the path of the executable (/proc/PID/exe).
 	Exe string `json:"exe,omitempty"`
 	// ExeRaw is to Exe what CommRaw is to Comm: paths are bytes too.
-	ExeRaw []byte `json:"exe_raw,omitempty"`
+	ExeRaw RawBytes `json:"exe_raw,omitempty"`
 	// Unit is the systemd service or scope ("nginx.service").
 	Unit      string     `json:"unit,omitempty"`
 	Container *Container `json:"container,omitempty"`
 	Pod       *Pod       `json:"pod,omitempty"`
+}
+
+// RawBytes are bytes that need not be text, kept in a string so that
+// Process stays comparable. In JSON they are base64 (standard alphabet,
+// padded), as encoding/json writes a []byte.
+type RawBytes string
+
+// MarshalText returns r in base64.
+func (r RawBytes) MarshalText() ([]byte, error) {
+	return base64.StdEncoding.AppendEncode(nil, []byte(r)), nil
+}
+
+// UnmarshalText decodes base64 into r.
+func (r *RawBytes) UnmarshalText(text []byte) error {
+	b, err := base64.StdEncoding.AppendDecode(nil, text)
+	if err != nil {
+		return fmt.Errorf("decoding raw bytes: %w", err)
+	}
+	*r = RawBytes(b)
+	return nil
 }
 
 // Container is the container a process runs in, as its runtime names it.

@@ -144,12 +144,12 @@ func deriveRaw(v reflect.Value) {
 		}
 	case reflect.Struct:
 		if p, ok := v.Addr().Interface().(*Process); ok {
-			p.CommRaw, p.ExeRaw = nil, nil
+			p.CommRaw, p.ExeRaw = "", ""
 			if !utf8.ValidString(p.Comm) {
-				p.CommRaw = []byte(p.Comm)
+				p.CommRaw = RawBytes(p.Comm)
 			}
 			if p.Exe != "" && !utf8.ValidString(p.Exe) {
-				p.ExeRaw = []byte(p.Exe)
+				p.ExeRaw = RawBytes(p.Exe)
 			}
 		}
 		if v.Type() == timeType || v.Type() == addrType {
@@ -392,6 +392,9 @@ func TestJSONEveryField(t *testing.T) {
 	// skips (json:"-") is fine for the oracle but this catches a filler
 	// that silently stopped reaching fields.
 	for _, key := range jsonKeys(reflect.TypeFor[Event]()) {
+		if key == "comm_raw" || key == "exe_raw" {
+			continue // derived from comm and exe: TestJSONRawComm
+		}
 		if got, _ := ourJSON(&full); !bytes.Contains(got, []byte(`"`+key+`":`)) {
 			t.Errorf("key %q missing from the filled event: %s", key, got)
 		}
