@@ -47,9 +47,11 @@ func benchEvents() []*Event {
 	return out
 }
 
-func benchEncode(b *testing.B, format string) {
+func benchEncode(b *testing.B, format string) { benchEncodeWith(b, format, Options{}) }
+
+func benchEncodeWith(b *testing.B, format string, o Options) {
 	evs := benchEvents()
-	enc, err := NewEncoder(format, io.Discard)
+	enc, err := NewEncoderWith(format, io.Discard, o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -69,6 +71,11 @@ func benchEncode(b *testing.B, format string) {
 
 func BenchmarkEncodeJSON(b *testing.B) { benchEncode(b, "json") }
 func BenchmarkEncodeText(b *testing.B) { benchEncode(b, "text") }
+
+// BenchmarkEncodeJSONOrigin writes host and node in every record.
+func BenchmarkEncodeJSONOrigin(b *testing.B) {
+	benchEncodeWith(b, "json", Options{Host: "web-1.example", Node: "node-a"})
+}
 
 var benchSink []byte
 

@@ -6,6 +6,8 @@
 package events
 
 import (
+	"encoding/base64"
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -29,13 +31,13 @@ const (
 	TypeListenOverflow Type = "listen_overflow"
 
 	// A local connect() got no answer: its SYNs were retransmitted until
-	// it gave up (issue 5).
+	// it gave up.
 	TypeTimeout Type = "timeout"
-	// A RST ended an established connection (issue 5).
+	// A RST ended an established connection.
 	TypeReset Type = "reset"
 	// This host's packet filter discarded a SYN whose sender is not a
 	// local process the tracer saw: the sender got a RST if the rule
-	// rejects with tcp reset, nothing if it drops (issue 5).
+	// rejects with tcp reset, nothing if it drops.
 	TypeFiltered Type = "filtered"
 
 	// Refusals counted in the kernel instead of written one event each:
@@ -43,42 +45,6 @@ const (
 	// half full (a flood the tracer would otherwise fall behind on). One
 	// record per network namespace and destination per interval.
 	TypeSummary Type = "summary"
-)
-
-// Cause is why a connection was refused.
-type Cause string
-
-const (
-	// Nothing has listened on the port in that network namespace since
-	// the tracer knew of it.
-	CauseNoListener Cause = "no_listener"
-	// A listener on the port was closed; Listener says by whom and when.
-	CauseListenerClosed Cause = "listener_closed"
-	// A listener holds the port in that netns, on another address or
-	// address family.
-	CauseWrongAddress Cause = "wrong_address"
-	// The port is listened on, but in another network namespace.
-	CauseOtherNetns Cause = "other_netns"
-	// A process tried to bind the port and failed; Bind says why and who
-	// holds the port.
-	CauseBindFailed Cause = "bind_failed"
-	// The listener's accept queue (or SYN queue) was full: the owner does
-	// not call accept() fast enough, or the backlog is too small.
-	CauseBacklogFull Cause = "backlog_full"
-	// Nothing the tracer knows explains the refusal.
-	CauseUnknown Cause = "unknown"
-
-	// This host's packet filter (nftables/iptables `reject`) refused the
-	// connection, with a RST or an ICMP error; Firewall says where.
-	CauseFirewallReject Cause = "firewall_reject"
-	// This host's packet filter dropped the SYNs (timeout, filtered).
-	CauseFirewallDrop Cause = "firewall_drop"
-	// Nothing answered the SYNs, and this host did not drop them.
-	CauseNoResponse Cause = "no_response"
-	// Another host refused a local client: a RST or ICMP error arrived in
-	// SYN_SENT and neither this host's TCP stack nor its packet filter
-	// sent it.
-	CauseRemote Cause = "remote"
 )
 
 // Firewall is where this host's packet filter discarded the SYNs of a
@@ -133,12 +99,42 @@ func (e Endpoint) AddrPort() netip.AddrPort { return netip.AddrPortFrom(e.Addr, 
 type Process struct {
 	Pid  uint32 `json:"pid"`
 	Comm string `json:"comm"`
+	// CommRaw holds the bytes of Comm when Comm is not valid UTF-8 (a
+	// process may name itself anything): JSON strings replace invalid
+	// bytes by U+FFFD, so "comm" alone loses them. In JSON it is base64
+	// (standard alphabet, padded, as encoding/json writes a []byte; see
+	// RawBytes). The JSON encoder derives it from
+	// Comm: it is written exactly when Comm is not valid UTF-8, and what
+	// is set here is ignored when encoding.
+	CommRaw RawBytes `json:"comm_raw,omitempty"`
 	// Exe is the path of the executable (/proc/PID/exe).
 	Exe string `json:"exe,omitempty"`
+	// ExeRaw is to Exe what CommRaw is to Comm: paths are bytes too.
+	ExeRaw RawBytes `json:"exe_raw,omitempty"`
 	// Unit is the systemd service or scope ("nginx.service").
 	Unit      string     `json:"unit,omitempty"`
 	Container *Container `json:"container,omitempty"`
 	Pod       *Pod       `json:"pod,omitempty"`
+}
+
+// RawBytes are bytes that need not be text, kept in a string so that
+// Process stays comparable. In JSON they are base64 (standard alphabet,
+// padded), as encoding/json writes a []byte.
+type RawBytes string
+
+// MarshalText returns r in base64.
+func (r RawBytes) MarshalText() ([]byte, error) {
+	return base64.StdEncoding.AppendEncode(nil, []byte(r)), nil
+}
+
+// UnmarshalText decodes base64 into r.
+func (r *RawBytes) UnmarshalText(text []byte) error {
+	b, err := base64.StdEncoding.AppendDecode(nil, text)
+	if err != nil {
+		return fmt.Errorf("decoding raw bytes: %w", err)
+	}
+	*r = RawBytes(b)
+	return nil
 }
 
 // Container is the container a process runs in, as its runtime names it.

@@ -598,7 +598,7 @@ func TestEncoderBuffersUntilFlush(t *testing.T) {
 
 func TestTextEncoder(t *testing.T) {
 	want := map[string][]string{
-		"start":                  {"START", "schema 1", "Linux 6.12.1", "refusals=tp_btf/tcp_send_reset", "binds=DEGRADED(no tracefs)"},
+		"start":                  {"START rsttrace on 6.12.1, ports 80,443: 1 of 2 capabilities fully traced; degraded: binds (no tracefs)"},
 		"stop":                   {"STOP", "12 records written", "0 lost"},
 		"lost":                   {"LOST 5 records"},
 		"listen":                 {"LISTEN 127.0.0.1:8080", "netns 4026531840", "nginx (pid 4242)", "backlog 511"},
@@ -607,7 +607,7 @@ func TestTextEncoder(t *testing.T) {
 		"bind_failed":            {"BIND-FAILED 0.0.0.0:8080", "nginx (pid 4242)", "EADDRINUSE", "port held by squatter (pid 99)"},
 	}
 	for _, c := range []Cause{CauseNoListener, CauseListenerClosed, CauseWrongAddress, CauseOtherNetns, CauseBindFailed, CauseUnknown} {
-		want["refused "+string(c)] = []string{"REFUSED [::1]:54321 -> [::1]:8080", "netns 4026531840", "[curl 777]", " " + string(c) + ": ", "(kernel: NO_SOCKET)"}
+		want["refused "+string(c)] = []string{"REFUSED [::1]:54321 -> [::1]:8080", "netns 4026531840", "[curl (pid 777)]", " " + string(c) + ": ", "(kernel: NO_SOCKET)"}
 	}
 	samples := sampleEvents()
 	var buf bytes.Buffer

@@ -20,12 +20,22 @@ import (
 type jsonEncoder struct {
 	w   *bufio.Writer
 	buf []byte
+	// origin is ,"host":...,"node":... as written after "type", escaped
+	// once.
+	origin []byte
+}
+
+func newJSONEncoder(w *bufio.Writer, o Options) *jsonEncoder {
+	j := &jsonEncoder{w: w}
+	j.origin = appendOptString(j.origin, `,"host":`, o.Host)
+	j.origin = appendOptString(j.origin, `,"node":`, o.Node)
+	return j
 }
 
 func (j *jsonEncoder) Flush() error { return j.w.Flush() }
 
 func (j *jsonEncoder) Encode(e *Event) error {
-	b, err := appendJSON(j.buf[:0], e)
+	b, err := appendJSON(j.buf[:0], e, j.origin)
 	if cap(b) <= maxKeptBuffer {
 		j.buf = b[:0]
 	}
@@ -39,10 +49,11 @@ func (j *jsonEncoder) Encode(e *Event) error {
 // maxKeptBuffer bounds the scratch buffer an encoder keeps between records.
 const maxKeptBuffer = 64 << 10
 
-// appendJSON appends e as one JSON object and a newline. On error (a time
-// RFC 3339 cannot represent, which encoding/json refuses too) the appended
-// bytes are incomplete and must be dropped.
-func appendJSON(b []byte, e *Event) ([]byte, error) {
+// appendJSON appends e as one JSON object and a newline, with origin (the
+// encoder's host and node fields) after "type". On error (a time RFC 3339
+// cannot represent, which encoding/json refuses too) the appended bytes
+// are incomplete and must be dropped.
+func appendJSON(b []byte, e *Event, origin []byte) ([]byte, error) {
 	var err error
 	b = append(b, `{"time":`...)
 	if b, err = appendTime(b, e.Time); err != nil {
@@ -50,9 +61,14 @@ func appendJSON(b []byte, e *Event) ([]byte, error) {
 	}
 	b = append(b, `,"type":`...)
 	b = appendString(b, string(e.Type))
+	b = append(b, origin...)
 	if e.Netns != 0 {
 		b = append(b, `,"netns":`...)
 		b = strconv.AppendUint(b, uint64(e.Netns), 10)
+	}
+	if e.NetnsNames != nil {
+		b = append(b, `,"netns_names":`...)
+		b = appendNetnsNames(b, e.NetnsNames)
 	}
 	if e.Src != nil {
 		b = append(b, `,"src":`...)
@@ -61,6 +77,18 @@ func appendJSON(b []byte, e *Event) ([]byte, error) {
 	if e.Dst != nil {
 		b = append(b, `,"dst":`...)
 		b = appendEndpoint(b, e.Dst)
+	}
+	if e.DstOriginal != nil {
+		b = append(b, `,"dst_original":`...)
+		b = appendEndpoint(b, e.DstOriginal)
+	}
+	if e.ClientNetns != 0 {
+		b = append(b, `,"client_netns":`...)
+		b = strconv.AppendUint(b, uint64(e.ClientNetns), 10)
+	}
+	if e.Proxy != nil {
+		b = append(b, `,"proxy":`...)
+		b = appendProcess(b, e.Proxy)
 	}
 	if e.Cause != "" {
 		b = append(b, `,"cause":`...)
@@ -75,9 +103,8 @@ func appendJSON(b []byte, e *Event) ([]byte, error) {
 		b = appendString(b, e.KernelReason)
 	}
 	if e.Client != nil {
-		b = append(b, `,"client":{`...)
-		b = appendProcessFields(b, e.Client)
-		b = append(b, '}')
+		b = append(b, `,"client":`...)
+		b = appendProcess(b, e.Client)
 	}
 	if e.Listener != nil {
 		b = append(b, `,"listener":`...)
@@ -115,14 +142,12 @@ func appendJSON(b []byte, e *Event) ([]byte, error) {
 		b = append(b, '}')
 	}
 	if e.Process != nil {
-		b = append(b, `,"process":{`...)
-		b = appendProcessFields(b, e.Process)
-		b = append(b, '}')
+		b = append(b, `,"process":`...)
+		b = appendProcess(b, e.Process)
 	}
 	if e.PeerProcess != nil {
-		b = append(b, `,"peer_process":{`...)
-		b = appendProcessFields(b, e.PeerProcess)
-		b = append(b, '}')
+		b = append(b, `,"peer_process":`...)
+		b = appendProcess(b, e.PeerProcess)
 	}
 	if e.State != "" {
 		b = append(b, `,"state":`...)
@@ -214,13 +239,127 @@ func appendEndpoint(b []byte, ep *Endpoint) []byte {
 	return append(b, '}')
 }
 
+// appendProcess appends a Process as an object.
+func appendProcess(b []byte, p *Process) []byte {
+	b = append(b, '{')
+	b = appendProcessFields(b, p)
+	return append(b, '}')
+}
+
 // appendProcessFields appends the fields of a Process without braces: it
 // is embedded in Listener and Bind.
 func appendProcessFields(b []byte, p *Process) []byte {
 	b = append(b, `"pid":`...)
 	b = strconv.AppendUint(b, uint64(p.Pid), 10)
 	b = append(b, `,"comm":`...)
-	return appendString(b, p.Comm)
+	b = appendString(b, p.Comm)
+	b = appendRaw(b, `,"comm_raw":`, p.Comm)
+	if p.Exe != "" {
+		b = append(b, `,"exe":`...)
+		b = appendString(b, p.Exe)
+		b = appendRaw(b, `,"exe_raw":`, p.Exe)
+	}
+	if p.Unit != "" {
+		b = append(b, `,"unit":`...)
+		b = appendString(b, p.Unit)
+	}
+	if p.Container != nil {
+		b = append(b, `,"container":`...)
+		b = appendContainer(b, p.Container)
+	}
+	if p.Pod != nil {
+		b = append(b, `,"pod":`...)
+		b = appendPod(b, p.Pod)
+	}
+	return b
+}
+
+// appendRaw appends key and the bytes of s in base64 when s is not valid
+// UTF-8 (Process.CommRaw says why).
+func appendRaw(b []byte, key, s string) []byte {
+	if utf8.ValidString(s) {
+		return b
+	}
+	b = append(b, key...)
+	b = append(b, '"')
+	b = appendBase64(b, s)
+	return append(b, '"')
+}
+
+// appendBase64 appends s as base64.StdEncoding encodes it, without
+// converting s to a []byte.
+func appendBase64(b []byte, s string) []byte {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	i := 0
+	for ; i+3 <= len(s); i += 3 {
+		v := uint(s[i])<<16 | uint(s[i+1])<<8 | uint(s[i+2])
+		b = append(b, alphabet[v>>18&0x3f], alphabet[v>>12&0x3f], alphabet[v>>6&0x3f], alphabet[v&0x3f])
+	}
+	switch len(s) - i {
+	case 1:
+		v := uint(s[i]) << 16
+		b = append(b, alphabet[v>>18&0x3f], alphabet[v>>12&0x3f], '=', '=')
+	case 2:
+		v := uint(s[i])<<16 | uint(s[i+1])<<8
+		b = append(b, alphabet[v>>18&0x3f], alphabet[v>>12&0x3f], alphabet[v>>6&0x3f], '=')
+	}
+	return b
+}
+
+func appendContainer(b []byte, c *Container) []byte {
+	b = append(b, `{"id":`...)
+	b = appendString(b, c.ID)
+	b = appendOptString(b, `,"runtime":`, c.Runtime)
+	b = appendOptString(b, `,"name":`, c.Name)
+	return append(b, '}')
+}
+
+func appendPod(b []byte, p *Pod) []byte {
+	b = append(b, `{"uid":`...)
+	b = appendString(b, p.UID)
+	b = appendOptString(b, `,"namespace":`, p.Namespace)
+	b = appendOptString(b, `,"name":`, p.Name)
+	return append(b, '}')
+}
+
+// appendNetnsNames appends NetnsNames as an object; every field may be
+// empty ({}).
+func appendNetnsNames(b []byte, n *NetnsNames) []byte {
+	b, open := openObject(b)
+	b = appendOptString(b, `,"name":`, n.Name)
+	if n.Container != nil {
+		b = append(b, `,"container":`...)
+		b = appendContainer(b, n.Container)
+	}
+	if n.Pod != nil {
+		b = append(b, `,"pod":`...)
+		b = appendPod(b, n.Pod)
+	}
+	return closeObject(b, open)
+}
+
+// openObject starts an object whose fields are all optional: each field
+// is appended with a leading comma, and closeObject drops the first one.
+func openObject(b []byte) ([]byte, int) {
+	b = append(b, '{')
+	return b, len(b)
+}
+
+func closeObject(b []byte, open int) []byte {
+	if len(b) > open {
+		b = append(b[:open], b[open+1:]...) // the first field's comma
+	}
+	return append(b, '}')
+}
+
+// appendOptString appends key (with its leading comma and colon) and s,
+// unless s is empty (omitempty).
+func appendOptString(b []byte, key, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = append(b, key...)
+	return appendString(b, s)
 }
 
 func appendListener(b []byte, l *Listener) ([]byte, error) {
@@ -233,6 +372,10 @@ func appendListener(b []byte, l *Listener) ([]byte, error) {
 	b = strconv.AppendUint(b, uint64(l.Port), 10)
 	b = append(b, `,"netns":`...)
 	b = strconv.AppendUint(b, uint64(l.Netns), 10)
+	if l.NetnsNames != nil {
+		b = append(b, `,"netns_names":`...)
+		b = appendNetnsNames(b, l.NetnsNames)
+	}
 	if l.Backlog != 0 {
 		b = append(b, `,"backlog":`...)
 		b = strconv.AppendUint(b, uint64(l.Backlog), 10)
@@ -261,9 +404,8 @@ func appendListener(b []byte, l *Listener) ([]byte, error) {
 		}
 	}
 	if l.ClosedBy != nil {
-		b = append(b, `,"closed_by":{`...)
-		b = appendProcessFields(b, l.ClosedBy)
-		b = append(b, '}')
+		b = append(b, `,"closed_by":`...)
+		b = appendProcess(b, l.ClosedBy)
 	}
 	// *Exit is embedded: its fields are the listener's, when it is set.
 	if x := l.Exit; x != nil {
@@ -297,9 +439,8 @@ func appendBind(b []byte, x *Bind) ([]byte, error) {
 		return b, err
 	}
 	if x.Holder != nil {
-		b = append(b, `,"holder":{`...)
-		b = appendProcessFields(b, x.Holder)
-		b = append(b, '}')
+		b = append(b, `,"holder":`...)
+		b = appendProcess(b, x.Holder)
 	}
 	return append(b, '}'), nil
 }
@@ -325,29 +466,24 @@ func appendAttach(b []byte, a *Attach) []byte {
 // appendFirewall appends ,"firewall":{...}; every field may be empty, as
 // omitempty leaves them out.
 func appendFirewall(b []byte, f *Firewall) []byte {
-	b = append(b, `,"firewall":{`...)
-	sep := false
-	if f.Hook != "" {
-		b = append(b, `"hook":`...)
-		b = appendString(b, f.Hook)
-		sep = true
-	}
-	if f.Table != "" {
-		if sep {
-			b = append(b, ',')
-		}
-		b = append(b, `"table":`...)
-		b = appendString(b, f.Table)
-		sep = true
-	}
+	b = append(b, `,"firewall":`...)
+	b, open := openObject(b)
+	b = appendOptString(b, `,"hook":`, f.Hook)
+	b = appendOptString(b, `,"table":`, f.Table)
 	if f.SYNs != 0 {
-		if sep {
-			b = append(b, ',')
-		}
-		b = append(b, `"syns":`...)
+		b = append(b, `,"syns":`...)
 		b = strconv.AppendUint(b, uint64(f.SYNs), 10)
 	}
-	return append(b, '}')
+	b = appendOptString(b, `,"table_name":`, f.TableName)
+	b = appendOptString(b, `,"family":`, f.Family)
+	b = appendOptString(b, `,"chain":`, f.Chain)
+	if f.Handle != 0 {
+		b = append(b, `,"handle":`...)
+		b = strconv.AppendUint(b, f.Handle, 10)
+	}
+	b = appendOptString(b, `,"comment":`, f.Comment)
+	b = appendOptString(b, `,"rule":`, f.Rule)
+	return closeObject(b, open)
 }
 
 // appendAddr appends an address as encoding/json does through its

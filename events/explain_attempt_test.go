@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-func TestExplainIssue5(t *testing.T) {
+func TestExplainAttempt(t *testing.T) {
 	dst := &Endpoint{Addr: netip.MustParseAddr("10.0.0.2"), Port: 8080}
 	src := &Endpoint{Addr: netip.MustParseAddr("10.0.0.1"), Port: 5000}
 	fw := &Firewall{Hook: "input", Table: "nftables", SYNs: 3}
@@ -46,7 +46,7 @@ func TestExplainIssue5(t *testing.T) {
 	}
 }
 
-func TestTextIssue5(t *testing.T) {
+func TestTextReset(t *testing.T) {
 	var buf bytes.Buffer
 	enc, _ := NewEncoder("text", &buf)
 	e := &Event{Time: time.Unix(0, 0), Type: TypeReset, Netns: 5,
@@ -56,7 +56,7 @@ func TestTextIssue5(t *testing.T) {
 		KernelReason: "TCP_STATE", Explanation: "x"}
 	enc.Encode(e)
 	enc.Flush()
-	want := "RESET [::1]:80 -> [::1]:5000 netns 5 from [srv 9] to [curl 3] x (kernel: TCP_STATE)\n"
+	want := "RESET [::1]:80 -> [::1]:5000 netns 5 from [srv (pid 9)] to [curl (pid 3)] x (kernel: TCP_STATE)\n"
 	if got := buf.String(); !strings.HasSuffix(got, want) {
 		t.Errorf("text = %q, want suffix %q", got, want)
 	}
