@@ -95,7 +95,7 @@ func TestDaemonSet(t *testing.T) {
 		t.Fatalf("decoding daemonset.yaml: %v", err)
 	}
 	// The decoding is not blind: a field in the wrong case is refused.
-	if _, err := decodeStrict([]byte(strings.Replace(string(b), "hostPID:", "hostPid:", 1))); err == nil {
+	if _, err := decodeStrict([]byte(strings.Replace(string(b), "\n      hostPID:", "\n      hostPid:", 1))); err == nil {
 		t.Error("a misspelt field (hostPid) was accepted")
 	}
 	if ds.Kind != "DaemonSet" || ds.APIVersion != "apps/v1" {
