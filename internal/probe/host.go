@@ -9,6 +9,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
+
+	"github.com/rsttrace/rsttrace/internal/privilege"
 )
 
 // ErrRequirement wraps every error that says the host cannot run rsttrace
@@ -22,8 +24,8 @@ func requirement(format string, args ...any) error {
 // CheckHost says, in one line with what to do, why this host cannot run
 // rsttrace, or returns nil. It probes features rather than kernel versions.
 func CheckHost() error {
-	if os.Geteuid() != 0 {
-		return requirement("rsttrace loads eBPF programs and must run as root: try 'sudo rsttrace'")
+	if err := privilege.Check(); err != nil {
+		return requirement("%v", err)
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return requirement("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): rsttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.10 or later distribution kernels have it)")
