@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -312,7 +313,7 @@ func evalRule(r *nftables.Rule, p packet, sets setSource) (ruleEval, error) {
 			}
 			if e.DestRegister == unix.NFT_REG_VERDICT {
 				for _, h := range hits {
-					if vd := h.e.VerdictData; vd != nil {
+					if vd := elemVerdict(h.e); vd != nil {
 						res.outcomes = append(res.outcomes, outcome{kind: vd.Kind, chain: vd.Chain, comment: h.e.Comment, sure: h.t == triYes && len(hits) == 1})
 					}
 				}
@@ -520,6 +521,12 @@ func xtMatch(m *expr.Match, p packet) (tri, string) {
 		return xtTcpTri(info, p), ""
 	case *xt.Udp:
 		return boolTri(p.l4proto == unix.IPPROTO_UDP), ""
+	case *xt.Unknown:
+		if m.Name == "multiport" && m.Rev == 1 {
+			if mp, ok := parseMultiport(*info); ok {
+				return mp.eval(p), ""
+			}
+		}
 	case *xt.ConntrackMtinfo1:
 		return ctStateTri(uint32(info.StateMask), info.MatchFlags, info.InvertFlags, p), ""
 	case *xt.ConntrackMtinfo2:
@@ -635,4 +642,112 @@ func natRegs(e *expr.NAT, rg *regs) (netip.Addr, netip.AddrPort) {
 		}
 	}
 	return addr, netip.AddrPort{}
+}
+
+// multiport is struct xt_multiport_v1
+// (include/uapi/linux/netfilter/xt_multiport.h).
+type multiport struct {
+	flags  uint8 // 0 source, 1 destination, 2 either
+	ports  []uint16
+	ranges []bool // ports[i]..ports[i+1] is a range
+	invert bool
+}
+
+func parseMultiport(b []byte) (multiport, bool) {
+	const size = 1 + 1 + 15*2 + 15 + 1
+	if len(b) < size || b[1] > 15 {
+		return multiport{}, false
+	}
+	m := multiport{flags: b[0], invert: b[47] != 0}
+	for i := 0; i < int(b[1]); i++ {
+		m.ports = append(m.ports, binary.NativeEndian.Uint16(b[2+2*i:]))
+		m.ranges = append(m.ranges, b[32+i] != 0)
+	}
+	return m, true
+}
+
+func (m multiport) has(port uint16) bool {
+	for i := 0; i < len(m.ports); i++ {
+		if m.ranges[i] && i+1 < len(m.ports) {
+			if port >= m.ports[i] && port <= m.ports[i+1] {
+				return true
+			}
+			i++
+			continue
+		}
+		if port == m.ports[i] {
+			return true
+		}
+	}
+	return false
+}
+
+func (m multiport) eval(p packet) tri {
+	sport, dport := binary.BigEndian.Uint16(p.th[0:]), binary.BigEndian.Uint16(p.th[2:])
+	var in bool
+	switch m.flags {
+	case 0:
+		if !p.thK[0] {
+			return triMaybe
+		}
+		in = m.has(sport)
+	case 1:
+		if !p.thK[2] {
+			return triMaybe
+		}
+		in = m.has(dport)
+	default:
+		if !p.thK[0] || !p.thK[2] {
+			return triMaybe
+		}
+		in = m.has(sport) || m.has(dport)
+	}
+	return boolTri(in != m.invert)
+}
+
+func (m multiport) String() string {
+	var ps []string
+	for i := 0; i < len(m.ports); i++ {
+		if m.ranges[i] && i+1 < len(m.ports) {
+			ps = append(ps, strconv.Itoa(int(m.ports[i]))+"-"+strconv.Itoa(int(m.ports[i+1])))
+			i++
+			continue
+		}
+		ps = append(ps, strconv.Itoa(int(m.ports[i])))
+	}
+	key := [...]string{"sport", "dport", "port"}[min(int(m.flags), 2)]
+	inv := ""
+	if m.invert {
+		inv = "!= "
+	}
+	return "tcp " + key + " " + inv + "{ " + strings.Join(ps, ", ") + " }"
+}
+
+// elemVerdict is the verdict of a verdict map element. The nftables
+// library leaves it undecoded in Val (the NFTA_DATA_VERDICT attributes:
+// NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN) when it does not know the map's
+// data type, as for concatenated keys.
+func elemVerdict(e nftables.SetElement) *expr.Verdict {
+	if e.VerdictData != nil {
+		return e.VerdictData
+	}
+	ad, err := netlink.NewAttributeDecoder(e.Val)
+	if err != nil {
+		return nil
+	}
+	ad.ByteOrder = binary.BigEndian
+	var v expr.Verdict
+	var ok bool
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_VERDICT_CODE:
+			v.Kind, ok = expr.VerdictKind(int32(ad.Uint32())), true
+		case unix.NFTA_VERDICT_CHAIN:
+			v.Chain = ad.String()
+		}
+	}
+	if ad.Err() != nil || !ok {
+		return nil
+	}
+	return &v
 }

@@ -165,6 +165,9 @@ func (w *walker) walk(c *nftables.Chain, depth int, via string) (*events.Firewal
 			switch o.kind {
 			case expr.VerdictDrop:
 				if w.verdictFits(o) {
+					if o.comment != "" {
+						via = o.comment
+					}
 					return w.hit(r, ev, via), endFall, nil
 				}
 			case expr.VerdictAccept, expr.VerdictQueue, expr.VerdictStolen, expr.VerdictStop:

@@ -22,6 +22,8 @@ type field struct {
 	len  int
 	// imm is set for immediate data (NAT addresses and ports).
 	imm []byte
+	// full is the address size of a kindPrefix load.
+	full int
 }
 
 type fieldKind int
@@ -35,6 +37,9 @@ const (
 	kindCtState
 	kindNfproto
 	kindDec
+	// kindPrefix is the first len bytes of an address of size full
+	// (nft loads only the bytes a /24 needs).
+	kindPrefix
 )
 
 // RenderRule returns a short nft-like text of a rule. Forms rendered:
@@ -46,7 +51,10 @@ const (
 //	KEY { E1, E2 } (anonymous sets), KEY @set, KEY . KEY vmap @map
 //	xtables matches: tcp/udp ports, conntrack state ("ct state"), others by name (xt NAME)
 //	accept, drop, jump C, goto C, return, reject with tcp reset|icmp|icmpv6|icmpx CODE
-//	dnat to ADDR:PORT, snat to ADDR, masquerade, redirect, counter, limit, log
+//	dnat to ADDR:PORT, snat to ADDR, masquerade, redirect, limit, log
+//
+// As nft does, a "meta l4proto tcp" that a tcp field implies is left
+// out; counters are left out.
 //
 // Loads whose meaning is not modelled print as payload @nh|th,OFFSET,LEN or
 // meta NAME, values as hex. Comments are not part of the text (Firewall
@@ -55,6 +63,11 @@ func RenderRule(r *nftables.Rule, sets func(name string) *setData) string {
 	var parts []string
 	regs := map[int]field{}
 	l4 := ""
+	// l4dep is the index of the "meta l4proto tcp" part, which nft does
+	// not print when a tcp or udp field follows (it is implied).
+	l4dep := -1
+	// nf is the network protocol: the table's, or what meta nfproto says.
+	nf := familyName(r.Table.Family)
 	setField := func(reg uint32, f field) {
 		off, ok := regOffset(reg)
 		if ok {
@@ -90,7 +103,11 @@ func RenderRule(r *nftables.Rule, sets func(name string) *setData) string {
 				parts = append(parts, "payload write")
 				continue
 			}
-			setField(e.DestRegister, payloadField(e, l4))
+			if e.Base == expr.PayloadBaseTransportHeader && l4dep >= 0 && (l4 == "tcp" || l4 == "udp") {
+				parts = append(parts[:l4dep], parts[l4dep+1:]...)
+				l4dep = -1
+			}
+			setField(e.DestRegister, payloadField(e, l4, nf))
 		case *expr.Meta:
 			if e.SourceRegister {
 				parts = append(parts, "meta "+metaName(e.Key)+" set")
@@ -125,7 +142,24 @@ func RenderRule(r *nftables.Rule, sets func(name string) *setData) string {
 			if f.name == "meta l4proto" || f.name == "ip protocol" || f.name == "ip6 nexthdr" {
 				if e.Op == expr.CmpOpEq && len(e.Data) == 1 {
 					l4 = protoName(e.Data[0])
+					l4dep = len(parts)
 				}
+			}
+			if f.kind == kindNfproto && e.Op == expr.CmpOpEq && len(e.Data) == 1 {
+				nf = map[byte]string{unix.NFPROTO_IPV4: "ip", unix.NFPROTO_IPV6: "ip6"}[e.Data[0]]
+			}
+			if f.kind == kindPrefix {
+				b := make([]byte, f.full)
+				copy(b, e.Data)
+				a, _ := netip.AddrFromSlice(b)
+				ops := map[expr.CmpOp]string{expr.CmpOpNeq: "!= "}
+				parts = append(parts, f.name+" "+ops[e.Op]+netip.PrefixFrom(a, len(e.Data)*8).String())
+				continue
+			}
+			// nft encodes "tcp dport 9000-9100" as >= 9000 and <= 9100.
+			if n := len(parts); n > 0 && e.Op == expr.CmpOpLte && strings.HasPrefix(parts[n-1], f.name+" >= ") {
+				parts[n-1] = f.name + " " + strings.TrimPrefix(parts[n-1], f.name+" >= ") + "-" + formatValue(f.kind, e.Data)
+				continue
 			}
 			parts = append(parts, renderCmp(f, e.Op, e.Data))
 		case *expr.Range:
@@ -179,8 +213,6 @@ func RenderRule(r *nftables.Rule, sets func(name string) *setData) string {
 			parts = append(parts, "masquerade")
 		case *expr.Redir:
 			parts = append(parts, "redirect")
-		case *expr.Counter:
-			parts = append(parts, "counter")
 		case *expr.Limit:
 			parts = append(parts, "limit")
 		case *expr.Log:
@@ -228,7 +260,7 @@ func prefixLen(mask []byte) (int, bool) {
 	return n, true
 }
 
-func payloadField(e *expr.Payload, l4 string) field {
+func payloadField(e *expr.Payload, l4, nf string) field {
 	n := int(e.Len)
 	switch e.Base {
 	case expr.PayloadBaseNetworkHeader:
@@ -245,6 +277,12 @@ func payloadField(e *expr.Payload, l4 string) field {
 			return field{name: "ip6 saddr", kind: kindAddr, len: 16}
 		case e.Offset == 24 && n == 16:
 			return field{name: "ip6 daddr", kind: kindAddr, len: 16}
+		}
+		switch {
+		case nf != "ip6" && (e.Offset == 12 || e.Offset == 16) && n < 4:
+			return field{name: map[uint32]string{12: "ip saddr", 16: "ip daddr"}[e.Offset], kind: kindPrefix, len: n, full: 4}
+		case nf == "ip6" && (e.Offset == 8 || e.Offset == 24) && n < 16:
+			return field{name: map[uint32]string{8: "ip6 saddr", 24: "ip6 daddr"}[e.Offset], kind: kindPrefix, len: n, full: 16}
 		}
 		return field{name: fmt.Sprintf("@nh,%d,%d", e.Offset*8, n*8), len: n}
 	case expr.PayloadBaseTransportHeader:
@@ -413,8 +451,8 @@ func renderElems(sd *setData, fs []field) string {
 		if len(e.KeyEnd) > 0 {
 			s += "-" + formatKey(e.KeyEnd, fs)
 		}
-		if e.VerdictData != nil {
-			s += " : " + verdictText(e.VerdictData)
+		if v := elemVerdict(e); v != nil {
+			s += " : " + verdictText(v)
 		}
 		out = append(out, s)
 	}
@@ -578,6 +616,12 @@ func xtMatchText(m *expr.Match) string {
 		return ""
 	case *xt.Tcp:
 		return xtPortsText("tcp", info.SrcPorts, info.DstPorts, info.InvFlags&xt.TcpInvSrcPorts != 0, info.InvFlags&xt.TcpInvDestPorts != 0)
+	case *xt.Unknown:
+		if m.Name == "multiport" && m.Rev == 1 {
+			if mp, ok := parseMultiport(*info); ok {
+				return mp.String()
+			}
+		}
 	case *xt.Udp:
 		return xtPortsText("udp", info.SrcPorts, info.DstPorts, info.InvFlags&0x01 != 0, info.InvFlags&0x02 != 0)
 	case *xt.ConntrackMtinfo1:
