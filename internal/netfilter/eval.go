@@ -125,19 +125,32 @@ func newPacket(q Query) packet {
 		p.nh[0] = 0x60
 		p.nh[6] = q.Proto
 		mark(p.nhK, 6, 1)
-		s, d := q.Src.Addr().As16(), q.Dst.Addr().As16()
-		copy(p.nh[8:], s[:])
-		copy(p.nh[24:], d[:])
-		mark(p.nhK, 8, 32)
+		if a := q.Src.Addr(); a.IsValid() {
+			s := a.As16()
+			copy(p.nh[8:], s[:])
+			mark(p.nhK, 8, 16)
+		}
+		if a := q.Dst.Addr(); a.IsValid() {
+			d := a.As16()
+			copy(p.nh[24:], d[:])
+			mark(p.nhK, 24, 16)
+		}
 	} else {
 		p.nh, p.nhK = make([]byte, 20), make([]bool, 20)
 		p.nh[0] = 0x45
 		p.nh[9] = q.Proto
 		mark(p.nhK, 9, 1)
-		s, d := q.Src.Addr().Unmap().As4(), q.Dst.Addr().Unmap().As4()
-		copy(p.nh[12:], s[:])
-		copy(p.nh[16:], d[:])
-		mark(p.nhK, 12, 8)
+		// An address of the other family (or none) stays unknown.
+		if a := q.Src.Addr().Unmap(); a.Is4() {
+			s := a.As4()
+			copy(p.nh[12:], s[:])
+			mark(p.nhK, 12, 4)
+		}
+		if a := q.Dst.Addr().Unmap(); a.Is4() {
+			d := a.As4()
+			copy(p.nh[16:], d[:])
+			mark(p.nhK, 16, 4)
+		}
 	}
 	p.th, p.thK = make([]byte, 20), make([]bool, 20)
 	binary.BigEndian.PutUint16(p.th[0:], q.Src.Port())

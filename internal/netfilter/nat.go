@@ -69,8 +69,12 @@ func OpenConntrack(netnsFD int) (*Conntrack, error) {
 func (ct *Conntrack) Close() error { return ct.c.Close() }
 
 // Lookup finds the entry whose original tuple is src → dst (the client's
-// view). ok is false when there is none (never tracked, or expired: a
-// refused TCP connection's entry lives 10 s in CLOSE).
+// view). ok is false when there is none: never tracked, expired, or
+// refused by a RST — conntrack deletes an entry whose only answer was a
+// RST at once (tcp_packet in nf_conntrack_proto_tcp.c), so a refusal's
+// translation must be looked up while its SYN is in flight, or taken
+// from conntrack's destroy events. SYNs that were dropped or rejected
+// with ICMP leave the entry in SYN_SENT (120 s).
 func (ct *Conntrack) Lookup(proto uint8, src, dst netip.AddrPort) (NATEntry, bool, error) {
 	return ct.get(proto, src, dst, false)
 }
