@@ -104,12 +104,13 @@ func isHex(b byte) bool { return b >= '0' && b <= '9' || b >= 'a' && b <= 'f' }
 
 // podComponent recognizes kubelet's pod cgroup: "pod<uid>" with the
 // cgroupfs driver, "kubepods[-<qos>]-pod<uid with _ for ->.slice" with
-// systemd's (which reserves "-" for the slice hierarchy).
+// systemd's (which reserves "-" for the slice hierarchy); with a prefix
+// when a kubelet runs nested (kind: "kubelet-kubepods-...").
 func podComponent(c string) (string, bool) {
 	var uid string
 	if name, ok := strings.CutSuffix(c, ".slice"); ok {
 		i := strings.LastIndex(name, "-pod")
-		if i < 0 || !strings.HasPrefix(name, "kubepods") {
+		if i < 0 || !strings.Contains(name, "kubepods") {
 			return "", false
 		}
 		uid = strings.ReplaceAll(name[i+len("-pod"):], "_", "-")
