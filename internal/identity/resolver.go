@@ -156,6 +156,7 @@ type ctrRef struct {
 	// guarded by Resolver.mu
 	queued, named bool
 	retry         time.Time
+	failures      int
 }
 
 // netnsEntry is the container or pod last seen acting in a netns.
@@ -342,12 +343,15 @@ func (r *Resolver) Fill(p *events.Process, cgroupID uint64, mntns uint32) {
 }
 
 // resolveCgroup finds a cgroup id's path in the cgroup2 hierarchy and
-// caches what it names; called without r.mu.
+// caches what it names; called without r.mu. A cgroup the walk did not
+// find is gone (it existed when the kernel recorded its id): that miss is
+// remembered for negativeTTL. One not looked for because a walk ran less
+// than a second ago is looked for again from the next one on.
 func (r *Resolver) resolveCgroup(cgroupID uint64, now time.Time) *ident {
-	path, ok := r.cgroupPath(cgroupID, now)
+	path, ok, retry := r.cgroupPath(cgroupID, now)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	id := &ident{until: now.Add(negativeTTL)}
+	id := &ident{until: retry}
 	if ok {
 		id = r.identLocked(parsePath(path))
 	}
@@ -382,20 +386,24 @@ func (r *Resolver) identLocked(info pathInfo) *ident {
 }
 
 // cgroupPath returns the path (from the cgroup2 root) of the cgroup with
-// that id, walking the hierarchy again on a miss at most once a second.
-func (r *Resolver) cgroupPath(cgroupID uint64, now time.Time) (string, bool) {
+// that id, walking the hierarchy again on a miss at most once a second;
+// on a miss, when to look again.
+func (r *Resolver) cgroupPath(cgroupID uint64, now time.Time) (string, bool, time.Time) {
 	r.walkMu.Lock()
 	defer r.walkMu.Unlock()
 	if p, ok := r.index[cgroupID]; ok {
-		return p, true
+		return p, true, time.Time{}
 	}
-	if r.o.CgroupRoot == "" || !r.walked.IsZero() && now.Sub(r.walked) < rereadEvery {
-		return "", false
+	if r.o.CgroupRoot == "" {
+		return "", false, now.Add(negativeTTL)
+	}
+	if next := r.walked.Add(rereadEvery); !r.walked.IsZero() && now.Before(next) {
+		return "", false, next
 	}
 	r.walked = now
 	r.index = walkCgroups(r.o.CgroupRoot, maxIndex)
 	p, ok := r.index[cgroupID]
-	return p, ok
+	return p, ok, now.Add(negativeTTL)
 }
 
 // walkCgroups indexes the directories under root by inode (the cgroup id).

@@ -70,14 +70,20 @@ func (r *Resolver) lookupLoop() {
 			return
 		case ref := <-r.queue:
 			ctx, cancel := context.WithTimeout(context.Background(), r.o.Timeout)
-			n, ok := r.lookup(ctx, ref)
+			n, found, err := r.lookup(ctx, ref)
 			cancel()
 			r.mu.Lock()
 			ref.queued = false
-			if ok {
+			switch {
+			case found:
 				ref.named = true
 				r.storeNames(ref, n)
-			} else {
+			case err != nil:
+				// A runtime that did not answer (busy, restarting)
+				// is asked again soon, then less and less often.
+				ref.failures++
+				ref.retry = time.Now().Add(min(time.Second<<min(ref.failures-1, 5), negativeTTL))
+			default:
 				ref.retry = time.Now().Add(negativeTTL)
 			}
 			r.mu.Unlock()
@@ -105,7 +111,7 @@ func (r *Resolver) storeNames(ref *ctrRef, n names) {
 
 // lookup asks the runtime the cgroup path named, or every configured one
 // when the path did not say (kubelet's cgroupfs layout).
-func (r *Resolver) lookup(ctx context.Context, ref *ctrRef) (names, bool) {
+func (r *Resolver) lookup(ctx context.Context, ref *ctrRef) (names, bool, error) {
 	var n names
 	var err error
 	found := false
@@ -119,14 +125,18 @@ func (r *Resolver) lookup(ctx context.Context, ref *ctrRef) (names, bool) {
 	default:
 		n, found, err = r.criLookup(ctx, ref.id)
 		if !found && r.docker != nil {
-			n, found, err = engineLookup(ctx, r.docker, ref.id)
+			var derr error
+			n, found, derr = engineLookup(ctx, r.docker, ref.id)
 			n.runtime = "docker"
+			if found || derr != nil {
+				err = derr
+			}
 		}
 	}
 	if err != nil {
 		slog.Debug("naming container", "id", ref.id, "runtime", ref.runtime, "error", err)
 	}
-	return n, found
+	return n, found, err
 }
 
 // unixHTTPClient talks HTTP over a unix socket (the Docker Engine API).
