@@ -249,7 +249,10 @@ func (r *Resolver) Capture(pid uint32, cgroupID uint64, mntns, netns uint32) {
 		r.mu.Unlock()
 		return
 	}
-	_, cgroupKnown := r.cgroups.get(cgroupID)
+	// A negative entry (path not found) is replaced by what the live
+	// process says.
+	known, ok := r.cgroups.get(cgroupID)
+	cgroupKnown := ok && known.until.IsZero()
 	r.mu.Unlock()
 
 	dir := filepath.Join(r.o.Proc, strconv.FormatUint(uint64(pid), 10))
