@@ -18,6 +18,7 @@ import (
 	"github.com/rsttrace/rsttrace/internal/bpfobj"
 	"github.com/rsttrace/rsttrace/internal/correlate"
 	"github.com/rsttrace/rsttrace/internal/host"
+	"github.com/rsttrace/rsttrace/internal/identity"
 	"github.com/rsttrace/rsttrace/internal/probe"
 	"github.com/rsttrace/rsttrace/internal/record"
 
@@ -52,6 +53,14 @@ type Config struct {
 	// writes summary records, never one event per refusal (without it
 	// this happens only while the ring buffer is more than half full).
 	Summary bool
+	// Filter keeps only events that name a process (or happen in a
+	// namespace) of these units, containers or pods; empty keeps all.
+	Filter identity.Filter
+	// Names: the identity resolver's options (container runtime sockets,
+	// cgroup mount); nil means identity.DefaultOptions().
+	Names *identity.Options
+	// Observe, when set, sees every event Run writes (metrics).
+	Observe func(*events.Event)
 }
 
 // DefaultOverflowInterval is how often listen-queue overflow is reported.
@@ -76,6 +85,7 @@ type Tracer struct {
 	ovf    *correlate.OverflowPoller
 	sum    *correlate.Summarizer
 	sumr   summaryReader
+	enr    enricher
 	// wallOffset converts CLOCK_MONOTONIC ns to Unix ns.
 	wallOffset int64
 
@@ -152,7 +162,16 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	t.links = probe.Attach(t.coll, t.plan, t.log)
 
 	procfs := host.Procfs{Root: cfg.Proc}
+	self, _ := procfs.Netns("self")
+	nameOpts := identity.DefaultOptions()
+	if cfg.Names != nil {
+		nameOpts = *cfg.Names
+	}
+	nameOpts.Proc = cfg.Proc
+	t.enr = enricher{log: t.log, proc: cfg.Proc, self: self, names: identity.New(nameOpts), filter: cfg.Filter,
+		rules: ruleNamer{log: t.log, proc: cfg.Proc, self: self}}
 	t.corr = correlate.New(procfs)
+	t.corr.Names = t.enr.names
 	t.corr.RSTReason = probe.RSTReasonNames(kernelBTF)
 	t.corr.Wall = t.wall
 	t.corr.SeesFirewallDrops = t.plan.Serves(probe.CapFirewall)
@@ -177,7 +196,6 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 
 	t.ovf = correlate.NewOverflowPoller(kernelOverflow{proc: cfg.Proc, stats: t.maps.ListenerStats}, t.log,
 		t.plan.Serves(probe.CapOverflowSYN), t.plan.Serves(probe.CapOverflowFinalAck))
-	self, _ := procfs.Netns("self")
 	t.ovf.Keep(self)
 	t.ovf.Watch(self, uint32(os.Getpid()))
 	for _, l := range snap {
@@ -257,9 +275,15 @@ const gather = time.Millisecond
 // On cancellation it drains what is already in the ring, then returns.
 func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 	count := func(e *events.Event) error {
+		if !t.enr.enrich(e) {
+			return nil
+		}
 		t.mu.Lock()
 		t.written++
 		t.mu.Unlock()
+		if t.cfg.Observe != nil {
+			t.cfg.Observe(e)
+		}
 		return out.Encode(e)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = t.reader.Flush() })
@@ -303,6 +327,7 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 				t.log.Warn("dropping undecodable record", "error", derr)
 				continue
 			}
+			t.enr.capture(&r)
 			// A new listener's namespace is watched before its listen
 			// event is out: drops right after it are counted.
 			t.trackNetns(&r, false)
@@ -376,6 +401,14 @@ func (t *Tracer) finish(emit func(*events.Event) error, out events.Encoder) erro
 	return out.Flush()
 }
 
+// RingFill is how full the ring buffer is now, from 0 to 1.
+func (t *Tracer) RingFill() float64 {
+	if t.reader == nil {
+		return 0
+	}
+	return float64(t.reader.AvailableBytes()) / float64(t.cfg.RingSize)
+}
+
 // Summarized returns how many refusals Run wrote in summary records.
 func (t *Tracer) Summarized() uint64 {
 	if t.sum == nil {
@@ -439,6 +472,10 @@ func (t *Tracer) Close() error {
 	if t.coll != nil {
 		t.coll.Close()
 		t.coll = nil
+	}
+	if t.enr.names != nil {
+		t.enr.names.Close()
+		t.enr.names = nil
 	}
 	return errors.Join(errs...)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -21,6 +22,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/internal/identity"
+	"github.com/rsttrace/rsttrace/internal/metrics"
+	"github.com/rsttrace/rsttrace/internal/output"
+	"github.com/rsttrace/rsttrace/internal/sdnotify"
 	"github.com/rsttrace/rsttrace/tracer"
 )
 
@@ -40,6 +45,9 @@ Examples:
   sudo rsttrace --check              # will it work on this host? (hooks per capability)
   sudo rsttrace -o json | jq 'select(.type=="listen_overflow")'  # who does not accept()
   sudo rsttrace --summary            # a flood: one line per destination per second
+  sudo rsttrace --container web --unit nginx.service   # only what involves these
+  sudo rsttrace --output /var/log/rsttrace/rsttrace.jsonl --metrics 127.0.0.1:9637
+  sudo rsttrace why 8080             # the "connection refused" checklist, now
 
 Under a flood the kernel counts refusals instead of writing each one
 (type summary) while the ring buffer is more than half full; --summary
@@ -64,6 +72,28 @@ type config struct {
 	verbose  bool
 	check    bool
 	summary  bool
+	// filter: --unit, --container, --pod.
+	filter identity.Filter
+	// output: JSON Lines to this file (rotated) instead of stdout.
+	output     string
+	outputSize int64
+	outputKeep int
+	// metrics: serve Prometheus metrics on this address.
+	metrics string
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+
+func (s *stringList) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			*s = append(*s, f)
+		}
+	}
+	return nil
 }
 
 // portList is a repeatable --port flag.
@@ -104,6 +134,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.verbose, "v", false, "log diagnostics to stderr")
 	fs.BoolVar(&cfg.summary, "summary", false, "count refusals per destination in the kernel and write one summary record per destination per second, not one per refusal")
 	fs.BoolVar(&cfg.check, "check", false, "load and attach everything, print the attach plan, and exit (1 if a capability is degraded)")
+	var units, containers, pods stringList
+	fs.Var(&units, "unit", "only events naming a process of this systemd unit (glob, repeatable): nginx.service, 'session-*.scope'")
+	fs.Var(&containers, "container", "only events naming a process of this container (name or id prefix, repeatable)")
+	fs.Var(&pods, "pod", "only events naming a process of this pod (namespace/name, name or uid, repeatable)")
+	fs.StringVar(&cfg.output, "output", "", "write JSON Lines to this file, rotated by size, instead of stdout (SIGHUP reopens it)")
+	fs.Int64Var(&cfg.outputSize, "output-max-size", 100<<20, "rotate --output when it reaches this many bytes")
+	fs.IntVar(&cfg.outputKeep, "output-keep", 5, "how many rotated --output files to keep (FILE.1 is the newest)")
+	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9637; /metrics and /healthz)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usage)
@@ -127,7 +165,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if r := cfg.ringSize; r < os.Getpagesize() || r&(r-1) != 0 {
 		return cfg, fmt.Errorf("--ring-size %d: want a power of two of at least %d", r, os.Getpagesize())
 	}
+	if cfg.output != "" {
+		if cfg.outputSize < 4096 {
+			return cfg, fmt.Errorf("--output-max-size %d: want at least 4096 bytes", cfg.outputSize)
+		}
+		if cfg.outputKeep < 0 {
+			return cfg, fmt.Errorf("--output-keep %d: must not be negative", cfg.outputKeep)
+		}
+	}
 	cfg.ports = ports
+	cfg.filter = identity.Filter{Units: units, Containers: containers, Pods: pods}
 	return cfg, nil
 }
 
@@ -174,7 +221,19 @@ func main() {
 
 // run traces until ctx is done, the duration passes or out is closed.
 func run(ctx context.Context, cfg config, out *os.File) error {
-	enc, err := events.NewEncoder(cfg.format, out)
+	var w io.Writer = out
+	var file *output.File
+	if cfg.output != "" {
+		var err error
+		if file, err = output.Open(cfg.output, cfg.outputSize, cfg.outputKeep); err != nil {
+			return fmt.Errorf("opening --output: %w", err)
+		}
+		defer file.Close()
+		w = file
+		cfg.format = "json"
+	}
+	host, _ := os.Hostname()
+	enc, err := events.NewEncoderWith(cfg.format, w, events.Options{Host: host, Node: os.Getenv("NODE_NAME")})
 	if err != nil {
 		return err
 	}
@@ -185,13 +244,43 @@ func run(ctx context.Context, cfg config, out *os.File) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go watchClosed(ctx, out, cancel)
+	if file == nil {
+		go watchClosed(ctx, out, cancel)
+	}
 
-	t, err := tracer.New(tracer.Config{Ports: cfg.ports, RingSize: cfg.ringSize, OverflowInterval: cfg.overflow, Summary: cfg.summary})
-	if err != nil {
+	// Metrics: the address is taken before tracing starts, so a busy
+	// port is an error at start, not a silent gap.
+	var m *metrics.Metrics
+	var mln net.Listener
+	if cfg.metrics != "" {
+		if mln, err = metrics.Listen(cfg.metrics); err != nil {
+			return err
+		}
+		defer mln.Close()
+	}
+
+	tcfg := tracer.Config{Ports: cfg.ports, RingSize: cfg.ringSize, OverflowInterval: cfg.overflow, Summary: cfg.summary, Filter: cfg.filter}
+	var t *tracer.Tracer
+	if mln != nil {
+		m = metrics.New(metrics.Options{RingFill: func() float64 {
+			if t == nil {
+				return 0
+			}
+			return t.RingFill()
+		}})
+		tcfg.Observe = m.Observe
+	}
+	if t, err = tracer.New(tcfg); err != nil {
 		return err
 	}
 	defer t.Close()
+	if m != nil {
+		go func() {
+			if err := metrics.ServeListener(ctx, mln, m.Handler()); err != nil {
+				slog.Warn("serving metrics", "error", err)
+			}
+		}()
+	}
 
 	start := &events.Event{
 		Time:    time.Now(),
@@ -200,6 +289,9 @@ func run(ctx context.Context, cfg config, out *os.File) error {
 		Kernel:  t.Kernel(),
 		Plan:    t.Plan(),
 		Ports:   cfg.ports,
+	}
+	if m != nil {
+		m.Observe(start)
 	}
 	if err := writeFlush(enc, start); err != nil {
 		return outputErr(err)
@@ -213,18 +305,49 @@ func run(ctx context.Context, cfg config, out *os.File) error {
 		}
 		return nil
 	}
+	// Ready for systemd (Type=notify) once the programs are attached and
+	// the start record is out; a no-op when not run by systemd.
+	_ = sdnotify.Ready()
+	if file != nil {
+		go reopenOnHangup(ctx, file)
+	}
 	// Events are flushed when the ring is idle (Run's tick) or the buffer
 	// fills; a lone event is visible within a tick.
 	runErr := t.Run(ctx, enc)
+	_ = sdnotify.Stopping()
 	if runErr != nil && isClosedOutput(runErr) {
 		return nil // the reader went away: nobody to tell
 	}
 	lost, lerr := t.Lost()
 	stopRec := &events.Event{Time: time.Now(), Type: events.TypeStop, Lost: &lost, Events: t.Written(), Summarized: t.Summarized()}
+	if m != nil {
+		m.Observe(stopRec)
+	}
 	if err := writeFlush(enc, stopRec); err != nil && !isClosedOutput(err) {
 		return outputErr(err)
 	}
 	return errors.Join(runErr, lerr)
+}
+
+// reopenOnHangup reopens the output file on SIGHUP (after logrotate moved
+// it): the next line goes to a new file at the configured path.
+func reopenOnHangup(ctx context.Context, file *output.File) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			_ = sdnotify.Reloading()
+			// The file serializes Reopen with the encoder's writes.
+			if err := file.Reopen(); err != nil {
+				slog.Error("reopening --output", "error", err)
+			}
+			_ = sdnotify.Ready()
+		}
+	}
 }
 
 func writeFlush(enc events.Encoder, e *events.Event) error {

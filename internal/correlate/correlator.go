@@ -56,6 +56,9 @@ type Correlator struct {
 	RSTReason func(uint32) string
 	// Host answers lookups the records cannot.
 	Host Host
+	// Names names processes by unit, container and pod; nil: pid and
+	// command name only.
+	Names Names
 	// Hold is how long (in record time) a server-side refusal waits for the
 	// client-side record before it is written without a client.
 	Hold time.Duration

@@ -8,9 +8,20 @@ import (
 	"github.com/rsttrace/rsttrace/internal/record"
 )
 
-// procOf is the process a record names.
+// Names fills in the names operators know a process by (executable,
+// systemd unit, container, pod) from what the kernel captured when the
+// process acted: its cgroup id and mount namespace.
+type Names interface {
+	Fill(p *events.Process, cgroupID uint64, mntns uint32)
+}
+
+// procOf is the process a record names, with its names when a Names is set.
 func (c *Correlator) procOf(r *record.Record) events.Process {
-	return events.Process{Pid: r.Proc.Pid, Comm: c.comms.get(&r.Proc.Comm)}
+	p := events.Process{Pid: r.Proc.Pid, Comm: c.comms.get(&r.Proc.Comm)}
+	if c.Names != nil {
+		c.Names.Fill(&p, r.Proc.CgroupId, r.Proc.Mntns)
+	}
+	return p
 }
 
 // commCache turns kernel command names into strings without a new string
