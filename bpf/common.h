@@ -19,7 +19,7 @@
 #define TCPHDR_ACK 0x10
 #define ICMP_DEST_UNREACH 3
 
-/* Set before load (pwru's habit): the verifier prunes what is not used. */
+/* Set before load: the verifier prunes what is not used. */
 const volatile bool filter_ports = false;
 /* enum cap_flag: what the tp_btf programs do (see rsttrace.h). */
 const volatile __u32 caps = 0;

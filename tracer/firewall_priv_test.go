@@ -19,13 +19,13 @@ import (
 	"github.com/rsttrace/rsttrace/internal/probe"
 )
 
-// Privileged tests of issue 5: real nft rules and real clients in fresh
+// Privileged tests of firewalls, timeouts and resets: real nft rules and real clients in fresh
 // network namespaces, each asserting the one event the attempt makes.
 
-// runIssue5Helper: "acceptsrv": listen on RSTTRACE_TEST_ADDR, print "ok",
+// runAttemptHelper: "acceptsrv": listen on RSTTRACE_TEST_ADDR, print "ok",
 // then obey stdin: "accept" (prints "accepted"), "linger" (SO_LINGER {1,0}
 // on the accepted socket), "close" (closes it, prints "closed").
-func runIssue5Helper(mode string) (int, bool) {
+func runAttemptHelper(mode string) (int, bool) {
 	if mode != "acceptsrv" {
 		return 0, false
 	}
@@ -152,7 +152,7 @@ func checkClient(t *testing.T, e *events.Event, local netip.AddrPort) {
 	}
 }
 
-// onlyOne asserts exactly one event of any issue 5 or refusal type went to
+// onlyOne asserts exactly one event of any attempt, reset or refusal type went to
 // dst (after the tracer drained).
 func onlyOne(t *testing.T, s *session, n *netns, dst netip.AddrPort) {
 	t.Helper()

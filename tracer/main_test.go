@@ -3,6 +3,7 @@ package tracer
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -52,11 +53,10 @@ func TestMain(m *testing.M) {
 func runHelper(mode string) int {
 	// One thread does every syscall, so comm and netns are the process's.
 	runtime.LockOSThread()
-	// ---- issue 5 helper modes (firewall_priv_test.go) ----
-	if code, ok := runIssue5Helper(mode); ok {
+	// Helper modes of the firewall, timeout and reset tests (firewall_priv_test.go).
+	if code, ok := runAttemptHelper(mode); ok {
 		return code
 	}
-	// ---- end issue 5 ----
 	ap := netip.MustParseAddrPort(os.Getenv("RSTTRACE_TEST_ADDR"))
 	fd, err := bindSocket(ap)
 	if err == nil && mode == "listen" {
@@ -176,8 +176,9 @@ func helperBinary(t *testing.T, name string) string {
 // netns is a fresh network namespace with lo up, held by one locked OS
 // thread that runs whatever the test asks in it.
 type netns struct {
-	ino uint32
-	do  chan func()
+	ino    uint32
+	do     chan func()
+	closed bool
 }
 
 func newNetns(t *testing.T) *netns {
@@ -186,9 +187,17 @@ func newNetns(t *testing.T) *netns {
 	n := &netns{do: make(chan func())}
 	ready := make(chan error)
 	go func() {
-		// Never unlocked: when this goroutine returns, the runtime ends
-		// the thread, and the namespace goes with it.
+		// The thread enters the namespace and holds it; at close it goes
+		// back to the namespace it came from, so nothing of the test
+		// keeps the namespace alive (a thread that exits locked is not
+		// always ended by the runtime).
 		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			ready <- err
+			return
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			ready <- fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
 			return
@@ -207,12 +216,39 @@ func newNetns(t *testing.T) *netns {
 		for f := range n.do {
 			f()
 		}
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			return // stays locked: the runtime ends or parks the thread
+		}
+		runtime.UnlockOSThread()
 	}()
 	if err := <-ready; err != nil {
 		t.Fatalf("creating netns: %v", err)
 	}
-	t.Cleanup(func() { close(n.do) })
+	t.Cleanup(func() { n.close(t) })
 	return n
+}
+
+// close gives the namespace up: its thread goes back to the namespace it
+// came from, so the test holds no reference to it any more (sockets the
+// test left open aside) and the kernel lets it go.
+func (n *netns) close(t *testing.T) {
+	if n.closed {
+		return
+	}
+	n.closed = true
+	var tid int
+	n.run(func() { tid = unix.Gettid() })
+	close(n.do)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var st unix.Stat_t
+		err := unix.Stat(fmt.Sprintf("/proc/self/task/%d/ns/net", tid), &st)
+		if err != nil || uint32(st.Ino) != n.ino {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Errorf("netns %d: its thread %d did not leave it", n.ino, tid)
 }
 
 // run calls f on the namespace's thread and waits for it.
@@ -378,7 +414,7 @@ func (e sessionEncoder) Flush() error { return nil }
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("loading BPF programs needs root (run the privileged tests with sudo or make test-priv)")
+		t.Skip("loading BPF programs needs root (run the privileged tests as root: make test)")
 	}
 }
 
@@ -478,6 +514,26 @@ func (s *session) waitN(what string, n int, pred func(*events.Event) bool) {
 }
 
 // all returns the events collected so far that match pred.
+// settle returns once the tracer has written everything that happened in
+// n before the call: it makes one more refusal there, to a port no test
+// uses, and waits for its event. Records are read in order and a held
+// refusal is written once a later one is past its hold, so every earlier
+// event (and any duplicate of one) is out by then.
+func (s *session) settle(n *netns) {
+	s.t.Helper()
+	marker := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), settlePort)
+	err, local := n.connect(s.t, marker)
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		s.t.Fatalf("settling: connect to %v: got %v, want ECONNREFUSED", marker, err)
+	}
+	s.waitFor("the settling refusal", func(e *events.Event) bool {
+		return e.Type == events.TypeRefused && e.Netns == n.ino && e.Src != nil && e.Src.AddrPort() == local
+	})
+}
+
+// settlePort is the port settle refuses connections to.
+const settlePort = 2
+
 func (s *session) all(pred func(*events.Event) bool) []*events.Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -34,14 +34,19 @@ func TestPrivNetnsAlternating(t *testing.T) {
 		try(a)
 		try(b)
 	}
-	// New namespaces, each used once and dropped: a struct net may be
-	// reused at the same address, with another inode and cookie.
+	// New namespaces, each used once and gone before the next: a struct
+	// net may be reused at the same address, and an inode number too.
 	for i := 0; i < 4; i++ {
 		c := newNetns(t)
 		s.mu.Lock()
 		s.watch[c.ino] = true
 		s.mu.Unlock()
 		try(c)
+		local := tries[len(tries)-1].local
+		s.waitFor("refused from "+local.String(), func(e *events.Event) bool {
+			return e.Type == events.TypeRefused && e.Netns == c.ino && e.Src != nil && e.Src.AddrPort() == local
+		})
+		c.close(t)
 		try(a)
 	}
 

@@ -13,8 +13,8 @@ import (
 )
 
 // Privileged tests: the real programs, real sockets and real processes, each
-// case in fresh network namespaces. Names start with TestPriv so `make
-// test-priv` (and the VM runs) can select them.
+// case in fresh network namespaces. Names start with TestPriv so the VM
+// runs (make test-kernels: -test.run Priv) can select them.
 
 // families runs f once for IPv4 and once for IPv6 loopback.
 func families(t *testing.T, f func(t *testing.T, lo netip.Addr)) {
@@ -78,6 +78,7 @@ func mustRefuse(t *testing.T, s *session, n *netns, dst netip.AddrPort, cause ev
 	if e.Explanation == "" {
 		t.Error("no explanation")
 	}
+	s.settle(n) // a second event for the same refusal would be out by now
 	if n := len(s.all(refusedTo(n, dst))); n != 1 {
 		t.Errorf("%d refused events for one refusal, want 1", n)
 	}

@@ -114,7 +114,7 @@ func (p *proc) wait(t *testing.T) int {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("loading BPF programs needs root (run the privileged tests with sudo or make test-priv)")
+		t.Skip("loading BPF programs needs root (run the privileged tests as root: make test)")
 	}
 }
 
@@ -215,8 +215,10 @@ func TestPrivSIGINT(t *testing.T) {
 
 func TestPrivDuration(t *testing.T) {
 	requireRoot(t)
+	began := time.Now()
 	p := startMain(t, "-o json --duration 1s")
 	checkStart(t, p.record(t))
+	attached := time.Now()
 	for {
 		m := p.record(t)
 		if m["type"] == "stop" {
@@ -228,6 +230,11 @@ func TestPrivDuration(t *testing.T) {
 	}
 	if code := p.wait(t); code != 0 {
 		t.Errorf("exit code %d, want 0 (stderr: %s)", code, p.stderr.String())
+	}
+	// The duration counts from the start record; it stops after it, and
+	// not much later (a tick to drain, the stop record, exit).
+	if ran := time.Since(attached); ran < 900*time.Millisecond || time.Since(began) > 10*time.Second {
+		t.Errorf("ran %v after the start record (%v in all), want 1s", ran, time.Since(began))
 	}
 }
 

@@ -118,7 +118,7 @@ func (c *Correlator) synRetransmit(r *record.Record) {
 	}
 }
 
-// attemptEvent starts an issue 5 event about the attempt key.
+// attemptEvent starts an event about the attempt key.
 func (c *Correlator) attemptEvent(typ events.Type, key tuple, ts uint64, netns uint32) *events.Event {
 	return &events.Event{
 		Time:  c.Wall(ts),

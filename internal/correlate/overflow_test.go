@@ -223,24 +223,32 @@ func TestOverflowWatchRetire(t *testing.T) {
 }
 
 func TestSplitExact(t *testing.T) {
+	// want: each share's part, worked out by hand: the proportional
+	// floor, then the remainders largest first (ties to the first).
 	for _, c := range []struct {
 		weights []uint64
 		n       uint64
-	}{{[]uint64{1, 1, 1}, 10}, {[]uint64{0, 5}, 3}, {[]uint64{3, 3, 3}, 1}, {[]uint64{1 << 40, 1}, 1 << 40}} {
+		want    []uint64
+	}{
+		{[]uint64{1, 1, 1}, 10, []uint64{4, 3, 3}},
+		{[]uint64{0, 5}, 3, []uint64{0, 3}},
+		{[]uint64{3, 3, 3}, 1, []uint64{1, 0, 0}},
+		{[]uint64{1, 2, 7}, 10, []uint64{1, 2, 7}},
+		{[]uint64{1, 2, 7}, 5, []uint64{1, 1, 3}},               // 0.5 1.0 3.5: the first .5 wins the spare
+		{[]uint64{10, 1}, 4, []uint64{4, 0}},                    // 3.63.. and 0.36..: the larger remainder
+		{[]uint64{1, 1, 2}, 0, []uint64{0, 0, 0}},               // nothing to split
+		{[]uint64{0, 0}, 5, []uint64{0, 0}},                     // no weight: nothing is given
+		{[]uint64{1 << 40, 1}, 1 << 40, []uint64{1<<40 - 1, 1}}, // 2^40-1 + 1/(2^40+1), and 0.99..: the spare to the second
+	} {
 		shares := make([]share, len(c.weights))
 		for i, w := range c.weights {
 			shares[i].weight = w
 		}
 		split(shares, c.n, func(s *share) *uint64 { return &s.drops })
-		var sum uint64
 		for i, s := range shares {
-			sum += s.drops
-			if c.weights[i] == 0 && s.drops != 0 {
-				t.Errorf("%v: zero weight got %d", c.weights, s.drops)
+			if s.drops != c.want[i] {
+				t.Errorf("split(%v, %d): share %d got %d, want %d", c.weights, c.n, i, s.drops, c.want[i])
 			}
-		}
-		if sum != c.n {
-			t.Errorf("%v: parts add up to %d, want %d", c.weights, sum, c.n)
 		}
 	}
 }
