@@ -9,15 +9,21 @@ export BPF_CLANG BPF_CFLAGS
 
 # Packages: to build the BPF objects (generate), to run the tests (test-deps).
 GEN_PKGS  := clang-14 llvm-14 libbpf-dev bpftool
-TEST_PKGS := iproute2 kmod nftables qemu-system-x86 busybox-static cpio xz-utils
+TEST_PKGS := iproute2 kmod nftables iptables qemu-system-x86 busybox-static cpio xz-utils \
+	prometheus systemd util-linux libcap2-bin socat python3 curl
 
-.PHONY: all build generate check-generated vmlinux deps gen-deps test-deps \
+.PHONY: all build build-arm64 generate check-generated vmlinux deps gen-deps test-deps \
 	test test-go test-kernels fuzz bench bench-ab clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -o rsttrace ./cmd/rsttrace
+
+# Fleets run arm64 too: everything must build for it (objects are generated
+# for both architectures).
+build-arm64:
+	CGO_ENABLED=0 GOARCH=arm64 $(GO) build ./...
 
 # apt-get only what is missing, so a prepared machine does not hit the network.
 define apt_install
@@ -56,12 +62,13 @@ test-go: test-deps
 
 # A short run of the decoder fuzz target (the seed corpus always runs in test-go).
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./tracer/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./internal/record/
 FUZZTIME ?= 15s
 
 # The privileged tests again inside Debian kernels under qemu (vmtest/).
 KERNELS     ?= 5.10 6.1 6.12
-VMTEST_ARGS ?= -test.v -test.count=1 -test.run Priv
+# The Docker suite needs a Docker daemon: it runs on the host kernel only.
+VMTEST_ARGS ?= -test.v -test.count=1 -test.run Priv -test.skip Docker
 export KERNELS
 test-kernels: test-deps
 	mkdir -p bin
@@ -69,7 +76,7 @@ test-kernels: test-deps
 	vmtest/run.sh bin/tracer.test $(VMTEST_ARGS)
 
 # What CI runs (.ci/run): generated code current, every test, every kernel.
-test: check-generated test-go fuzz test-kernels
+test: check-generated build-arm64 test-go fuzz test-kernels
 
 # Every performance measurement side by side, and the README's table
 # (bench/README.md); needs root. bench-ab: one A/B run (bench/run.sh).

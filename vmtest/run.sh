@@ -64,7 +64,7 @@ BUSYBOX=${VMTEST_BUSYBOX:-/bin/busybox}
 # `tcp dport` and filter chains are in nf_tables itself). nf_tables needs
 # libcrc32c, which finds crc32c through the crypto API at init (a softdep,
 # "pre: crc32c", that insmod does not follow): crc32c_generic comes first.
-VM_MODULES=${VMTEST_MODULES:-"inet_diag tcp_diag veth crc32c_generic nf_tables nft_reject_inet"}
+VM_MODULES=${VMTEST_MODULES:-"inet_diag tcp_diag veth crc32c_generic nf_tables nft_reject_inet nft_chain_nat nf_nat nft_ct nf_conntrack"}
 
 # kernel series -> Debian codename
 codename_for() {
