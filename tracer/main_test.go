@@ -58,6 +58,31 @@ func runHelper(mode string) int {
 		return code
 	}
 	ap := netip.MustParseAddrPort(os.Getenv("RSTTRACE_TEST_ADDR"))
+	if mode == "connect" {
+		// connect ADDR: print the errno name (or "ok") and the local
+		// address, then wait for stdin to close.
+		fam, sa := sockaddr(ap)
+		fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			err = unix.Connect(fd, sa)
+		}
+		res := "ok"
+		if err != nil {
+			res = events.ErrnoName(int(err.(syscall.Errno)))
+		}
+		local := "0.0.0.0:0"
+		if lsa, lerr := unix.Getsockname(fd); lerr == nil {
+			switch a := lsa.(type) {
+			case *unix.SockaddrInet4:
+				local = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+			case *unix.SockaddrInet6:
+				local = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
+			}
+		}
+		fmt.Println(res, local)
+		io.Copy(io.Discard, os.Stdin)
+		return 0
+	}
 	fd, err := bindSocket(ap)
 	if err == nil && mode == "listen" {
 		backlog := 16
@@ -326,12 +351,29 @@ type helperProc struct {
 // adds variables (RSTTRACE_TEST_BACKLOG=8).
 func (n *netns) start(t *testing.T, comm, mode string, ap netip.AddrPort, env ...string) (*helperProc, string) {
 	t.Helper()
+	return n.startIn(t, "", comm, mode, ap, env...)
+}
+
+// startIn is start with the helper born in the cgroup v2 directory cgroup
+// ("" for the test's own), so it is there from its first syscall.
+func (n *netns) startIn(t *testing.T, cgroup, comm, mode string, ap netip.AddrPort, env ...string) (*helperProc, string) {
+	t.Helper()
 	bin := helperBinary(t, comm)
 	h := &helperProc{t: t, comm: comm}
 	var err error
+	var cg *os.File
+	if cgroup != "" {
+		if cg, err = os.Open(cgroup); err != nil {
+			t.Fatalf("opening cgroup %s: %v", cgroup, err)
+		}
+		defer cg.Close()
+	}
 	n.run(func() {
 		// Forked from this locked thread, the child starts in its netns.
 		h.cmd = exec.Command(bin)
+		if cg != nil {
+			h.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+		}
 		h.cmd.Env = append(os.Environ(), helperEnv+"="+mode, "RSTTRACE_TEST_ADDR="+ap.String())
 		h.cmd.Env = append(h.cmd.Env, env...)
 		h.cmd.Stderr = os.Stderr
@@ -393,6 +435,8 @@ type session struct {
 	watch  map[uint32]bool
 	events []*events.Event
 	stops  int
+	// settleIn: settle from a helper in this cgroup (a filtered session).
+	settleIn string
 }
 
 // sessionEncoder keeps the events of watched namespaces.
@@ -521,6 +565,10 @@ func (s *session) waitN(what string, n int, pred func(*events.Event) bool) {
 // event (and any duplicate of one) is out by then.
 func (s *session) settle(n *netns) {
 	s.t.Helper()
+	if s.settleIn != "" {
+		s.settleFrom(n, s.settleIn)
+		return
+	}
 	marker := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), settlePort)
 	err, local := n.connect(s.t, marker)
 	if !errors.Is(err, syscall.ECONNREFUSED) {
@@ -533,6 +581,21 @@ func (s *session) settle(n *netns) {
 
 // settlePort is the port settle refuses connections to.
 const settlePort = 2
+
+// settleFrom settles with a refusal made by a helper born in cgroup, for
+// sessions whose filter keeps only that cgroup's events.
+func (s *session) settleFrom(n *netns, cgroup string) {
+	s.t.Helper()
+	marker := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), settlePort)
+	h, res := n.startIn(s.t, cgroup, "settler", "connect", marker)
+	if f := strings.Fields(res); len(f) == 0 || f[0] != "ECONNREFUSED" {
+		s.t.Fatalf("settling: connect from the cgroup: %q, want ECONNREFUSED", res)
+	}
+	h.in.Close()
+	s.waitFor("the settling refusal", func(e *events.Event) bool {
+		return e.Type == events.TypeRefused && e.Netns == n.ino && e.Client != nil && e.Client.Pid == h.pid
+	})
+}
 
 func (s *session) all(pred func(*events.Event) bool) []*events.Event {
 	s.mu.Lock()

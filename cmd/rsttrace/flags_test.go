@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rsttrace/rsttrace/internal/identity"
 	"github.com/rsttrace/rsttrace/tracer"
 )
 
 func TestParseFlags(t *testing.T) {
-	def := config{format: "text", ringSize: tracer.DefaultRingSize, overflow: tracer.DefaultOverflowInterval}
+	def := config{format: "text", ringSize: tracer.DefaultRingSize, overflow: tracer.DefaultOverflowInterval,
+		outputSize: 100 << 20, outputKeep: 5, filter: identity.Filter{}}
 	with := func(f func(c *config)) config {
 		c := def
 		f(&c)
@@ -42,8 +44,17 @@ func TestParseFlags(t *testing.T) {
 		{"ring size 64MiB", []string{"--ring-size", "67108864"}, with(func(c *config) { c.ringSize = 64 << 20 })},
 		{"verbose", []string{"-v"}, with(func(c *config) { c.verbose = true })},
 		{"everything", []string{"-o", "json", "--port", "80", "--duration", "5m", "-v", "--ring-size", "1048576"},
-			config{format: "json", ports: []uint16{80}, duration: 5 * time.Minute, ringSize: 1 << 20, overflow: tracer.DefaultOverflowInterval, verbose: true}},
+			with(func(c *config) {
+				c.format, c.ports, c.duration, c.ringSize, c.verbose = "json", []uint16{80}, 5*time.Minute, 1<<20, true
+			})},
 		{"flags end at --", []string{"-o", "json", "--"}, with(func(c *config) { c.format = "json" })},
+		{"names", []string{"--unit", "nginx.service", "--container", "web,3f2a", "--pod", "shop/web-7f9c"}, with(func(c *config) {
+			c.filter = identity.Filter{Units: []string{"nginx.service"}, Containers: []string{"web", "3f2a"}, Pods: []string{"shop/web-7f9c"}}
+		})},
+		{"output and metrics", []string{"--output", "/var/log/rsttrace/rsttrace.jsonl", "--output-max-size", "1048576", "--output-keep", "2", "--metrics", "127.0.0.1:9637"},
+			with(func(c *config) {
+				c.output, c.outputSize, c.outputKeep, c.metrics = "/var/log/rsttrace/rsttrace.jsonl", 1<<20, 2, "127.0.0.1:9637"
+			})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

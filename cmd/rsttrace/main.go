@@ -237,11 +237,6 @@ func run(ctx context.Context, cfg config, out *os.File) error {
 	if err != nil {
 		return err
 	}
-	if cfg.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.duration)
-		defer cancel()
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if file == nil {
@@ -304,6 +299,12 @@ func run(ctx context.Context, cfg config, out *os.File) error {
 			}
 		}
 		return nil
+	}
+	// --duration counts from the start record: tracing time, not load.
+	if cfg.duration > 0 {
+		var cancelRun context.CancelFunc
+		ctx, cancelRun = context.WithTimeout(ctx, cfg.duration)
+		defer cancelRun()
 	}
 	// Ready for systemd (Type=notify) once the programs are attached and
 	// the start record is out; a no-op when not run by systemd.
