@@ -20,6 +20,7 @@ static __always_inline void rst_out_nosock(const struct sk_buff *skb,
 	struct summary_key sk_key = {};
 	struct conn_key ck = {};
 	struct net *net;
+	__u8 d;
 
 	if ((p->tcp_flags & TCPHDR_RST) || !port_traced(p->dport))
 		return;
@@ -28,15 +29,25 @@ static __always_inline void rst_out_nosock(const struct sk_buff *skb,
 	conn_key_of(&ck, p->family, p->saddr, p->sport, p->daddr, p->dport);
 	summary_key_of(&sk_key, SUMMARY_RESET, net_inum(net, btf), p->family,
 		       p->daddr, p->dport);
-	if (summarize(&sk_key)) {
+	d = decided(&ck);
+	if (d & DECIDED_BY_RECEIVER) {
+		/* The receiver ran first: the connection is written or
+		 * counted as it said, once. */
+		if ((d & ~DECIDED_BY_RECEIVER) != DECIDED_WRITTEN)
+			return;
+		e = reserve_quiet(RECORD_RST_OUT);
+		if (!e)
+			return;
+	} else if (summarize(&sk_key)) {
 		summary_count(&sk_key, SIDE_SERVER);
 		decide(&ck, DECIDED_SUMMARIZED);
 		return;
-	}
-	e = reserve(RECORD_RST_OUT);
-	if (!e) {
-		decide(&ck, DECIDED_LOST);
-		return;
+	} else {
+		e = reserve(RECORD_RST_OUT);
+		if (!e) {
+			decide(&ck, DECIDED_LOST);
+			return;
+		}
 	}
 	e->family = p->family;
 	e->tcp_flags = p->tcp_flags;
@@ -47,7 +58,8 @@ static __always_inline void rst_out_nosock(const struct sk_buff *skb,
 	record_net(e, net, btf);
 	e->reason = reason;
 	bpf_ringbuf_submit(e, 0);
-	decide(&ck, DECIDED_WRITTEN);
+	if (!(d & DECIDED_BY_RECEIVER))
+		decide(&ck, DECIDED_WRITTEN);
 }
 
 /*
@@ -63,6 +75,7 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 	struct summary_key sk_key = {};
 	struct conn_key ck = {};
 	__u32 netns;
+	__u8 d;
 
 	sk_pkt(sk, &p);
 	if (!port_traced(p.sport) && !port_traced(p.dport))
@@ -73,15 +86,25 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 	conn_key_of(&ck, p.family, p.daddr, p.dport, p.saddr, p.sport);
 	summary_key_of(&sk_key, SUMMARY_RESET, netns, p.family, p.saddr,
 		       p.sport);
-	if (summarize(&sk_key)) {
+	d = decided(&ck);
+	if (d & DECIDED_BY_RECEIVER) {
+		/* The receiver ran first: the connection is written or
+		 * counted as it said, once. */
+		if ((d & ~DECIDED_BY_RECEIVER) != DECIDED_WRITTEN)
+			return;
+		e = reserve_quiet(RECORD_RST_OUT);
+		if (!e)
+			return;
+	} else if (summarize(&sk_key)) {
 		summary_count(&sk_key, SIDE_SERVER);
 		decide(&ck, DECIDED_SUMMARIZED);
 		return;
-	}
-	e = reserve(RECORD_RST_OUT);
-	if (!e) {
-		decide(&ck, DECIDED_LOST);
-		return;
+	} else {
+		e = reserve(RECORD_RST_OUT);
+		if (!e) {
+			decide(&ck, DECIDED_LOST);
+			return;
+		}
 	}
 	pkt_to_event(&p, e);
 	e->flags |= RECORD_F_NO_SKB | RECORD_F_HAS_SK;
@@ -101,7 +124,8 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 		e->flags |= RECORD_F_CURRENT;
 	}
 	bpf_ringbuf_submit(e, 0);
-	decide(&ck, DECIDED_WRITTEN);
+	if (!(d & DECIDED_BY_RECEIVER))
+		decide(&ck, DECIDED_WRITTEN);
 }
 
 /* Past the handshake (tcp_reset()): the owner sees ECONNRESET (or EPIPE). */
@@ -132,11 +156,19 @@ static __always_inline void rst_in(const struct sock *sk, __u8 state)
 		e = reserve_quiet(RECORD_RST_IN);
 		break;
 	default:
+		/* No local sender decided (yet): a remote sender, or a local
+		 * active reset, whose sender runs after this. */
 		if (summarize(&sk_key)) {
 			summary_count(&sk_key, SIDE_CLIENT);
+			decide(&ck, DECIDED_BY_RECEIVER | DECIDED_SUMMARIZED);
 			return;
 		}
 		e = reserve(RECORD_RST_IN);
+		if (!e) {
+			decide(&ck, DECIDED_BY_RECEIVER | DECIDED_LOST);
+			return;
+		}
+		decide(&ck, DECIDED_BY_RECEIVER | DECIDED_WRITTEN);
 	}
 	if (!e)
 		return;

@@ -162,6 +162,11 @@ enum decision {
 	DECIDED_WRITTEN = 1,	/* the sender's record was written */
 	DECIDED_SUMMARIZED = 2,	/* counted in the summary */
 	DECIDED_LOST = 3,	/* its record did not fit: counted lost */
+	/* Or'ed in: the receiving side ran first and decided. An active
+	 * reset's RST (tcp_send_active_reset) is transmitted before
+	 * tcp:tcp_send_reset fires, and on loopback the receiver handles it
+	 * inside that transmit; the sender then follows the receiver. */
+	DECIDED_BY_RECEIVER = 0x10,
 };
 
 struct conn_key {
