@@ -64,9 +64,33 @@ static __always_inline bool connect_failed(const struct sock *sk)
 		return false;
 	err = sk->sk_err;
 	retrans = syn_retransmits(sk);
-	if (err == 0 && retrans == 0)
-		return true;
-	sk_pkt(sk, &p);
+	/* An attempt whose drop was written always ends with a record:
+	 * userspace holds the drop until it does. One whose drops were
+	 * only counted was counted. */
+	if (!(c->fw & CONN_FW_WRITTEN)) {
+		struct summary_key sk_key = {};
+
+		if (c->fw & CONN_FW_SUMMARIZED)
+			return true;
+		if (err == 0 && retrans == 0)
+			return true;
+		/* Userspace reports refusals, timeouts and attempts given up
+		 * after retransmits; other errors (EHOSTUNREACH) are none. */
+		if (err != 0 && err != ECONNREFUSED && err != ETIMEDOUT)
+			return true;
+		sk_pkt(sk, &p);
+		/* An ICMP port unreachable from elsewhere is a refusal;
+		 * the rest (timeouts, given up) are timeouts. */
+		summary_key_of(&sk_key,
+			       err == ECONNREFUSED ? SUMMARY_REFUSED : SUMMARY_TIMEOUT,
+			       sk_netns_of(sk, true), p.family, p.daddr, p.dport);
+		if (summarize(&sk_key)) {
+			summary_count(&sk_key, SIDE_CLIENT);
+			return true;
+		}
+	} else {
+		sk_pkt(sk, &p);
+	}
 	e = reserve(RECORD_CONNECT_FAILED);
 	if (!e)
 		return true;
@@ -95,24 +119,48 @@ static __always_inline bool connect_failed(const struct sock *sk)
 static __always_inline void client_refused(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
+	struct summary_key sk_key = {};
+	struct conn_key ck = {};
 	struct pkt p = {};
 	struct conn *c;
 	struct record *e;
+	__u32 netns;
+	__u8 d;
 
 	c = bpf_map_lookup_elem(&connecting, &key);
 	if (!c && filter_ports)
 		return; /* not traced at connect() */
 	sk_pkt(sk, &p);
-	if (client_summarized(&p)) {
-		summary_count(&p, sk_netns_of(sk, true), false);
+	netns = sk_netns_of(sk, true);
+	summary_key_of(&sk_key, SUMMARY_REFUSED, netns, p.family, p.daddr,
+		       p.dport);
+	conn_key_of(&ck, p.family, p.saddr, p.sport, p.daddr, p.dport);
+	/* The server side decided for both when it ran on this host. */
+	d = decided(&ck);
+	switch (d) {
+	case DECIDED_SUMMARIZED:
+		summary_count(&sk_key, SIDE_CLIENT_LOCAL);
 		goto out;
+	case DECIDED_LOST:
+		goto out; /* counted lost once, by the server side */
+	case DECIDED_WRITTEN:
+		e = reserve_quiet(RECORD_CLIENT_REFUSED);
+		break;
+	default:
+		/* No local stack answered: a remote host or a packet filter. */
+		if (summarize(&sk_key)) {
+			summary_count(&sk_key, SIDE_CLIENT);
+			goto out;
+		}
+		e = reserve(RECORD_CLIENT_REFUSED);
 	}
-	e = reserve(RECORD_CLIENT_REFUSED);
 	if (e) {
 		pkt_to_event(&p, e);
 		e->state = TCP_SYN_SENT;
 		record_net(e, sk_net_of(sk, true), true);
 		e->sk = key;
+		if (d == DECIDED_WRITTEN)
+			e->flags |= RECORD_F_SENDER_SEEN;
 		if (c) {
 			e->proc = c->proc;
 			e->flags |= RECORD_F_PROC_KNOWN;
@@ -136,8 +184,8 @@ static __always_inline int handle_syn_retransmit(const struct sock *sk)
 	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
 		return 0;
 	c = bpf_map_lookup_elem(&connecting, &key);
-	if (!c)
-		return 0;
+	if (!c || c->fw == CONN_FW_SUMMARIZED)
+		return 0; /* the attempt was counted, not written */
 	sk_pkt(sk, &p);
 	e = reserve(RECORD_SYN_RETRANS);
 	if (!e)

@@ -18,6 +18,8 @@
 #define TCPHDR_RST 0x04
 #define TCPHDR_ACK 0x10
 #define ICMP_DEST_UNREACH 3
+#define ECONNREFUSED 111
+#define ETIMEDOUT 110
 
 /* Set before load: the verifier prunes what is not used. */
 const volatile bool filter_ports = false;
@@ -49,6 +51,15 @@ struct {
 struct conn {
 	struct proc_info proc;
 	__u64 ts; /* bpf_ktime_get_ns() at connect(); 0 unless connect_failures */
+	__u32 fw; /* enum conn_fw: what became of its SYNs' firewall drops */
+	__u32 pad;
+};
+
+/* Bits of conn.fw: the attempt's end follows what its drops did, so that
+ * one attempt is one event, or counted once. */
+enum conn_fw {
+	CONN_FW_WRITTEN = 1 << 0,    /* a drop record names this socket */
+	CONN_FW_SUMMARIZED = 1 << 1, /* a drop was counted, or lost */
 };
 
 /*

@@ -80,22 +80,45 @@ static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 {
 	__u64 stack[FW_STACK_DEPTH];
 	__u64 key = (__u64)skb;
+	struct summary_key sk_key = {};
 	struct pkt p = {};
+	struct conn *c = NULL;
+	struct net *net;
 	struct sock *sk;
 	struct record *e;
+	__u64 skey = 0;
 	long n;
 
 	if (skb_parse(skb, true, &p) || !pkt_is_syn(&p) || !port_traced(p.dport)) {
 		bpf_map_delete_elem(&fw_icmp_skbs, &key);
 		return 0;
 	}
+	net = skb_net(skb);
+	/* A locally generated SYN still has its socket before it leaves
+	 * (output/postrouting); on loopback input it was orphaned. */
+	sk = BPF_CORE_READ(skb, sk);
+	if (sk) {
+		skey = (__u64)sk;
+		c = bpf_map_lookup_elem(&connecting, &skey);
+	}
+	summary_key_of(&sk_key, SUMMARY_FILTERED, net_inum(net, false),
+		       p.family, p.daddr, p.dport);
+	if (summarize(&sk_key)) {
+		summary_count(&sk_key, SIDE_SERVER);
+		if (c)
+			c->fw |= CONN_FW_SUMMARIZED;
+		bpf_map_delete_elem(&fw_icmp_skbs, &key);
+		return 0;
+	}
 	e = reserve(RECORD_FW_DROP);
 	if (!e) {
+		if (c)
+			c->fw |= CONN_FW_SUMMARIZED;
 		bpf_map_delete_elem(&fw_icmp_skbs, &key);
 		return 0;
 	}
 	pkt_to_event(&p, e);
-	record_net(e, skb_net(skb), false);
+	record_net(e, net, false);
 	if (bpf_map_lookup_elem(&fw_icmp_skbs, &key)) {
 		e->flags |= RECORD_F_FW_ICMP;
 		bpf_map_delete_elem(&fw_icmp_skbs, &key);
@@ -118,16 +141,20 @@ static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 			break;
 		}
 	}
-	/* A locally generated SYN still has its socket before it leaves
-	 * (output/postrouting); on loopback input it was orphaned. */
-	sk = BPF_CORE_READ(skb, sk);
 	if (sk) {
-		__u64 skey = (__u64)sk;
-		struct conn *c = bpf_map_lookup_elem(&connecting, &skey);
-
+		/*
+		 * A `reject` on the output hook answers the SYN with an ICMP
+		 * error that loopback delivers before the hook returns: while
+		 * connect() owns the socket, tcp_v4_err/tcp_v6_err only store
+		 * it in sk_err_soft. Seen here, it says "rejected" for IPv6
+		 * too, which has no icmp_send tracepoint.
+		 */
+		if (c && BPF_CORE_READ(sk, sk_err_soft) == ECONNREFUSED)
+			e->flags |= RECORD_F_FW_ICMP;
 		if (c) {
 			e->proc = c->proc;
 			e->flags |= RECORD_F_PROC_KNOWN;
+			c->fw |= CONN_FW_WRITTEN;
 		}
 		e->sk = skey;
 	}

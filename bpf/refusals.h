@@ -16,8 +16,9 @@ static __always_inline void refusal_sent(const struct sock *sk,
 					 const struct pkt *p, __u8 state,
 					 __u32 reason, bool btf)
 {
+	struct summary_key sk_key = {};
+	struct conn_key ck = {};
 	struct record *e;
-
 	struct net *net;
 	__u32 netns;
 
@@ -25,14 +26,26 @@ static __always_inline void refusal_sent(const struct sock *sk,
 		return;
 	net = sk ? sk_net_of(sk, btf) : skb_dev_net(skb, btf);
 	netns = net_inum(net, btf);
-	/* A listener's own RST (backlog_full) is always written. */
-	if (!sk && server_summarized(p)) {
-		summary_count(p, netns, true);
-		return;
+	/* A listener's own RST (backlog_full) is always written: its client
+	 * is past SYN_SENT and reads no decision. */
+	if (!sk) {
+		/* The client's side of this connection: saddr/sport. */
+		conn_key_of(&ck, p->family, p->saddr, p->sport, p->daddr,
+			    p->dport);
+		summary_key_of(&sk_key, SUMMARY_REFUSED, netns, p->family,
+			       p->daddr, p->dport);
+		if (summarize(&sk_key)) {
+			summary_count(&sk_key, SIDE_SERVER);
+			decide(&ck, DECIDED_SUMMARIZED);
+			return;
+		}
 	}
 	e = reserve(RECORD_RESET_SENT);
-	if (!e)
+	if (!e) {
+		if (!sk)
+			decide(&ck, DECIDED_LOST);
 		return;
+	}
 	pkt_to_event(p, e);
 	e->reason = reason;
 	e->state = state;
@@ -43,6 +56,10 @@ static __always_inline void refusal_sent(const struct sock *sk,
 		owner_fill(sk, e); /* the listener's owner */
 	}
 	bpf_ringbuf_submit(e, 0);
+	/* After the submit: the client's record, reserved once it read
+	 * this, comes behind this one in the ring. */
+	if (!sk)
+		decide(&ck, DECIDED_WRITTEN);
 }
 
 #endif /* RSTTRACE_REFUSALS_H */

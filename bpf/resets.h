@@ -17,20 +17,49 @@ static __always_inline void rst_out_nosock(const struct sk_buff *skb,
 {
 	struct record *e;
 
+	struct summary_key sk_key = {};
+	struct conn_key ck = {};
+	struct net *net;
+	__u8 d;
+
 	if ((p->tcp_flags & TCPHDR_RST) || !port_traced(p->dport))
 		return;
-	e = reserve(RECORD_RST_OUT);
-	if (!e)
+	net = skb_dev_net(skb, btf);
+	/* Sent by daddr/dport of the answered segment, to saddr/sport. */
+	conn_key_of(&ck, p->family, p->saddr, p->sport, p->daddr, p->dport);
+	summary_key_of(&sk_key, SUMMARY_RESET, net_inum(net, btf), p->family,
+		       p->daddr, p->dport);
+	d = decided(&ck);
+	if (d & DECIDED_BY_RECEIVER) {
+		/* The receiver ran first: the connection is written or
+		 * counted as it said, once. */
+		if ((d & ~DECIDED_BY_RECEIVER) != DECIDED_WRITTEN)
+			return;
+		e = reserve_quiet(RECORD_RST_OUT);
+		if (!e)
+			return;
+	} else if (summarize(&sk_key)) {
+		summary_count(&sk_key, SIDE_SERVER);
+		decide(&ck, DECIDED_SUMMARIZED);
 		return;
+	} else {
+		e = reserve(RECORD_RST_OUT);
+		if (!e) {
+			decide(&ck, DECIDED_LOST);
+			return;
+		}
+	}
 	e->family = p->family;
 	e->tcp_flags = p->tcp_flags;
 	__builtin_memcpy(e->saddr, p->daddr, 16);
 	__builtin_memcpy(e->daddr, p->saddr, 16);
 	e->sport = p->dport;
 	e->dport = p->sport;
-	record_net(e, skb_dev_net(skb, btf), btf);
+	record_net(e, net, btf);
 	e->reason = reason;
 	bpf_ringbuf_submit(e, 0);
+	if (!(d & DECIDED_BY_RECEIVER))
+		decide(&ck, DECIDED_WRITTEN);
 }
 
 /*
@@ -43,12 +72,40 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 	struct record *e;
 	struct pkt p = {};
 
+	struct summary_key sk_key = {};
+	struct conn_key ck = {};
+	__u32 netns;
+	__u8 d;
+
 	sk_pkt(sk, &p);
 	if (!port_traced(p.sport) && !port_traced(p.dport))
 		return;
-	e = reserve(RECORD_RST_OUT);
-	if (!e)
+	netns = sk_netns_of(sk, true);
+	/* The receiver's side: daddr/dport, from saddr/sport (the sender,
+	 * the key of its summary). */
+	conn_key_of(&ck, p.family, p.daddr, p.dport, p.saddr, p.sport);
+	summary_key_of(&sk_key, SUMMARY_RESET, netns, p.family, p.saddr,
+		       p.sport);
+	d = decided(&ck);
+	if (d & DECIDED_BY_RECEIVER) {
+		/* The receiver ran first: the connection is written or
+		 * counted as it said, once. */
+		if ((d & ~DECIDED_BY_RECEIVER) != DECIDED_WRITTEN)
+			return;
+		e = reserve_quiet(RECORD_RST_OUT);
+		if (!e)
+			return;
+	} else if (summarize(&sk_key)) {
+		summary_count(&sk_key, SIDE_SERVER);
+		decide(&ck, DECIDED_SUMMARIZED);
 		return;
+	} else {
+		e = reserve(RECORD_RST_OUT);
+		if (!e) {
+			decide(&ck, DECIDED_LOST);
+			return;
+		}
+	}
 	pkt_to_event(&p, e);
 	e->flags |= RECORD_F_NO_SKB | RECORD_F_HAS_SK;
 	/* A child never accepted has no file: its listener was closed. */
@@ -67,6 +124,8 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 		e->flags |= RECORD_F_CURRENT;
 	}
 	bpf_ringbuf_submit(e, 0);
+	if (!(d & DECIDED_BY_RECEIVER))
+		decide(&ck, DECIDED_WRITTEN);
 }
 
 /* Past the handshake (tcp_reset()): the owner sees ECONNRESET (or EPIPE). */
@@ -75,15 +134,49 @@ static __always_inline void rst_in(const struct sock *sk, __u8 state)
 	struct pkt p = {};
 	struct record *e;
 
+	struct summary_key sk_key = {};
+	struct conn_key ck = {};
+	__u8 d;
+
 	sk_pkt(sk, &p);
 	if (!port_traced(p.sport) && !port_traced(p.dport))
 		return;
-	e = reserve(RECORD_RST_IN);
+	summary_key_of(&sk_key, SUMMARY_RESET, sk_netns_of(sk, true), p.family,
+		       p.daddr, p.dport);
+	conn_key_of(&ck, p.family, p.saddr, p.sport, p.daddr, p.dport);
+	/* A local sender decided for both sides of the connection. */
+	d = decided(&ck);
+	switch (d) {
+	case DECIDED_SUMMARIZED:
+		summary_count(&sk_key, SIDE_CLIENT_LOCAL);
+		return;
+	case DECIDED_LOST:
+		return;
+	case DECIDED_WRITTEN:
+		e = reserve_quiet(RECORD_RST_IN);
+		break;
+	default:
+		/* No local sender decided (yet): a remote sender, or a local
+		 * active reset, whose sender runs after this. */
+		if (summarize(&sk_key)) {
+			summary_count(&sk_key, SIDE_CLIENT);
+			decide(&ck, DECIDED_BY_RECEIVER | DECIDED_SUMMARIZED);
+			return;
+		}
+		e = reserve(RECORD_RST_IN);
+		if (!e) {
+			decide(&ck, DECIDED_BY_RECEIVER | DECIDED_LOST);
+			return;
+		}
+		decide(&ck, DECIDED_BY_RECEIVER | DECIDED_WRITTEN);
+	}
 	if (!e)
 		return;
 	pkt_to_event(&p, e);
 	e->state = state;
 	e->flags |= RECORD_F_HAS_SK;
+	if (d == DECIDED_WRITTEN)
+		e->flags |= RECORD_F_SENDER_SEEN;
 	record_net(e, sk_net_of(sk, true), true);
 	e->sk = (__u64)sk;
 	e->ino = sk_ino(sk);

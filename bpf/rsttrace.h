@@ -79,6 +79,14 @@ enum record_flag {
 	 * with it. RECORD_RST_IN, RECORD_RST_OUT and RECORD_RESET_SENT from a
 	 * listener carry it where the owner was recorded. */
 	RECORD_F_OWNER_KNOWN = 1 << 11,
+
+	/* Flood control: bits from 1 << 16. */
+	/* RECORD_CLIENT_REFUSED, RECORD_RST_IN: this host's TCP stack sent
+	 * the RST and its record (RECORD_RESET_SENT, RECORD_RST_OUT) was
+	 * written first: the two are one connection's two sides. Set from
+	 * the per-connection decision the sending side left in map
+	 * `decisions`. */
+	RECORD_F_SENDER_SEEN = 1 << 16,
 };
 
 /*
@@ -214,23 +222,48 @@ struct record {
 	__u64 netns_cookie;
 };
 
+/* What a summary counts (summary_key.kind). */
+enum summary_kind {
+	/* Refused connections (daddr/dport: the refused side). */
+	SUMMARY_REFUSED = 0,
+	/* SYNs the packet filter dropped (daddr/dport: their destination). */
+	SUMMARY_FILTERED = 1,
+	/* RSTs on existing connections (daddr/dport: the side that sent the
+	 * RST, so that one service resetting many clients is one key). */
+	SUMMARY_RESET = 2,
+	/* Local connect()s that timed out or gave up (daddr/dport: the
+	 * destination). */
+	SUMMARY_TIMEOUT = 3,
+};
+
 /*
- * Summary mode: while the ring buffer is more than
- * half full, or always with --summary, refusals are counted here instead of
- * written one record each. Counters only grow; userspace reads them all
- * every interval and writes what moved.
+ * Summary mode: while the ring buffer is more than half full, always with
+ * --summary, or past the per-destination rate (rate_limit), events are
+ * counted here instead of written one record each. Two maps (summary_a,
+ * summary_b) take turns: the programs count in the one summary_slot names,
+ * userspace empties the other. Counts are per interval.
  */
 struct summary_key {
 	__u32 netns;
 	__u16 dport;
 	__u8 family;
-	__u8 pad;
+	__u8 kind; /* enum summary_kind */
 	__u8 daddr[16];
 };
 
+/*
+ * Counts by side. SUMMARY_REFUSED: server = RSTs this host's TCP stack
+ * sent to refuse a SYN; client = refusals local clients received that no
+ * local stack answered (a remote host or a packet filter); client_local =
+ * the client side of refusals counted in server (not a second refusal).
+ * SUMMARY_RESET: the same, for RSTs sent (server) and received (client).
+ * SUMMARY_FILTERED: server = dropped SYNs. SUMMARY_TIMEOUT: client =
+ * connect()s ended.
+ */
 struct summary_val {
-	__u64 server; /* RSTs this host's TCP stack sent to refuse a SYN */
-	__u64 client; /* refusals (RST in SYN_SENT) local clients received */
+	__u64 server;
+	__u64 client;
+	__u64 client_local;
 };
 
 #endif /* RSTTRACE_H */

@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Summary mode: under a flood, or always when asked, refusals are counted
- * per destination in a map instead of written one record each.
+ * Flood control: past a per-destination rate, while the ring buffer fills,
+ * or always when asked, events are counted per destination and kind in a
+ * map instead of written one record each; and the two sides of one
+ * connection on this host (a refusal's server and client, a reset's
+ * sender and receiver) are written or counted the same way, decided once
+ * per connection by the side that runs first.
  */
 #ifndef RSTTRACE_SUMMARY_H
 #define RSTTRACE_SUMMARY_H
@@ -10,14 +14,37 @@
  * wait in the ring buffer (userspace sets half its size). */
 const volatile bool summary_always = false;
 const volatile __u64 summary_above = ~0ULL;
+/* Full records per destination and kind per second, per CPU (userspace
+ * divides its per-destination setting by the number of CPUs); 0: no
+ * limit, every event is written while the ring buffer has room. */
+const volatile __u32 rate_limit = 0;
 
-/* Refusals counted instead of written (summary mode), by destination. */
-struct {
+/*
+ * Two summary maps taking turns, named by summary_slot[0] (0: summary_a,
+ * 1: summary_b). Userspace flips the slot every interval and empties the
+ * map retired one interval before: no program can still be counting in
+ * it (a program runs to its end in microseconds, without sleeping), so
+ * nothing is counted twice or lost between reading and deleting. A delete
+ * after a read on one map would lose what was added in between, and an
+ * atomic exchange per entry needs BPF atomics (5.12+) that older kernels
+ * this tracer supports lack.
+ */
+struct summary_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1 << 18);
+	__uint(max_entries, 1 << 16);
 	__type(key, struct summary_key);
 	__type(value, struct summary_val);
-} summary SEC(".maps");
+};
+
+struct summary_map summary_a SEC(".maps");
+struct summary_map summary_b SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} summary_slot SEC(".maps");
 
 /* Summary mode: count instead of writing, when asked to always or while
  * the ring buffer is more than half full (a flood the reader is falling
@@ -28,80 +55,192 @@ static __always_inline bool summary_due(void)
 	       bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= summary_above;
 }
 
-/* Counts a refusal to p's destination (or, if the table is full, as lost). */
-static __always_inline void summary_count(const struct pkt *p, __u32 netns,
-					  bool server)
+/* Full records written to one destination in the current second, per CPU
+ * (no atomics needed, and the counts of two CPUs never race). */
+struct rate_val {
+	__u64 second;
+	__u64 n;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct summary_key);
+	__type(value, struct rate_val);
+} rates SEC(".maps");
+
+/* Whether one more full record to k would pass the rate. */
+static __always_inline bool over_rate(const struct summary_key *k)
 {
-	struct summary_key k = {};
-	struct summary_val *v;
+	struct rate_val *v;
+	__u64 sec;
 
-	k.netns = netns;
-	k.dport = p->dport;
-	k.family = p->family;
-	__builtin_memcpy(k.daddr, p->daddr, 16);
-	v = bpf_map_lookup_elem(&summary, &k);
+	if (!rate_limit)
+		return false;
+	sec = bpf_ktime_get_ns() / 1000000000ULL;
+	v = bpf_map_lookup_elem(&rates, k);
 	if (!v) {
-		struct summary_val zero = {};
+		struct rate_val first = { .second = sec, .n = 1 };
 
-		bpf_map_update_elem(&summary, &k, &zero, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(&summary, &k);
+		bpf_map_update_elem(&rates, k, &first, BPF_ANY);
+		return false;
+	}
+	if (v->second != sec) {
+		v->second = sec;
+		v->n = 0;
+	}
+	if (v->n >= rate_limit)
+		return true;
+	v->n++;
+	return false;
+}
+
+static __always_inline void summary_key_of(struct summary_key *k, __u8 kind,
+					   __u32 netns, __u8 family,
+					   const __u8 *addr, __u16 port)
+{
+	k->netns = netns;
+	k->dport = port;
+	k->family = family;
+	k->kind = kind;
+	__builtin_memcpy(k->daddr, addr, 16);
+}
+
+/* Count instead of writing: summary mode, or past the rate. */
+static __always_inline bool summarize(const struct summary_key *k)
+{
+	return summary_due() || over_rate(k);
+}
+
+/* Which side of summary_val a count goes to. */
+enum summary_side {
+	SIDE_SERVER,
+	SIDE_CLIENT,
+	SIDE_CLIENT_LOCAL,
+};
+
+/* Counts one event to k (or, if the table is full, as lost). */
+static __always_inline void summary_count(const struct summary_key *k,
+					  enum summary_side side)
+{
+	__u32 zero = 0, *slot = bpf_map_lookup_elem(&summary_slot, &zero);
+	struct summary_val *v;
+	void *m = &summary_a;
+
+	if (slot && *slot)
+		m = &summary_b;
+	v = bpf_map_lookup_elem(m, k);
+	if (!v) {
+		struct summary_val nil = {};
+
+		bpf_map_update_elem(m, k, &nil, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(m, k);
 		if (!v) {
 			count_lost();
 			return;
 		}
 	}
-	if (server)
+	if (side == SIDE_SERVER)
 		__sync_fetch_and_add(&v->server, 1);
-	else
+	else if (side == SIDE_CLIENT)
 		__sync_fetch_and_add(&v->client, 1);
+	else
+		__sync_fetch_and_add(&v->client_local, 1);
 }
 
 /*
- * Both sides of a local refusal must be written the same way, or a client
- * record whose server side went into a summary would look like a refusal
- * from another host (and the other way round, be counted twice). On
- * loopback the client's tcp_receive_reset runs on the CPU that sent the
- * RST, right after it: the server side leaves its decision here, by ports.
+ * What the sending side of a connection's RST did, for its receiving side
+ * on this host. The refused client's tcp_receive_reset (and a reset
+ * receiver's) may run on another CPU than the RST's sender, or after
+ * other refusals' senders interleaved: the decision is kept per
+ * connection, keyed by the 4-tuple as the receiver sees it (its socket's
+ * local then remote side). IPv4 addresses are kept v4-mapped, so an
+ * AF_INET6 socket connected to a v4-mapped address finds what the sender
+ * parsed from an IPv4 packet.
  */
-struct last_refusal {
-	__u32 ports; /* client port << 16 | server port; 0: none */
-	__u32 summarized;
+enum decision {
+	DECIDED_WRITTEN = 1,	/* the sender's record was written */
+	DECIDED_SUMMARIZED = 2,	/* counted in the summary */
+	DECIDED_LOST = 3,	/* its record did not fit: counted lost */
+	/* Or'ed in: the receiving side ran first and decided. An active
+	 * reset's RST (tcp_send_active_reset) is transmitted before
+	 * tcp:tcp_send_reset fires, and on loopback the receiver handles it
+	 * inside that transmit; the sender then follows the receiver. */
+	DECIDED_BY_RECEIVER = 0x10,
 };
 
+struct conn_key {
+	__u8 local[16];
+	__u8 remote[16];
+	__u16 lport;
+	__u16 rport;
+};
+
+/* Bounded: the receiver reads (and deletes) its entry microseconds after
+ * the sender made it; an entry whose receiver never comes (a remote client,
+ * a lost segment) ages out. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct last_refusal);
-} last_refusal SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct conn_key);
+	__type(value, __u8);
+} decisions SEC(".maps");
 
-static __always_inline __u32 refusal_ports(const struct pkt *p)
+static __always_inline void mapped_addr(__u8 *dst, const __u8 *src, __u8 family)
 {
-	return ((__u32)p->sport << 16) | p->dport;
-}
-
-static __always_inline bool server_summarized(const struct pkt *p)
-{
-	__u32 zero = 0;
-	struct last_refusal *l = bpf_map_lookup_elem(&last_refusal, &zero);
-	bool due = summary_due();
-
-	if (l) {
-		l->ports = refusal_ports(p);
-		l->summarized = due;
+	if (family == AF_INET) {
+		__builtin_memset(dst, 0, 10);
+		dst[10] = 0xff;
+		dst[11] = 0xff;
+		__builtin_memcpy(dst + 12, src, 4);
+	} else {
+		__builtin_memcpy(dst, src, 16);
 	}
-	return due;
 }
 
-static __always_inline bool client_summarized(const struct pkt *p)
+/* The key of the receiver (local) <- sender (remote). */
+static __always_inline void conn_key_of(struct conn_key *k, __u8 family,
+					const __u8 *local, __u16 lport,
+					const __u8 *remote, __u16 rport)
 {
-	__u32 zero = 0;
-	struct last_refusal *l = bpf_map_lookup_elem(&last_refusal, &zero);
-
-	if (l && l->ports == refusal_ports(p)) {
-		l->ports = 0;
-		return l->summarized;
-	}
-	return summary_due();
+	mapped_addr(k->local, local, family);
+	mapped_addr(k->remote, remote, family);
+	k->lport = lport;
+	k->rport = rport;
 }
+
+static __always_inline void decide(const struct conn_key *k, __u8 d)
+{
+	bpf_map_update_elem(&decisions, k, &d, BPF_ANY);
+}
+
+/* The sender's decision for the receiver's connection k, taken out of
+ * the table; 0 if no local sender decided (the RST came from elsewhere). */
+static __always_inline __u8 decided(const struct conn_key *k)
+{
+	__u8 *v = bpf_map_lookup_elem(&decisions, k);
+	__u8 d;
+
+	if (!v)
+		return 0;
+	d = *v;
+	bpf_map_delete_elem(&decisions, k);
+	return d;
+}
+
+/* A record the receiving side writes for a connection whose sender's
+ * record is written: if it does not fit, the refusal or reset is still
+ * reported once (by the sender's record), so it is not counted lost. */
+static __always_inline struct record *reserve_quiet(__u8 type)
+{
+	struct record *e = bpf_ringbuf_reserve(&records, sizeof(*e), 0);
+
+	if (!e)
+		return NULL;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = type;
+	e->ts = bpf_ktime_get_ns();
+	return e;
+}
+
 #endif /* RSTTRACE_SUMMARY_H */

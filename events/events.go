@@ -306,6 +306,10 @@ type Event struct {
 	// those a refusal to Dst would get at Time. Refusals by this host's
 	// TCP stack, else (nothing here sent a RST) those local clients got.
 	Refusals uint64 `json:"refusals,omitempty"`
+	// SummaryOf: what a summary counts, the type of the events it stands
+	// for ("refused", "filtered", "reset", "timeout"); Refusals is then
+	// the count of those events (dropped SYNs for "filtered").
+	SummaryOf string `json:"summary_of,omitempty"`
 
 	// start
 	Version int      `json:"version,omitempty"`

@@ -188,6 +188,10 @@ func appendJSON(b []byte, e *Event, origin []byte) ([]byte, error) {
 		b = append(b, `,"refusals":`...)
 		b = strconv.AppendUint(b, e.Refusals, 10)
 	}
+	if e.SummaryOf != "" {
+		b = append(b, `,"summary_of":`...)
+		b = appendString(b, e.SummaryOf)
+	}
 	if e.Version != 0 {
 		b = append(b, `,"version":`...)
 		b = strconv.AppendInt(b, int64(e.Version), 10)

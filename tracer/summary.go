@@ -12,17 +12,21 @@ import (
 	"github.com/rsttrace/rsttrace/internal/correlate"
 )
 
-// Summary mode, user side: every interval the tracer reads the kernel's
-// cumulative per-destination refusal counters (map summary, one batch
-// lookup) and hands them to the correlator's Summarizer, which writes one
-// summary record per destination whose counts moved.
+// Summaries, user side: the kernel counts in one of two maps (summary_a,
+// summary_b), the one map summary_slot names. Every interval the tracer
+// empties the map it retired at the previous poll (no program can still
+// be counting in it an interval later: programs run to their end without
+// sleeping), then retires the other one by flipping the slot. Each count
+// is read exactly once, one interval late; at shutdown both maps are read.
 
 // summaryBatch is how many entries one batch lookup reads.
 const summaryBatch = 4096
 
-// summaryReader reads the summary map into reusable buffers.
+// summaryReader empties the summary maps into reusable buffers.
 type summaryReader struct {
-	m    *ebpf.Map
+	maps [2]*ebpf.Map
+	slot *ebpf.Map
+	cur  uint32 // the slot the programs count in
 	keys []bpfobj.RsttraceSummaryKey
 	vals []bpfobj.RsttraceSummaryVal
 	// What the correlator reads, converted.
@@ -30,32 +34,45 @@ type summaryReader struct {
 	cvals []correlate.SummaryCount
 }
 
-// poll reads the counters and writes what moved, when due (always when
-// final).
+// poll empties the retired map and writes what it counted, when due; final:
+// both maps, at shutdown.
 func (s *summaryReader) poll(sum *correlate.Summarizer, c *correlate.Correlator, now time.Time, final bool, emit func(*events.Event) error) error {
-	if s.m == nil || (!final && !sum.Due(now)) {
+	if s.slot == nil || (!final && !sum.Due(now)) {
 		return nil
 	}
-	if err := s.read(); err != nil {
+	s.keys, s.vals = s.keys[:0], s.vals[:0]
+	retired := 1 - s.cur
+	if err := s.drain(s.maps[retired]); err != nil {
 		return err
+	}
+	if final {
+		if err := s.drain(s.maps[s.cur]); err != nil {
+			return err
+		}
+	} else {
+		if err := s.slot.Put(uint32(0), retired); err != nil {
+			return fmt.Errorf("switching summary maps: %w", err)
+		}
+		s.cur = retired
 	}
 	s.ckeys, s.cvals = s.ckeys[:0], s.cvals[:0]
 	for i, k := range s.keys {
-		s.ckeys = append(s.ckeys, correlate.SummaryKey{Netns: k.Netns, Dport: k.Dport, Family: k.Family, Daddr: k.Daddr})
-		s.cvals = append(s.cvals, correlate.SummaryCount{Server: s.vals[i].Server, Client: s.vals[i].Client})
+		v := &s.vals[i]
+		s.ckeys = append(s.ckeys, correlate.SummaryKey{Netns: k.Netns, Dport: k.Dport, Family: k.Family, Kind: correlate.SummaryKind(k.Kind), Daddr: k.Daddr})
+		s.cvals = append(s.cvals, correlate.SummaryCount{Server: v.Server, Client: v.Client, ClientLocal: v.ClientLocal})
 	}
 	return sum.Update(c, s.ckeys, s.cvals, now, emit)
 }
 
-// read reads every counter of the summary map: batch lookups (5.6+), else
-// one lookup per key.
-func (s *summaryReader) read() error {
-	s.keys, s.vals = s.keys[:0], s.vals[:0]
+// drain reads and deletes every entry of m, appending to keys and vals:
+// batch lookup-and-delete (5.6+), else one lookup and delete per key.
+func (s *summaryReader) drain(m *ebpf.Map) error {
+	start := len(s.keys)
 	keys := make([]bpfobj.RsttraceSummaryKey, summaryBatch)
 	vals := make([]bpfobj.RsttraceSummaryVal, summaryBatch)
 	var cursor ebpf.MapBatchCursor
 	for {
-		n, err := s.m.BatchLookup(&cursor, keys, vals, nil)
+		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
 		s.keys = append(s.keys, keys[:n]...)
 		s.vals = append(s.vals, vals[:n]...)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -68,16 +85,23 @@ func (s *summaryReader) read() error {
 			return fmt.Errorf("reading the summary counters: %w", err)
 		}
 	}
-	s.keys, s.vals = s.keys[:0], s.vals[:0]
+	s.keys, s.vals = s.keys[:start], s.vals[:start]
 	var k bpfobj.RsttraceSummaryKey
 	var v bpfobj.RsttraceSummaryVal
-	it := s.m.Iterate()
+	var del []bpfobj.RsttraceSummaryKey
+	it := m.Iterate()
 	for it.Next(&k, &v) {
 		s.keys = append(s.keys, k)
 		s.vals = append(s.vals, v)
+		del = append(del, k)
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("reading the summary counters: %w", err)
+	}
+	for i := range del {
+		if err := m.Delete(&del[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("emptying the summary counters: %w", err)
+		}
 	}
 	return nil
 }

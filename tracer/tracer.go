@@ -61,7 +61,17 @@ type Config struct {
 	Names *identity.Options
 	// Observe, when set, sees every event Run writes (metrics).
 	Observe func(*events.Event)
+	// RatePerSecond is how many events of one kind (refused, filtered,
+	// reset, timeout) to one destination are written in full each
+	// second; the rest are counted in summary records. 0 means
+	// DefaultRatePerSecond; negative: every event is written (while the
+	// ring buffer has room).
+	RatePerSecond int
 }
+
+// DefaultRatePerSecond is how many events of a kind per destination are
+// written in full each second by default.
+const DefaultRatePerSecond = 100
 
 // DefaultOverflowInterval is how often listen-queue overflow is reported.
 const DefaultOverflowInterval = time.Second
@@ -106,6 +116,12 @@ func New(cfg Config) (*Tracer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.RatePerSecond == 0 {
+		cfg.RatePerSecond = DefaultRatePerSecond
+	}
+	if cfg.RatePerSecond < 0 {
+		cfg.RatePerSecond = 0
+	}
 	if cfg.OverflowInterval <= 0 {
 		cfg.OverflowInterval = DefaultOverflowInterval
 	}
@@ -134,7 +150,7 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	t.plan = probe.Choose(kernelBTF, cfg.Force)
 	spec, err := probe.Prepare(kernelBTF, t.plan, probe.Settings{
 		RingSize: cfg.RingSize, Summary: cfg.Summary, SummaryAbove: uint64(cfg.RingSize / 2),
-		FilterPorts: len(cfg.Ports) > 0, Proc: cfg.Proc,
+		FilterPorts: len(cfg.Ports) > 0, Proc: cfg.Proc, RatePerSecond: cfg.RatePerSecond,
 	})
 	if err != nil {
 		return err
@@ -176,8 +192,8 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	t.corr.Wall = t.wall
 	t.corr.SeesFirewallDrops = t.plan.Serves(probe.CapFirewall)
 	t.corr.SeesLocalAnswers = t.plan.Serves(probe.CapRefusals) && t.plan.Serves(probe.CapFirewall)
-	t.sum = correlate.NewSummarizer(cfg.Summary, time.Now())
-	t.sumr = summaryReader{m: t.maps.Summary}
+	t.sum = correlate.NewSummarizer(cfg.Summary, cfg.RatePerSecond, time.Now())
+	t.sumr = summaryReader{maps: [2]*ebpf.Map{t.maps.SummaryA, t.maps.SummaryB}, slot: t.maps.SummarySlot}
 
 	var mono unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
@@ -236,7 +252,8 @@ func (t *Tracer) Plan() []events.Attach { return t.plan.Attaches() }
 func (t *Tracer) Kernel() string { return t.kernel }
 
 // Lost returns the number of records lost so far: records the kernel could
-// not put in the ring buffer.
+// not put in the ring buffer (or count in a full summary map), and records
+// the correlator could not keep (a table at its bound).
 func (t *Tracer) Lost() (uint64, error) {
 	var perCPU []uint64
 	if err := t.maps.Lost.Lookup(uint32(0), &perCPU); err != nil {
@@ -245,6 +262,9 @@ func (t *Tracer) Lost() (uint64, error) {
 	var n uint64
 	for _, v := range perCPU {
 		n += v
+	}
+	if t.corr != nil {
+		n += t.corr.Lost()
 	}
 	return n, nil
 }
@@ -415,6 +435,15 @@ func (t *Tracer) Summarized() uint64 {
 		return 0
 	}
 	return t.sum.Total()
+}
+
+// SummarizedByKind returns how many events of each kind Run wrote in
+// summary records.
+func (t *Tracer) SummarizedByKind() correlate.SummaryTotals {
+	if t.sum == nil {
+		return correlate.SummaryTotals{}
+	}
+	return t.sum.Totals()
 }
 
 // trackNetns keeps the overflow poller on the namespaces that have

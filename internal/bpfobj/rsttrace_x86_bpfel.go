@@ -47,12 +47,16 @@ type RsttraceConn struct {
 	_    structs.HostLayout
 	Proc RsttraceProcInfo
 	Ts   uint64
+	Fw   uint32
+	Pad  uint32
 }
 
-type RsttraceLastRefusal struct {
-	_          structs.HostLayout
-	Ports      uint32
-	Summarized uint32
+type RsttraceConnKey struct {
+	_      structs.HostLayout
+	Local  [16]uint8
+	Remote [16]uint8
+	Lport  uint16
+	Rport  uint16
 }
 
 type RsttraceListenArgs struct {
@@ -93,6 +97,12 @@ type RsttraceProcInfo struct {
 	Pad      uint32
 }
 
+type RsttraceRateVal struct {
+	_      structs.HostLayout
+	Second uint64
+	N      uint64
+}
+
 type RsttraceRecord struct {
 	_           structs.HostLayout
 	Type        uint8
@@ -130,6 +140,7 @@ const (
 	RsttraceRecordFlagRECORD_F_FW_NFT      RsttraceRecordFlag = 512
 	RsttraceRecordFlagRECORD_F_CURRENT     RsttraceRecordFlag = 1024
 	RsttraceRecordFlagRECORD_F_OWNER_KNOWN RsttraceRecordFlag = 2048
+	RsttraceRecordFlagRECORD_F_SENDER_SEEN RsttraceRecordFlag = 65536
 )
 
 type RsttraceRecordType uint32
@@ -153,14 +164,24 @@ type RsttraceSummaryKey struct {
 	Netns  uint32
 	Dport  uint16
 	Family uint8
-	Pad    uint8
+	Kind   uint8
 	Daddr  [16]uint8
 }
 
+type RsttraceSummaryKind uint32
+
+const (
+	RsttraceSummaryKindSUMMARY_REFUSED  RsttraceSummaryKind = 0
+	RsttraceSummaryKindSUMMARY_FILTERED RsttraceSummaryKind = 1
+	RsttraceSummaryKindSUMMARY_RESET    RsttraceSummaryKind = 2
+	RsttraceSummaryKindSUMMARY_TIMEOUT  RsttraceSummaryKind = 3
+)
+
 type RsttraceSummaryVal struct {
-	_      structs.HostLayout
-	Server uint64
-	Client uint64
+	_           structs.HostLayout
+	Server      uint64
+	Client      uint64
+	ClientLocal uint64
 }
 
 // LoadRsttrace returns the embedded CollectionSpec for Rsttrace.
@@ -237,15 +258,18 @@ type RsttraceProgramSpecs struct {
 type RsttraceMapSpecs struct {
 	Binds         *ebpf.MapSpec `ebpf:"binds"`
 	Connecting    *ebpf.MapSpec `ebpf:"connecting"`
+	Decisions     *ebpf.MapSpec `ebpf:"decisions"`
 	FwIcmpSkbs    *ebpf.MapSpec `ebpf:"fw_icmp_skbs"`
-	LastRefusal   *ebpf.MapSpec `ebpf:"last_refusal"`
 	ListenCalls   *ebpf.MapSpec `ebpf:"listen_calls"`
 	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
 	Owners        *ebpf.MapSpec `ebpf:"owners"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
+	Rates         *ebpf.MapSpec `ebpf:"rates"`
 	Records       *ebpf.MapSpec `ebpf:"records"`
-	Summary       *ebpf.MapSpec `ebpf:"summary"`
+	SummaryA      *ebpf.MapSpec `ebpf:"summary_a"`
+	SummaryB      *ebpf.MapSpec `ebpf:"summary_b"`
+	SummarySlot   *ebpf.MapSpec `ebpf:"summary_slot"`
 }
 
 // RsttraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -257,6 +281,7 @@ type RsttraceVariableSpecs struct {
 	NetfilterDropReason  *ebpf.VariableSpec `ebpf:"netfilter_drop_reason"`
 	NfRangeCount         *ebpf.VariableSpec `ebpf:"nf_range_count"`
 	NfRanges             *ebpf.VariableSpec `ebpf:"nf_ranges"`
+	RateLimit            *ebpf.VariableSpec `ebpf:"rate_limit"`
 	ReasonListenOverflow *ebpf.VariableSpec `ebpf:"reason_listen_overflow"`
 	SummaryAbove         *ebpf.VariableSpec `ebpf:"summary_above"`
 	SummaryAlways        *ebpf.VariableSpec `ebpf:"summary_always"`
@@ -268,6 +293,7 @@ type RsttraceVariableSpecs struct {
 	UnusedListenStats    *ebpf.VariableSpec `ebpf:"unused_listen_stats"`
 	UnusedNfHookId       *ebpf.VariableSpec `ebpf:"unused_nf_hook_id"`
 	UnusedSummaryKey     *ebpf.VariableSpec `ebpf:"unused_summary_key"`
+	UnusedSummaryKind    *ebpf.VariableSpec `ebpf:"unused_summary_kind"`
 	UnusedSummaryVal     *ebpf.VariableSpec `ebpf:"unused_summary_val"`
 }
 
@@ -293,30 +319,36 @@ func (o *RsttraceObjects) Close() error {
 type RsttraceMaps struct {
 	Binds         *ebpf.Map `ebpf:"binds"`
 	Connecting    *ebpf.Map `ebpf:"connecting"`
+	Decisions     *ebpf.Map `ebpf:"decisions"`
 	FwIcmpSkbs    *ebpf.Map `ebpf:"fw_icmp_skbs"`
-	LastRefusal   *ebpf.Map `ebpf:"last_refusal"`
 	ListenCalls   *ebpf.Map `ebpf:"listen_calls"`
 	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
 	Lost          *ebpf.Map `ebpf:"lost"`
 	Owners        *ebpf.Map `ebpf:"owners"`
 	Ports         *ebpf.Map `ebpf:"ports"`
+	Rates         *ebpf.Map `ebpf:"rates"`
 	Records       *ebpf.Map `ebpf:"records"`
-	Summary       *ebpf.Map `ebpf:"summary"`
+	SummaryA      *ebpf.Map `ebpf:"summary_a"`
+	SummaryB      *ebpf.Map `ebpf:"summary_b"`
+	SummarySlot   *ebpf.Map `ebpf:"summary_slot"`
 }
 
 func (m *RsttraceMaps) Close() error {
 	return _RsttraceClose(
 		m.Binds,
 		m.Connecting,
+		m.Decisions,
 		m.FwIcmpSkbs,
-		m.LastRefusal,
 		m.ListenCalls,
 		m.ListenerStats,
 		m.Lost,
 		m.Owners,
 		m.Ports,
+		m.Rates,
 		m.Records,
-		m.Summary,
+		m.SummaryA,
+		m.SummaryB,
+		m.SummarySlot,
 	)
 }
 
@@ -329,6 +361,7 @@ type RsttraceVariables struct {
 	NetfilterDropReason  *ebpf.Variable `ebpf:"netfilter_drop_reason"`
 	NfRangeCount         *ebpf.Variable `ebpf:"nf_range_count"`
 	NfRanges             *ebpf.Variable `ebpf:"nf_ranges"`
+	RateLimit            *ebpf.Variable `ebpf:"rate_limit"`
 	ReasonListenOverflow *ebpf.Variable `ebpf:"reason_listen_overflow"`
 	SummaryAbove         *ebpf.Variable `ebpf:"summary_above"`
 	SummaryAlways        *ebpf.Variable `ebpf:"summary_always"`
@@ -340,6 +373,7 @@ type RsttraceVariables struct {
 	UnusedListenStats    *ebpf.Variable `ebpf:"unused_listen_stats"`
 	UnusedNfHookId       *ebpf.Variable `ebpf:"unused_nf_hook_id"`
 	UnusedSummaryKey     *ebpf.Variable `ebpf:"unused_summary_key"`
+	UnusedSummaryKind    *ebpf.Variable `ebpf:"unused_summary_kind"`
 	UnusedSummaryVal     *ebpf.Variable `ebpf:"unused_summary_val"`
 }
 

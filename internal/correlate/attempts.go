@@ -23,8 +23,14 @@ const (
 const fwClaimHold = 2 * time.Second
 
 // How long a claimed drop waits for its connect() to end (tcp_syn_retries
-// 6 gives up after 127 s); then it is written as still waiting.
-const fwMaxWait = 10 * time.Minute
+// 6 gives up after 127 s); then it is written as still waiting, and the
+// attempt's end (and its later drops) are absorbed, not a second event.
+const fwMaxWait = 15 * time.Second
+
+// How long an attempt written before its connect() ended is remembered,
+// so that its end is not a second event: past the longest SYN retry
+// schedule (tcp_syn_retries 6: 127 s), bounded by count too.
+const reportedMemory = 3 * time.Minute
 
 // How long a reported RST refusal suppresses the connect failure record
 // of the same attempt (they come together).
@@ -40,10 +46,28 @@ type attempts struct {
 	// their connect failure record is not a second event.
 	refused    map[tuple]uint64
 	refusedDue deadlines[tsKey]
+	// reported: attempts written before their connect() ended (a
+	// local client's SYN rejected with ICMP, or still waiting after
+	// fwMaxWait): their later drops, retransmits and end are absorbed.
+	reported    map[tuple]uint64
+	reportedDue deadlines[tsKey]
 }
 
 func newAttempts() attempts {
-	return attempts{fw: map[tuple]*fwEntry{}, refused: map[tuple]uint64{}}
+	return attempts{fw: map[tuple]*fwEntry{}, refused: map[tuple]uint64{}, reported: map[tuple]uint64{}}
+}
+
+// noteReported remembers that the attempt key was written before its
+// connect() ended.
+func (c *Correlator) noteReported(key tuple, ts uint64) {
+	a := &c.attempts
+	if a.reportedDue.len() >= maxRemembered {
+		if old, ok := a.reportedDue.oldest(); ok && a.reported[old.key] == old.ts {
+			delete(a.reported, old.key)
+		}
+	}
+	a.reported[key] = ts
+	a.reportedDue.add(ts+uint64(reportedMemory), tsKey{key, ts})
 }
 
 type tsKey struct {
@@ -82,13 +106,18 @@ func sockTuple(r *record.Record) tuple {
 	return refusalKey(r)
 }
 
-func (c *Correlator) firewallDrop(r *record.Record) {
+func (c *Correlator) firewallDrop(r *record.Record, emit func(*events.Event) error) error {
 	a := &c.attempts
 	key := sockTuple(r)
+	if _, ok := a.reported[key]; ok {
+		return nil // a retransmit of an attempt already written
+	}
 	e := a.fw[key]
 	if e == nil {
 		if len(a.fw) >= maxRemembered {
-			return
+			// Full: the drop is not reported, so it is counted lost.
+			c.lost.Add(1)
+			return nil
 		}
 		e = &fwEntry{first: r.Ts, netns: r.Netns}
 		a.fw[key] = e
@@ -108,10 +137,27 @@ func (c *Correlator) firewallDrop(r *record.Record) {
 	if r.Flags&record.FlagProcKnown != 0 {
 		p := c.procOf(r)
 		e.client, e.claimed = &p, true
+		if e.icmp {
+			// A local connect()'s SYN rejected with an ICMP error: the
+			// client has its ECONNREFUSED now (on the output hook
+			// without an error report or a state change: connect()
+			// owned the socket, the error went to sk_err_soft). Write
+			// it at once; what the attempt does later is absorbed.
+			delete(a.fw, key)
+			c.noteReported(key, r.Ts)
+			ev := c.attemptEvent(events.TypeRefused, key, e.first, e.netns)
+			ev.Client = e.client
+			c.firewallRefusal(ev, e, "icmp")
+			return emit(ev)
+		}
 	}
+	return nil
 }
 
 func (c *Correlator) synRetransmit(r *record.Record) {
+	if _, ok := c.attempts.reported[sockTuple(r)]; ok {
+		return
+	}
 	if e := c.attempts.fw[sockTuple(r)]; e != nil {
 		p := c.procOf(r)
 		e.client, e.claimed = &p, true
@@ -174,6 +220,10 @@ func (c *Correlator) connectFailed(r *record.Record, emit func(*events.Event) er
 		delete(a.refused, key) // reported as refused by its RST
 		return nil
 	}
+	if _, ok := a.reported[key]; ok {
+		delete(a.reported, key) // written before it ended
+		return nil
+	}
 	client := c.procOf(r)
 	attempt := &events.Attempt{Errno: errnoOf(r.Ret), Retransmits: r.Aux >> 24, WaitedMs: int64(r.Aux & 0xffffff)}
 	e := a.fw[key]
@@ -218,7 +268,8 @@ func (c *Correlator) fwUnclaimed(key tuple, e *fwEntry, emit func(*events.Event)
 	fw := e.fw
 	if e.claimed {
 		// A local connect() still retransmitting at shutdown or after
-		// fwMaxWait.
+		// fwMaxWait: its end is not a second event.
+		c.noteReported(key, e.last)
 		ev := c.attemptEvent(events.TypeTimeout, key, e.last, e.netns)
 		ev.Client, ev.Cause, ev.Firewall = e.client, events.CauseFirewallDrop, &fw
 		ev.Attempt = &events.Attempt{WaitedMs: time.Duration(e.last - e.first).Milliseconds(), Retransmits: fw.SYNs - 1, StillWaiting: true}
@@ -251,6 +302,15 @@ func (c *Correlator) expireAttempts(now uint64, emit func(*events.Event) error) 
 		}
 	}
 	for {
+		q, ok := a.reportedDue.next(now)
+		if !ok {
+			break
+		}
+		if a.reported[q.key] == q.ts {
+			delete(a.reported, q.key)
+		}
+	}
+	for {
 		q, ok := a.fwDue.next(now)
 		if !ok {
 			break
@@ -260,8 +320,9 @@ func (c *Correlator) expireAttempts(now uint64, emit func(*events.Event) error) 
 			continue
 		}
 		if e.claimed && e.first+uint64(fwMaxWait) > now {
-			// A local connect() is still trying: look again later.
-			a.fwDue.add(now+uint64(fwClaimHold), q)
+			// A local connect() is still trying: look again later,
+			// at the latest when fwMaxWait is up.
+			a.fwDue.add(min(now+uint64(fwClaimHold), e.first+uint64(fwMaxWait)), q)
 			continue
 		}
 		delete(a.fw, q.key)

@@ -10,6 +10,7 @@
 package correlate
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/rsttrace/rsttrace/events"
@@ -82,7 +83,15 @@ type Correlator struct {
 	resets   resets
 
 	comms commCache
+
+	// lost counts records the correlator could not keep (a table at its
+	// bound): read from other goroutines through Lost.
+	lost atomic.Uint64
 }
+
+// Lost is how many records the correlator dropped because a table was at
+// its bound; they are lost as records the kernel could not write are.
+func (c *Correlator) Lost() uint64 { return c.lost.Load() }
 
 // maxRemembered bounds each table of past facts (closed listeners, failed
 // and successful binds, attempts); the oldest-looking entries go first.
@@ -143,7 +152,7 @@ func (c *Correlator) Handle(r *record.Record, emit func(*events.Event) error) er
 	case record.Bind:
 		return c.bind(r, emit)
 	case record.FirewallDrop:
-		c.firewallDrop(r)
+		return c.firewallDrop(r, emit)
 	case record.SynRetransmit:
 		c.synRetransmit(r)
 	case record.ConnectFailed:

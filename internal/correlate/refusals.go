@@ -127,6 +127,12 @@ func (c *Correlator) clientRefused(r *record.Record, emit func(*events.Event) er
 		c.setClient(p, r)
 		return emit(&p.ev)
 	}
+	if r.Flags&record.FlagSenderSeen != 0 {
+		// This host's TCP stack refused it and its record came first,
+		// but was written without its client (it waited longer than
+		// Hold): written once already, and not by another host.
+		return nil
+	}
 	p := c.newRefusal(r, key)
 	c.setClient(p, r)
 	if done, err := c.refusedByFirewallOrRemote(r, key, &p.ev, p.ev.Client, emit); done {

@@ -73,6 +73,11 @@ func (c *Correlator) reset(r *record.Record, emit func(*events.Event) error) err
 		ev.Explanation = events.Explain(ev)
 		return emit(ev)
 	}
+	if r.Type == record.ResetIn && r.Flags&record.FlagSenderSeen != 0 {
+		// Its sender's record came first and was written alone (it
+		// waited longer than Hold): one reset, written once.
+		return nil
+	}
 	if len(x.waiting) >= maxRemembered {
 		ev.Explanation = events.Explain(ev)
 		return emit(ev)

@@ -2,51 +2,99 @@ package correlate
 
 import (
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/rsttrace/rsttrace/events"
 	"github.com/rsttrace/rsttrace/internal/record"
 )
 
-// Summary mode. While the ring buffer is more than half full (or always,
-// with Config.Summary) the kernel programs count refusals in the summary
-// map, by network namespace and destination, instead of writing a record
-// for each: a flood costs a map update per refusal, not a record, and
-// nothing is lost uncounted. The counters only grow; every interval the
-// tracer reads them all (one batch lookup) and writes one summary record
-// per destination whose counts moved.
+// Summaries. Past a rate per destination (the first RatePerSecond events
+// of a kind to one destination each second are written in full), while
+// the ring buffer is more than half full, or always with Config.Summary,
+// the kernel programs count events in the summary maps, by network
+// namespace, destination and kind, instead of writing a record for each:
+// a flood costs a map update per event, not a record, and nothing is lost
+// uncounted. The counts are per interval: the tracer empties a map each
+// time it reads it, and writes one summary record per destination and
+// kind that counted anything.
 
-// SummaryKey is a destination the kernel counts refusals to (struct
-// summary_key of bpf/rsttrace.h, as the tracer read it).
+// SummaryKind is what a summary counts (enum summary_kind).
+type SummaryKind uint8
+
+// Summary kinds. Values are those of enum summary_kind in bpf/rsttrace.h.
+const (
+	KindRefused  SummaryKind = 0
+	KindFiltered SummaryKind = 1
+	KindReset    SummaryKind = 2
+	KindTimeout  SummaryKind = 3
+)
+
+// SummaryKinds lists every kind, in the order of SummaryTotals.
+var SummaryKinds = []SummaryKind{KindRefused, KindFiltered, KindReset, KindTimeout}
+
+// Type is the type of the events a summary of kind k stands for.
+func (k SummaryKind) Type() events.Type {
+	switch k {
+	case KindRefused:
+		return events.TypeRefused
+	case KindFiltered:
+		return events.TypeFiltered
+	case KindReset:
+		return events.TypeReset
+	case KindTimeout:
+		return events.TypeTimeout
+	}
+	return events.Type("kind " + strconv.Itoa(int(k)))
+}
+
+// SummaryKey is a destination and kind the kernel counts events of
+// (struct summary_key of bpf/rsttrace.h, as the tracer read it).
 type SummaryKey struct {
 	Netns  uint32
 	Dport  uint16
 	Family uint8
+	Kind   SummaryKind
 	Daddr  [16]byte
 }
 
-// SummaryCount are the refusals to one destination: answered by this
-// host's TCP stack (Server) and received by local clients (Client).
+// SummaryCount are the events counted for one key in one interval, by
+// side (struct summary_val). Refusals and resets: sent by this host's TCP
+// stack (Server), received by local clients with no local sender
+// (Client), and the receiving side of those counted in Server
+// (ClientLocal, not counted again). Filtered: Server dropped SYNs.
+// Timeout: Client attempts ended.
 type SummaryCount struct {
-	Server, Client uint64
+	Server, Client, ClientLocal uint64
+}
+
+// SummaryTotals are the events written in summary records, by kind.
+type SummaryTotals struct {
+	Refused, Filtered, Reset, Timeout uint64
 }
 
 // DefaultSummaryInterval is how often summary records are written.
 const DefaultSummaryInterval = time.Second
 
-// Summarizer turns the cumulative counters into per-interval records.
+// Summarizer turns the per-interval counters into summary records.
 type Summarizer struct {
-	seen   map[SummaryKey]SummaryCount
 	last   time.Time
-	total  uint64 // refusals written in summary records
-	reason string // why refusals are being summarized
+	totals SummaryTotals
+	reason string // why events are being summarized
+	sum    map[SummaryKey]SummaryCount
+	order  []SummaryKey
 }
 
 // NewSummarizer starts counting intervals at now; always: every refusal
-// is summarized (--summary), not only while the ring buffer is filling.
-func NewSummarizer(always bool, now time.Time) *Summarizer {
-	s := &Summarizer{seen: map[SummaryKey]SummaryCount{}, last: now,
+// is summarized (--summary), not only while the ring buffer is filling;
+// rate: the events of a kind written in full per destination and second
+// (0: no limit).
+func NewSummarizer(always bool, rate int, now time.Time) *Summarizer {
+	s := &Summarizer{last: now, sum: map[SummaryKey]SummaryCount{},
 		reason: "the ring buffer was more than half full: the tracer was falling behind"}
+	if rate > 0 {
+		s.reason = "more than " + strconv.Itoa(rate) + " a second to this destination, or the ring buffer more than half full"
+	}
 	if always {
 		s.reason = "--summary"
 	}
@@ -57,74 +105,122 @@ func NewSummarizer(always bool, now time.Time) *Summarizer {
 func (s *Summarizer) Due(now time.Time) bool { return now.Sub(s.last) >= DefaultSummaryInterval }
 
 // Total is how many refusals were written in summary records.
-func (s *Summarizer) Total() uint64 { return s.total }
+func (s *Summarizer) Total() uint64 { return s.totals.Refused }
 
-// Update takes the current counters (keys[i], vals[i]) and writes a
-// summary record for each destination that moved since the last call.
+// Totals is how many events of each kind were written in summary records.
+func (s *Summarizer) Totals() SummaryTotals { return s.totals }
+
+// Update takes the counts of one interval (keys[i], vals[i]; a key may
+// come more than once) and writes a summary record for each destination
+// and kind that counted anything.
 func (s *Summarizer) Update(c *Correlator, keys []SummaryKey, vals []SummaryCount, now time.Time, emit func(*events.Event) error) error {
 	interval := now.Sub(s.last)
 	s.last = now
+	clear(s.sum)
+	s.order = s.order[:0]
 	for i, k := range keys {
+		old, ok := s.sum[k]
+		if !ok {
+			s.order = append(s.order, k)
+		}
 		v := vals[i]
-		old := s.seen[k]
-		if v == old {
-			continue
-		}
-		s.seen[k] = v
-		d := SummaryCount{Server: v.Server - old.Server, Client: v.Client - old.Client}
-		ev := c.summaryEvent(k, d, now, interval)
-		if ev == nil {
-			continue
-		}
-		s.total += ev.Refusals
-		ev.Explanation = summaryExplanation(ev, s.reason)
-		if err := emit(ev); err != nil {
-			return err
+		s.sum[k] = SummaryCount{old.Server + v.Server, old.Client + v.Client, old.ClientLocal + v.ClientLocal}
+	}
+	for _, k := range s.order {
+		for _, ev := range c.summaryEvents(k, s.sum[k], now, interval) {
+			switch k.Kind {
+			case KindRefused:
+				s.totals.Refused += ev.Refusals
+			case KindFiltered:
+				s.totals.Filtered += ev.Refusals
+			case KindReset:
+				s.totals.Reset += ev.Refusals
+			case KindTimeout:
+				s.totals.Timeout += ev.Refusals
+			}
+			ev.Explanation = summaryExplanation(ev, k.Kind, s.reason)
+			if err := emit(ev); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// summaryEvent classifies the refusals to one destination as a refusal to
-// it would be classified now. Server-side counts are refusals by this
-// host's stack; without any, the clients' counts are refusals from
-// elsewhere (a remote host or a packet filter).
-func (c *Correlator) summaryEvent(k SummaryKey, d SummaryCount, now time.Time, interval time.Duration) *events.Event {
+// summaryEvents classifies the events counted for one key as one such
+// event to its destination would be classified now. Refusals: those by
+// this host's stack, and (a second record) those from elsewhere (a remote
+// host or a packet filter).
+func (c *Correlator) summaryEvents(k SummaryKey, d SummaryCount, now time.Time, interval time.Duration) []*events.Event {
 	var a netip.Addr
 	if k.Family == record.AFInet {
 		a = netip.AddrFrom4([4]byte(k.Daddr[:4]))
 	} else {
 		a = netip.AddrFrom16(k.Daddr).Unmap()
 	}
-	ev := &events.Event{
-		Time:       now,
-		Type:       events.TypeSummary,
-		Netns:      k.Netns,
-		Dst:        &events.Endpoint{Addr: a, Port: k.Dport},
-		IntervalMs: interval.Milliseconds(),
-	}
-	switch {
-	case d.Server > 0:
-		ev.Refusals = d.Server
-		c.Classify(ev)
-	case d.Client > 0:
-		ev.Refusals = d.Client
-		ev.Cause = events.CauseUnknown
-		if c.SeesLocalAnswers {
-			ev.Cause = events.CauseRemote
+	mk := func(n uint64) *events.Event {
+		return &events.Event{
+			Time:       now,
+			Type:       events.TypeSummary,
+			Netns:      k.Netns,
+			Dst:        &events.Endpoint{Addr: a, Port: k.Dport},
+			IntervalMs: interval.Milliseconds(),
+			Refusals:   n,
+			SummaryOf:  string(k.Kind.Type()),
 		}
-	default:
-		return nil
 	}
-	return ev
+	var out []*events.Event
+	switch k.Kind {
+	case KindRefused:
+		if d.Server > 0 {
+			ev := mk(d.Server)
+			c.Classify(ev)
+			out = append(out, ev)
+		}
+		if d.Client > 0 {
+			ev := mk(d.Client)
+			ev.Cause = events.CauseUnknown
+			if c.SeesLocalAnswers {
+				ev.Cause = events.CauseRemote
+			}
+			out = append(out, ev)
+		}
+	case KindFiltered:
+		if d.Server > 0 {
+			ev := mk(d.Server)
+			ev.Cause = events.CauseFirewallDrop
+			ev.Listener = c.listenerFor(k.Netns, netip.AddrPortFrom(a, k.Dport))
+			out = append(out, ev)
+		}
+	case KindReset:
+		if n := d.Server + d.Client; n > 0 {
+			out = append(out, mk(n))
+		}
+	case KindTimeout:
+		if d.Client > 0 {
+			ev := mk(d.Client)
+			ev.Cause = events.CauseNoResponse
+			if !c.SeesFirewallDrops {
+				ev.Cause = events.CauseUnknown
+			}
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
-func summaryExplanation(ev *events.Event, reason string) string {
+func summaryExplanation(ev *events.Event, kind SummaryKind, reason string) string {
 	why := ""
-	switch ev.Cause {
-	case events.CauseRemote:
+	switch {
+	case kind == KindFiltered:
+		why = "SYNs to it this host's packet filter dropped"
+	case kind == KindReset:
+		why = "RSTs it sent on existing connections"
+	case kind == KindTimeout:
+		why = "local connect()s to it that got no answer"
+	case ev.Cause == events.CauseRemote:
 		why = "another host refused them (nothing on this host sent the RSTs)"
-	case events.CauseUnknown:
+	case ev.Cause == events.CauseUnknown:
 		why = "the RSTs were not sent by this host's TCP stack"
 	default:
 		why = ev.Explanation

@@ -27,6 +27,10 @@ type Settings struct {
 	FilterPorts bool
 	// Proc is where procfs is mounted (for kallsyms).
 	Proc string
+	// RatePerSecond: events of a kind per destination written in full
+	// each second, the rest counted (0: no limit). The kernel counts per
+	// CPU, so each CPU gets an equal share (at least one).
+	RatePerSecond int
 }
 
 // Prepare returns the BPF collection spec for plan on this kernel: only the
@@ -53,6 +57,7 @@ func Prepare(kernelBTF *btf.Spec, plan Plan, set Settings) (*ebpf.CollectionSpec
 		{"summary mode", vars.SummaryAlways, set.Summary},
 		{"summary threshold", vars.SummaryAbove, set.SummaryAbove},
 		{"port filter", vars.FilterPorts, set.FilterPorts},
+		{"rate per destination", vars.RateLimit, perCPURate(set.RatePerSecond)},
 		{"capabilities of the shared programs", vars.Caps, plan.Caps(SendResetHasReason(kernelBTF))},
 	}
 	if plan.Kind(CapOverflowFinalAck) == "tp_btf" {
@@ -78,6 +83,20 @@ func Prepare(kernelBTF *btf.Spec, plan Plan, set Settings) (*ebpf.CollectionSpec
 		}
 	}
 	return spec, nil
+}
+
+// perCPURate is each CPU's share of rate full records a second (0: no
+// limit). Shares rounded down keep the total at most rate; a load all on
+// one CPU then gets its share only.
+func perCPURate(rate int) uint32 {
+	if rate <= 0 {
+		return 0
+	}
+	n, err := ebpf.PossibleCPU()
+	if err != nil || n < 1 {
+		n = 1
+	}
+	return uint32(max(1, rate/n))
 }
 
 // Load loads spec into the kernel.

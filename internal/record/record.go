@@ -89,11 +89,16 @@ const (
 	// FlagOwnerKnown: Proc is the socket's owner, recorded in the kernel
 	// when the socket was made (connect, listen, accept).
 	FlagOwnerKnown Flag = 1 << 11
+
+	// FlagSenderSeen: on ClientRefused and ResetIn, this host's TCP
+	// stack sent the RST and its record (ResetSent, ResetOut) was written
+	// before this one: the two are one connection's two sides.
+	FlagSenderSeen Flag = 1 << 16
 )
 
 // Flags lists every flag, for the bpfobj consistency test.
 var Flags = []Flag{FlagProcKnown, FlagExiting, FlagNoSkb, FlagHasSk, FlagV6Only,
-	FlagFirewallICMP, FlagFirewallNFT, FlagCurrent, FlagOwnerKnown}
+	FlagFirewallICMP, FlagFirewallNFT, FlagCurrent, FlagOwnerKnown, FlagSenderSeen}
 
 // Address families of Record.Family.
 const (
