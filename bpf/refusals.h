@@ -42,6 +42,8 @@ static __always_inline void refusal_sent(const struct sock *sk,
 		e->sk = (__u64)sk;
 		owner_fill(sk, e); /* the listener's owner */
 	}
+	/* Address translation: the connection as the client made it. */
+	nat_fill(p, e);
 	bpf_ringbuf_submit(e, 0);
 }
 
