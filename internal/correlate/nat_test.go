@@ -43,7 +43,7 @@ func checkEP(t *testing.T, what string, got *events.Endpoint, want string) {
 // service, Src the client as it connected, ClientNetns the client's.
 func TestNATJoinsClient(t *testing.T) {
 	for _, tc := range []struct {
-		name                      string
+		name                       string
 		src, dst, origSrc, origDst string
 	}{
 		{"dnat", "10.202.0.1:40000", "10.202.0.2:80", "10.202.0.1:40000", "10.202.9.9:8080"},
