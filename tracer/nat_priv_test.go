@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rsttrace/rsttrace/events"
+	"github.com/rsttrace/rsttrace/internal/correlate"
 	"github.com/rsttrace/rsttrace/internal/probe"
 )
 
@@ -146,7 +147,7 @@ func refusedIn(ns ...*netns) func(*events.Event) bool {
 func (r *natRig) onlyOne(t *testing.T) *events.Event {
 	t.Helper()
 	e := r.s.waitFor("refused", refusedIn(r.c, r.b))
-	time.Sleep(300 * time.Millisecond) // longer than every hold
+	time.Sleep(2 * correlate.ProxyHold) // longer than every hold
 	all := r.s.all(func(e *events.Event) bool {
 		return (e.Type == events.TypeRefused || e.Type == events.TypeReset) && (e.Netns == r.c.ino || e.Netns == r.b.ino)
 	})
@@ -283,7 +284,10 @@ func TestPrivProxyRefused(t *testing.T) {
 			cerr = err
 			return
 		}
-		defer unix.Close(fd)
+		// Kept open until the end: a client that closes on socat's FIN
+		// before socat exits leaves socat's socket in TIME_WAIT, and its
+		// exit then sends no RST (the FIN case proxy.go describes).
+		t.Cleanup(func() { unix.Close(fd) })
 		_, sa := sockaddr(front)
 		if cerr = unix.Connect(fd, sa); cerr != nil {
 			return

@@ -19,12 +19,16 @@ import (
 //
 // A proxy that closes with nothing unread sends a FIN, not a RST: the
 // client sees an empty reply, and nothing on the wire ties it to the
-// refusal. The refusal is then written alone after ProxyHold, naming the
+// refusal. So does one that shuts the connection down first (socat): its
+// later close sends a RST only if the client has not closed its end in
+// between (the proxy's socket is in TIME_WAIT by then). The refusal is then written alone after ProxyHold, naming the
 // proxy as its client, as without a proxy.
 
 // ProxyHold is how long a refusal whose client owns a listener waits for
-// the reset its proxy sends to its own client.
-const ProxyHold = 100 * time.Millisecond
+// the reset its proxy sends to its own client. docker-proxy closes at
+// once; socat shuts down, logs and exits first, which took over 100 ms on
+// a loaded two-core machine.
+const ProxyHold = 250 * time.Millisecond
 
 // maxProxyHeld bounds the refusals waiting for a proxy's reset; past it
 // they are written at once, as without a proxy.
