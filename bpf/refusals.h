@@ -18,6 +18,8 @@ static __always_inline void refusal_sent(const struct sock *sk,
 {
 	struct summary_key sk_key = {};
 	struct conn_key ck = {};
+	struct nat_key nk = {};
+	struct nat_flow *nat;
 	struct record *e;
 	struct net *net;
 	__u32 netns;
@@ -28,15 +30,25 @@ static __always_inline void refusal_sent(const struct sock *sk,
 	netns = net_inum(net, btf);
 	/* A listener's own RST (backlog_full) is always written: its client
 	 * is past SYN_SENT and reads no decision. */
+	/* Translated on this host (DNAT, masquerade): the client's socket
+	 * knows the connection as it made it, so the decision it reads is
+	 * left under that tuple. The entry goes: a refusal ends the flow. */
+	nat = nat_lookup(p, &nk);
 	if (!sk) {
 		/* The client's side of this connection: saddr/sport. */
-		conn_key_of(&ck, p->family, p->saddr, p->sport, p->daddr,
-			    p->dport);
+		if (nat)
+			conn_key_of(&ck, p->family, nat->saddr, nat->sport,
+				    nat->daddr, nat->dport);
+		else
+			conn_key_of(&ck, p->family, p->saddr, p->sport,
+				    p->daddr, p->dport);
 		summary_key_of(&sk_key, SUMMARY_REFUSED, netns, p->family,
 			       p->daddr, p->dport);
 		if (summarize(&sk_key)) {
 			summary_count(&sk_key, SIDE_SERVER);
 			decide(&ck, DECIDED_SUMMARIZED);
+			if (nat)
+				bpf_map_delete_elem(&nat_flows, &nk);
 			return;
 		}
 	}
@@ -44,6 +56,8 @@ static __always_inline void refusal_sent(const struct sock *sk,
 	if (!e) {
 		if (!sk)
 			decide(&ck, DECIDED_LOST);
+		if (nat)
+			bpf_map_delete_elem(&nat_flows, &nk);
 		return;
 	}
 	pkt_to_event(p, e);
@@ -54,6 +68,11 @@ static __always_inline void refusal_sent(const struct sock *sk,
 		e->flags |= RECORD_F_HAS_SK;
 		e->sk = (__u64)sk;
 		owner_fill(sk, e); /* the listener's owner */
+	}
+	/* Address translation: the connection as the client made it. */
+	if (nat) {
+		nat_fill(nat, e);
+		bpf_map_delete_elem(&nat_flows, &nk);
 	}
 	bpf_ringbuf_submit(e, 0);
 	/* After the submit: the client's record, reserved once it read

@@ -26,6 +26,7 @@
 #include "common.h"
 #include "owners.h"
 #include "summary.h"
+#include "nat.h"
 #include "refusals.h"
 #include "resets.h"
 #include "clients.h"
@@ -153,6 +154,17 @@ int BPF_PROG(tp_btf_tcp_retransmit_skb, const struct sock *sk,
 	     const struct sk_buff *skb)
 {
 	return handle_syn_retransmit(sk);
+}
+
+/*
+ * net:net_dev_queue (__dev_queue_xmit): every packet a device sends, after
+ * the netfilter hooks that translate it; catches the translation of a
+ * connection's first SYN (nat.h) while conntrack still holds it.
+ */
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(tp_btf_net_dev_queue, const struct sk_buff *skb)
+{
+	return handle_dev_queue(skb);
 }
 
 /* bind() (syscalls:sys_enter_bind/sys_exit_bind): the arguments at entry,

@@ -79,6 +79,10 @@ enum record_flag {
 	 * with it. RECORD_RST_IN, RECORD_RST_OUT and RECORD_RESET_SENT from a
 	 * listener carry it where the owner was recorded. */
 	RECORD_F_OWNER_KNOWN = 1 << 11,
+	/* RECORD_RESET_SENT: the refused SYN was translated on this host
+	 * (DNAT, SNAT/masquerade): orig_* hold the connection as the client
+	 * made it, nat_netns* the namespace that translated it. */
+	RECORD_F_NAT = 1 << 12,
 
 	/* Flood control: bits from 1 << 16. */
 	/* RECORD_CLIENT_REFUSED, RECORD_RST_IN: this host's TCP stack sent
@@ -122,6 +126,9 @@ enum cap_flag {
 	 * sys_exit_accept4), forget it at TCP_CLOSE. Needs those programs
 	 * attached; resets read it. */
 	CAP_F_OWNERS = 1 << 8,
+	/* tp_btf/net_dev_queue records translated first SYNs (map
+	 * nat_flows); the refused-SYN path looks them up (RECORD_F_NAT). */
+	CAP_F_NAT = 1 << 9,
 };
 
 /* RECORD_FW_DROP aux: the netfilter hook, found by the function that called
@@ -183,7 +190,7 @@ struct proc_info {
 };
 
 /*
- * One fixed-size record for every kind (144 bytes, 8-byte aligned): the
+ * One fixed-size record for every kind (192 bytes, 8-byte aligned): the
  * common header (type, flags, timestamp, netns) first, then the connection,
  * then the process, then what was added later (fields are only appended).
  * Addresses are in network order; AF_INET addresses use the first 4 bytes.
@@ -220,6 +227,21 @@ struct record {
 	 * once a namespace is gone). 0 where the kernel has none (before 5.7)
 	 * or the record has no namespace. */
 	__u64 netns_cookie;
+
+	/* Address translation (RECORD_F_NAT; zero otherwise). The refused
+	 * SYN was translated on this host: saddr/daddr are what the refusing
+	 * side saw, these what the client sent (conntrack's original tuple:
+	 * client -> the address it connected to), same family, ports in host
+	 * order. nat_netns/nat_netns_cookie: the namespace whose netfilter
+	 * translated it (the client's for a local connect(), the forwarding
+	 * host's otherwise). */
+	__u8 orig_saddr[16];
+	__u8 orig_daddr[16];
+	__u16 orig_sport;
+	__u16 orig_dport;
+	__u32 nat_netns;
+	__u64 nat_netns_cookie;
+	/* End of address translation fields. */
 };
 
 /* What a summary counts (summary_key.kind). */

@@ -33,6 +33,7 @@ const (
 	RsttraceCapFlagCAP_F_RESETS           RsttraceCapFlag = 64
 	RsttraceCapFlagCAP_F_RST_REASON       RsttraceCapFlag = 128
 	RsttraceCapFlagCAP_F_OWNERS           RsttraceCapFlag = 256
+	RsttraceCapFlagCAP_F_NAT              RsttraceCapFlag = 512
 )
 
 type RsttraceCodeRange struct {
@@ -75,6 +76,26 @@ type RsttraceListenStats struct {
 	LastAccept uint64
 }
 
+type RsttraceNatFlow struct {
+	_           structs.HostLayout
+	Saddr       [16]uint8
+	Daddr       [16]uint8
+	Sport       uint16
+	Dport       uint16
+	Netns       uint32
+	NetnsCookie uint64
+}
+
+type RsttraceNatKey struct {
+	_      structs.HostLayout
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+	Sport  uint16
+	Dport  uint16
+	Family uint8
+	Pad    [3]uint8
+}
+
 type RsttraceNfHookId uint32
 
 const (
@@ -104,28 +125,34 @@ type RsttraceRateVal struct {
 }
 
 type RsttraceRecord struct {
-	_           structs.HostLayout
-	Type        uint8
-	Family      uint8
-	TcpFlags    uint8
-	State       uint8
-	Flags       uint32
-	Ts          uint64
-	Netns       uint32
-	Reason      uint32
-	Saddr       [16]uint8
-	Daddr       [16]uint8
-	Sport       uint16
-	Dport       uint16
-	Ret         int32
-	Backlog     uint32
-	ExitCode    int32
-	BacklogReq  uint32
-	Aux         uint32
-	Ino         uint64
-	Sk          uint64
-	Proc        RsttraceProcInfo
-	NetnsCookie uint64
+	_              structs.HostLayout
+	Type           uint8
+	Family         uint8
+	TcpFlags       uint8
+	State          uint8
+	Flags          uint32
+	Ts             uint64
+	Netns          uint32
+	Reason         uint32
+	Saddr          [16]uint8
+	Daddr          [16]uint8
+	Sport          uint16
+	Dport          uint16
+	Ret            int32
+	Backlog        uint32
+	ExitCode       int32
+	BacklogReq     uint32
+	Aux            uint32
+	Ino            uint64
+	Sk             uint64
+	Proc           RsttraceProcInfo
+	NetnsCookie    uint64
+	OrigSaddr      [16]uint8
+	OrigDaddr      [16]uint8
+	OrigSport      uint16
+	OrigDport      uint16
+	NatNetns       uint32
+	NatNetnsCookie uint64
 }
 
 type RsttraceRecordFlag uint32
@@ -140,6 +167,7 @@ const (
 	RsttraceRecordFlagRECORD_F_FW_NFT      RsttraceRecordFlag = 512
 	RsttraceRecordFlagRECORD_F_CURRENT     RsttraceRecordFlag = 1024
 	RsttraceRecordFlagRECORD_F_OWNER_KNOWN RsttraceRecordFlag = 2048
+	RsttraceRecordFlagRECORD_F_NAT         RsttraceRecordFlag = 4096
 	RsttraceRecordFlagRECORD_F_SENDER_SEEN RsttraceRecordFlag = 65536
 )
 
@@ -239,6 +267,7 @@ type RsttraceProgramSpecs struct {
 	TpBtfIcmpSend          *ebpf.ProgramSpec `ebpf:"tp_btf_icmp_send"`
 	TpBtfInetSockSetState  *ebpf.ProgramSpec `ebpf:"tp_btf_inet_sock_set_state"`
 	TpBtfKfreeSkb          *ebpf.ProgramSpec `ebpf:"tp_btf_kfree_skb"`
+	TpBtfNetDevQueue       *ebpf.ProgramSpec `ebpf:"tp_btf_net_dev_queue"`
 	TpBtfTcpReceiveReset   *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_receive_reset"`
 	TpBtfTcpRetransmitSkb  *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_retransmit_skb"`
 	TpBtfTcpSendReset      *ebpf.ProgramSpec `ebpf:"tp_btf_tcp_send_reset"`
@@ -263,6 +292,7 @@ type RsttraceMapSpecs struct {
 	ListenCalls   *ebpf.MapSpec `ebpf:"listen_calls"`
 	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
+	NatFlows      *ebpf.MapSpec `ebpf:"nat_flows"`
 	Owners        *ebpf.MapSpec `ebpf:"owners"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
 	Rates         *ebpf.MapSpec `ebpf:"rates"`
@@ -324,6 +354,7 @@ type RsttraceMaps struct {
 	ListenCalls   *ebpf.Map `ebpf:"listen_calls"`
 	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
 	Lost          *ebpf.Map `ebpf:"lost"`
+	NatFlows      *ebpf.Map `ebpf:"nat_flows"`
 	Owners        *ebpf.Map `ebpf:"owners"`
 	Ports         *ebpf.Map `ebpf:"ports"`
 	Rates         *ebpf.Map `ebpf:"rates"`
@@ -342,6 +373,7 @@ func (m *RsttraceMaps) Close() error {
 		m.ListenCalls,
 		m.ListenerStats,
 		m.Lost,
+		m.NatFlows,
 		m.Owners,
 		m.Ports,
 		m.Rates,
@@ -394,6 +426,7 @@ type RsttracePrograms struct {
 	TpBtfIcmpSend          *ebpf.Program `ebpf:"tp_btf_icmp_send"`
 	TpBtfInetSockSetState  *ebpf.Program `ebpf:"tp_btf_inet_sock_set_state"`
 	TpBtfKfreeSkb          *ebpf.Program `ebpf:"tp_btf_kfree_skb"`
+	TpBtfNetDevQueue       *ebpf.Program `ebpf:"tp_btf_net_dev_queue"`
 	TpBtfTcpReceiveReset   *ebpf.Program `ebpf:"tp_btf_tcp_receive_reset"`
 	TpBtfTcpRetransmitSkb  *ebpf.Program `ebpf:"tp_btf_tcp_retransmit_skb"`
 	TpBtfTcpSendReset      *ebpf.Program `ebpf:"tp_btf_tcp_send_reset"`
@@ -422,6 +455,7 @@ func (p *RsttracePrograms) Close() error {
 		p.TpBtfIcmpSend,
 		p.TpBtfInetSockSetState,
 		p.TpBtfKfreeSkb,
+		p.TpBtfNetDevQueue,
 		p.TpBtfTcpReceiveReset,
 		p.TpBtfTcpRetransmitSkb,
 		p.TpBtfTcpSendReset,

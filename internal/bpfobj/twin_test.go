@@ -78,6 +78,7 @@ func TestRecordTags(t *testing.T) {
 		RsttraceRecordFlagRECORD_F_FW_NFT:      record.FlagFirewallNFT,
 		RsttraceRecordFlagRECORD_F_CURRENT:     record.FlagCurrent,
 		RsttraceRecordFlagRECORD_F_OWNER_KNOWN: record.FlagOwnerKnown,
+		RsttraceRecordFlagRECORD_F_NAT:         record.FlagNAT,
 		RsttraceRecordFlagRECORD_F_SENDER_SEEN: record.FlagSenderSeen,
 	}
 	for c, g := range flags {

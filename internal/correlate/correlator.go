@@ -81,6 +81,11 @@ type Correlator struct {
 
 	attempts attempts
 	resets   resets
+	// Refusals whose client is a proxy, waiting for the reset it sends
+	// its own client (proxy.go); listeners counted by owner, to tell
+	// which clients are proxies.
+	proxies proxies
+	owners  listenerOwners
 
 	comms commCache
 
@@ -118,6 +123,7 @@ func New(host Host) *Correlator {
 		pending:   map[tuple]*refusal{},
 		attempts:  newAttempts(),
 		resets:    resets{waiting: map[tuple]*events.Event{}},
+		owners:    listenerOwners{},
 	}
 }
 
@@ -158,7 +164,7 @@ func (c *Correlator) Handle(r *record.Record, emit func(*events.Event) error) er
 	case record.ConnectFailed:
 		return c.connectFailed(r, emit)
 	case record.ResetOut, record.ResetIn:
-		return c.reset(r, emit)
+		return c.reset(r, c.proxyEmit(emit))
 	}
 	return nil
 }
@@ -179,7 +185,10 @@ func (c *Correlator) Expire(now uint64, emit func(*events.Event) error) error {
 			return err
 		}
 	}
-	if err := c.expireResets(now, emit); err != nil {
+	if err := c.expireResets(now, c.proxyEmit(emit)); err != nil {
+		return err
+	}
+	if err := c.expireProxies(now, emit); err != nil {
 		return err
 	}
 	return c.expireAttempts(now, emit)

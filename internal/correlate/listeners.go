@@ -23,9 +23,11 @@ func (c *Correlator) Listeners() int { return len(c.listeners) }
 func (c *Correlator) addListener(key uint64, l *events.Listener) {
 	if old, ok := c.listeners[key]; ok {
 		c.unindex(key, old.Port)
+		c.owners.add(old, -1)
 	}
 	c.listeners[key] = l
 	c.byPort[l.Port] = append(c.byPort[l.Port], key)
+	c.owners.add(l, 1)
 }
 
 func (c *Correlator) unindex(key uint64, port uint16) {
@@ -51,6 +53,7 @@ func (c *Correlator) removeListener(key uint64) *events.Listener {
 	}
 	delete(c.listeners, key)
 	c.unindex(key, l.Port)
+	c.owners.add(l, -1)
 	return l
 }
 

@@ -39,6 +39,10 @@ type refusal struct {
 	src, dst events.Endpoint
 	client   events.Process
 	key      tuple
+	// orig is DstOriginal's storage (address translation); clientNetns
+	// the client-side record's namespace, once joined.
+	orig        events.Endpoint
+	clientNetns uint32
 	// written: joined by its client (or replaced by a retransmit's) and
 	// written; the held queue skips it.
 	written bool
@@ -99,7 +103,14 @@ func (c *Correlator) setClient(p *refusal, r *record.Record) {
 
 func (c *Correlator) resetSent(r *record.Record, emit func(*events.Event) error) error {
 	key := refusalKey(r)
+	nat := r.Flags&record.FlagNAT != 0
+	if nat {
+		key = natKey(r)
+	}
 	p := c.newRefusal(r, key)
+	if nat {
+		translated(p, r)
+	}
 	p.ev.KernelReason = c.RSTReason(r.Reason)
 	c.Classify(&p.ev)
 	if r.State == tcpListen && r.Flags&record.FlagHasSk != 0 {
@@ -125,7 +136,8 @@ func (c *Correlator) clientRefused(r *record.Record, emit func(*events.Event) er
 	if p, ok := c.pending[key]; ok {
 		c.unhold(p)
 		c.setClient(p, r)
-		return emit(&p.ev)
+		c.joinedClient(p, r)
+		return c.emitRefusal(p, r.Ts, emit)
 	}
 	if r.Flags&record.FlagSenderSeen != 0 {
 		// This host's TCP stack refused it and its record came first,
@@ -135,14 +147,16 @@ func (c *Correlator) clientRefused(r *record.Record, emit func(*events.Event) er
 	}
 	p := c.newRefusal(r, key)
 	c.setClient(p, r)
-	if done, err := c.refusedByFirewallOrRemote(r, key, &p.ev, p.ev.Client, emit); done {
+	p.clientNetns = r.Netns
+	viaProxy := func(*events.Event) error { return c.emitRefusal(p, r.Ts, emit) }
+	if done, err := c.refusedByFirewallOrRemote(r, key, &p.ev, p.ev.Client, viaProxy); done {
 		return err
 	}
 	// The RST did not come from this host's TCP stack: a remote host or a
 	// packet filter answered. Say what is known and no more.
 	p.ev.Cause = events.CauseUnknown
 	p.ev.Explanation = "the RST was not sent by this host's TCP stack: a remote host or a packet filter refused the connection"
-	return emit(&p.ev)
+	return c.emitRefusal(p, r.Ts, emit)
 }
 
 // Classify fills in Cause, Listener, Bind and Explanation of a refusal to

@@ -107,6 +107,13 @@ func Load(spec *ebpf.CollectionSpec, kernelBTF *btf.Spec) (*ebpf.Collection, err
 		return nil, requirement("raising RLIMIT_MEMLOCK for BPF maps: %v", err)
 	}
 	opts := ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernelBTF}}
+	if _, ok := spec.Programs["tp_btf_net_dev_queue"]; ok {
+		// struct nf_conn lives in the nf_conntrack module's BTF where
+		// conntrack is not built in.
+		if m, err := conntrackTypes(kernelBTF); err == nil && m != nil {
+			opts.Programs.ExtraRelocationTargets = []*btf.Spec{m}
+		}
+	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, opts)
 	if err != nil {
 		var ve *ebpf.VerifierError

@@ -68,6 +68,10 @@ const (
 	CapConnectFailures = "connect_failures"
 	// RSTs on established connections, sent and received.
 	CapResets = "resets"
+	// Address translation (DNAT, SNAT/masquerade) of first SYNs, so that
+	// a refusal through a published port or a Service is one event with
+	// both the address the client used and the backend.
+	CapNAT = "nat"
 )
 
 var capabilities = []capability{
@@ -136,6 +140,10 @@ var capabilities = []capability{
 		{"tp_btf/tcp_send_reset(no reason)+tcp_receive_reset", "tp_btf", resetPrograms,
 			probeTPs("btf_trace_tcp_send_reset", "btf_trace_tcp_receive_reset", "btf_trace_inet_sock_set_state"), attachMixed},
 	}},
+	// Its own hook: no other capability has a program on it.
+	{name: CapNAT, options: []option{
+		{"tp_btf/net_dev_queue", "tp_btf", []string{"tp_btf_net_dev_queue"}, probeNAT, attachTracing},
+	}, fallback: "a refusal through address translation is reported at the backend and, separately, at the client"},
 }
 
 // resetPrograms serve the resets capability: the RSTs, and the owner table.
@@ -242,6 +250,7 @@ var capFlags = map[string]bpfobj.RsttraceCapFlag{
 	CapOverflowFinalAck: bpfobj.RsttraceCapFlagCAP_F_FINAL_ACK,
 	CapConnectFailures:  bpfobj.RsttraceCapFlagCAP_F_CONNECT_FAILURES,
 	CapResets:           bpfobj.RsttraceCapFlagCAP_F_RESETS | bpfobj.RsttraceCapFlagCAP_F_OWNERS,
+	CapNAT:              bpfobj.RsttraceCapFlagCAP_F_NAT,
 }
 
 // SendResetHasReason: tcp:tcp_send_reset has (sk, skb, reason) from 6.10,

@@ -89,6 +89,10 @@ const (
 	// FlagOwnerKnown: Proc is the socket's owner, recorded in the kernel
 	// when the socket was made (connect, listen, accept).
 	FlagOwnerKnown Flag = 1 << 11
+	// FlagNAT: ResetSent whose SYN was translated on this host (DNAT,
+	// SNAT/masquerade); the Orig* fields hold the connection as the client
+	// made it, NatNetns the namespace that translated it.
+	FlagNAT Flag = 1 << 12
 
 	// FlagSenderSeen: on ClientRefused and ResetIn, this host's TCP
 	// stack sent the RST and its record (ResetSent, ResetOut) was written
@@ -98,7 +102,7 @@ const (
 
 // Flags lists every flag, for the bpfobj consistency test.
 var Flags = []Flag{FlagProcKnown, FlagExiting, FlagNoSkb, FlagHasSk, FlagV6Only,
-	FlagFirewallICMP, FlagFirewallNFT, FlagCurrent, FlagOwnerKnown, FlagSenderSeen}
+	FlagFirewallICMP, FlagFirewallNFT, FlagCurrent, FlagOwnerKnown, FlagNAT, FlagSenderSeen}
 
 // Address families of Record.Family.
 const (
@@ -149,6 +153,18 @@ type Record struct {
 	// NetnsCookie is the network namespace's cookie (net->net_cookie):
 	// unlike its inode number, never reused; 0 where the kernel has none.
 	NetnsCookie uint64
+
+	// Address translation (FlagNAT; zero otherwise): the refused SYN as the
+	// client sent it (conntrack's original tuple: client -> the address it
+	// connected to), in Family, ports in host order, and the namespace
+	// whose netfilter translated it.
+	OrigSaddr      [16]uint8
+	OrigDaddr      [16]uint8
+	OrigSport      uint16
+	OrigDport      uint16
+	NatNetns       uint32
+	NatNetnsCookie uint64
+	// End of address translation fields.
 }
 
 // Size is the size of a record in bytes.
@@ -189,6 +205,16 @@ func (r *Record) Src() netip.AddrPort {
 
 func (r *Record) Dst() netip.AddrPort {
 	return netip.AddrPortFrom(Addr(r.Family, &r.Daddr), r.Dport)
+}
+
+// OrigSrc and OrigDst are the connection as the client made it, before
+// address translation (FlagNAT).
+func (r *Record) OrigSrc() netip.AddrPort {
+	return netip.AddrPortFrom(Addr(r.Family, &r.OrigSaddr), r.OrigSport)
+}
+
+func (r *Record) OrigDst() netip.AddrPort {
+	return netip.AddrPortFrom(Addr(r.Family, &r.OrigDaddr), r.OrigDport)
 }
 
 // CommString is a kernel command name as a string.

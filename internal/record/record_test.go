@@ -75,7 +75,13 @@ func TestRecordLayout(t *testing.T) {
 		{"proc.cgroup_id", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.CgroupId), 120},
 		{"proc.mntns", unsafe.Offsetof(r.Proc) + unsafe.Offsetof(r.Proc.Mntns), 128},
 		{"netns_cookie", unsafe.Offsetof(r.NetnsCookie), 136},
-		{"sizeof", uintptr(Size), 144},
+		{"orig_saddr", unsafe.Offsetof(r.OrigSaddr), 144},
+		{"orig_daddr", unsafe.Offsetof(r.OrigDaddr), 160},
+		{"orig_sport", unsafe.Offsetof(r.OrigSport), 176},
+		{"orig_dport", unsafe.Offsetof(r.OrigDport), 178},
+		{"nat_netns", unsafe.Offsetof(r.NatNetns), 180},
+		{"nat_netns_cookie", unsafe.Offsetof(r.NatNetnsCookie), 184},
+		{"sizeof", uintptr(Size), 192},
 	}
 	for _, o := range offsets {
 		t.Run(o.name, func(t *testing.T) {

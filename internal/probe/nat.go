@@ -1,0 +1,78 @@
+package probe
+
+import (
+	"errors"
+
+	"github.com/cilium/ebpf/btf"
+)
+
+// Address translation of first SYNs (capability nat): tp_btf/net_dev_queue
+// reads the SYN's conntrack entry (skb->_nfct -> struct nf_conn). Where
+// nf_conntrack is built in, struct nf_conn is in vmlinux BTF; where it is
+// a module, in the module's BTF (/sys/kernel/btf/nf_conntrack), which the
+// CO-RE relocations then take as an extra target (conntrackTypes). A
+// module loaded after the tracer started is not seen: its types were not
+// there at load.
+
+// conntrackModule is the module that defines struct nf_conn when it is not
+// built in.
+const conntrackModule = "nf_conntrack"
+
+// probeNAT: the tracepoint exists, sk_buff carries a conntrack reference
+// (CONFIG_NF_CONNTRACK) and struct nf_conn is resolvable.
+func probeNAT(s *btf.Spec) error {
+	if _, err := tpParams(s, "btf_trace_net_dev_queue"); err != nil {
+		return errors.New("no net:net_dev_queue tracepoint")
+	}
+	var skb *btf.Struct
+	if err := s.TypeByName("sk_buff", &skb); err != nil {
+		return errors.New("no struct sk_buff in kernel BTF")
+	}
+	if !hasMember(skb.Members, "_nfct") {
+		return errors.New("sk_buff has no _nfct: kernel built without conntrack")
+	}
+	if _, err := conntrackTypes(s); err != nil {
+		return err
+	}
+	return nil
+}
+
+// conntrackTypes returns nil if struct nf_conn is in s, else the BTF of the
+// nf_conntrack module that has it, or an error saying neither does.
+func conntrackTypes(s *btf.Spec) (*btf.Spec, error) {
+	var ct *btf.Struct
+	if err := s.TypeByName("nf_conn", &ct); err == nil {
+		return nil, nil
+	}
+	m, err := btf.LoadKernelModuleSpec(conntrackModule)
+	if err == nil {
+		if err := m.TypeByName("nf_conn", &ct); err == nil {
+			return m, nil
+		}
+	}
+	return nil, errors.New("nf_conntrack types not in BTF (module not loaded, or without BTF)")
+}
+
+// hasMember reports whether a member called name is among ms, looking into
+// anonymous structs and unions (sk_buff nests most of its fields).
+func hasMember(ms []btf.Member, name string) bool {
+	for _, m := range ms {
+		if m.Name == name {
+			return true
+		}
+		if m.Name != "" {
+			continue
+		}
+		switch t := btf.UnderlyingType(m.Type).(type) {
+		case *btf.Struct:
+			if hasMember(t.Members, name) {
+				return true
+			}
+		case *btf.Union:
+			if hasMember(t.Members, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
