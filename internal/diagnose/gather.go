@@ -74,7 +74,7 @@ func Diagnose(o Options) (*Report, error) {
 			o.Logger.Debug("skipping network namespace", "netns", ns.Inode, "error", err)
 			continue
 		}
-		socks, err := f.Sockets(1<<host.TCPListen | 1<<host.TCPClose)
+		socks, err := f.Sockets(1<<host.TCPListen | 1<<host.TCPBoundInactive)
 		somax, _ := f.Sysctls()
 		counters, cerr := f.Counters()
 		f.Close()
@@ -89,7 +89,7 @@ func Diagnose(o Options) (*Report, error) {
 				continue
 			}
 			inodes = append(inodes, s.Ino)
-			if s.State == host.TCPClose {
+			if s.State != host.TCPListen { // bound only (the reply says TCP_CLOSE)
 				facts.Bound = append(facts.Bound, Bound{Addr: s.Local.Addr(), Port: s.Local.Port(), Netns: ns.Inode, Names: names, Ino: s.Ino})
 				continue
 			}

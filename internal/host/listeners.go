@@ -23,9 +23,11 @@ import (
 // (bound but neither listening nor connected).
 
 // TCP states (include/net/tcp_states.h) a dump can ask for.
+// TCPBoundInactive is not a socket's state but sock_diag's name for a
+// socket that is bound and neither listens nor connects (Linux 6.10+).
 const (
-	TCPClose  = 7
-	TCPListen = tcpListenState
+	TCPListen        = tcpListenState
+	TCPBoundInactive = 13
 )
 
 // inetDiagSkv6only is INET_DIAG_SKV6ONLY: inet_diag_msg_attrs_fill puts it
@@ -35,7 +37,8 @@ const inetDiagSkv6only = 11
 // Socket is one TCP socket as sock_diag reports it.
 type Socket struct {
 	Local netip.AddrPort
-	// State is the TCP state (TCPListen, TCPClose, ...).
+	// State is the TCP state: TCPListen, or TCP_CLOSE (7) for a bound-only
+	// socket dumped for TCPBoundInactive.
 	State uint8
 	Ino   uint64
 	UID   uint32
@@ -49,9 +52,11 @@ type Socket struct {
 }
 
 // Sockets dumps the namespace's TCP sockets in the states of the bit mask
-// states (1<<TCPListen | 1<<TCPClose). Bound sockets that neither listen
-// nor connect (TCPClose) are dumped from Linux 6.10 on (inet_diag walks
-// the bind hash since commit 91051f003948); earlier kernels return none.
+// states (1<<TCPListen | 1<<TCPBoundInactive). Bound sockets that neither
+// listen nor connect are dumped from Linux 6.10 on, when TCPBoundInactive
+// is asked for (inet_diag walks the bind hash since commit 91051f003948,
+// "tcp: Dump bound-only sockets in inet_diag"); earlier kernels return
+// none.
 func (f *NetnsFiles) Sockets(states uint32) ([]Socket, error) {
 	var out []Socket
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
