@@ -96,6 +96,9 @@ type Tracer struct {
 	sum    *correlate.Summarizer
 	sumr   summaryReader
 	enr    enricher
+	// snap is the start-up snapshot, written as listen records when Run
+	// starts.
+	snap []host.SnapshotListener
 	// wallOffset converts CLOCK_MONOTONIC ns to Unix ns.
 	wallOffset int64
 
@@ -208,6 +211,7 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	for _, l := range snap {
 		t.corr.AddListener(l.Ino, l.Listener)
 	}
+	t.snap = snap
 	t.log.Debug("start-up snapshot", "listeners", len(snap))
 
 	t.ovf = correlate.NewOverflowPoller(kernelOverflow{proc: cfg.Proc, stats: t.maps.ListenerStats}, t.log,
@@ -308,6 +312,9 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = t.reader.Flush() })
 	defer stop()
+	if err := t.writeSnapshot(count); err != nil {
+		return err
+	}
 
 	var rec ringbuf.Record
 	var r record.Record
@@ -378,6 +385,23 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 			return err
 		}
 	}
+}
+
+// writeSnapshot writes one listen record per listener that existed before
+// the tracer: Since is zero (when it started listening is not known) and
+// the explanation says it comes from the start-up snapshot.
+func (t *Tracer) writeSnapshot(emit func(*events.Event) error) error {
+	now := time.Now()
+	for _, l := range t.snap {
+		cp := l.Listener
+		e := &events.Event{Time: now, Type: events.TypeListen, Netns: cp.Netns, Listener: &cp,
+			Explanation: "already listening when rsttrace started (start-up snapshot)"}
+		if err := emit(e); err != nil {
+			return err
+		}
+	}
+	t.snap = nil
+	return nil
 }
 
 // housekeep runs when the ring is empty: the overflow poll when due, held

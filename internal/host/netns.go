@@ -1,10 +1,8 @@
 package host
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -185,132 +183,9 @@ const (
 
 // Listeners dumps the namespace's TCP listeners with their drop counters.
 func (f *NetnsFiles) Listeners() ([]correlate.QueueListener, error) {
-	var out []correlate.QueueListener
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		ls, err := diagDump(f.diag, fam)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ls...)
+	socks, err := f.Sockets(1 << tcpListenState)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
-}
-
-func diagDump(fd int, family uint8) ([]correlate.QueueListener, error) {
-	req := make([]byte, unix.NLMSG_HDRLEN+sizeofInetDiagReqV2)
-	ne := binary.NativeEndian
-	ne.PutUint32(req[0:], uint32(len(req)))
-	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
-	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	ne.PutUint32(req[8:], 1) // seq
-	r := req[unix.NLMSG_HDRLEN:]
-	r[0] = family
-	r[1] = unix.IPPROTO_TCP
-	r[2] = 1 << (inetDiagSkmeminfo - 1)    // idiag_ext
-	ne.PutUint32(r[4:], 1<<tcpListenState) // idiag_states
-	// The socket id (r[8:56]) stays zero: no filter, every listener.
-	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("sock_diag request: %w", err)
-	}
-	var out []correlate.QueueListener
-	buf := make([]byte, 64<<10)
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
-			return nil, fmt.Errorf("sock_diag reply: %w", err)
-		}
-		ls, done, err := parseDiag(buf[:n])
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ls...)
-		if done {
-			return out, nil
-		}
-	}
-}
-
-// parseDiag parses one datagram of a sock_diag dump reply; done is set at
-// NLMSG_DONE.
-func parseDiag(b []byte) (out []correlate.QueueListener, done bool, err error) {
-	ne := binary.NativeEndian
-	for len(b) >= unix.NLMSG_HDRLEN {
-		l := int(ne.Uint32(b[0:]))
-		typ := ne.Uint16(b[4:])
-		if l < unix.NLMSG_HDRLEN || l > len(b) {
-			return out, false, fmt.Errorf("sock_diag: bad message length %d", l)
-		}
-		msg := b[unix.NLMSG_HDRLEN:l]
-		switch typ {
-		case unix.NLMSG_DONE:
-			return out, true, nil
-		case unix.NLMSG_ERROR:
-			if len(msg) >= 4 {
-				if e := int32(ne.Uint32(msg)); e != 0 {
-					return out, false, fmt.Errorf("sock_diag: %w", unix.Errno(-e))
-				}
-			}
-			return out, true, nil
-		case unix.SOCK_DIAG_BY_FAMILY:
-			if d, ok := parseDiagMsg(msg); ok {
-				out = append(out, d)
-			}
-		}
-		adv := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
-		if adv > len(b) {
-			break
-		}
-		b = b[adv:]
-	}
-	return out, false, nil
-}
-
-// parseDiagMsg decodes struct inet_diag_msg and its SKMEMINFO attribute.
-func parseDiagMsg(m []byte) (correlate.QueueListener, bool) {
-	var d correlate.QueueListener
-	if len(m) < sizeofInetDiagMsg {
-		return d, false
-	}
-	ne := binary.NativeEndian
-	family, state := m[0], m[1]
-	if state != tcpListenState {
-		return d, false
-	}
-	port := binary.BigEndian.Uint16(m[4:])
-	var a netip.Addr
-	switch family {
-	case unix.AF_INET:
-		a = netip.AddrFrom4([4]byte(m[8:12]))
-	case unix.AF_INET6:
-		a = netip.AddrFrom16([16]byte(m[8:24]))
-	default:
-		return d, false
-	}
-	d.Local = netip.AddrPortFrom(a, port)
-	d.Queued = ne.Uint32(m[56:])  // idiag_rqueue: sk_ack_backlog for listeners
-	d.Backlog = ne.Uint32(m[60:]) // idiag_wqueue: sk_max_ack_backlog
-	d.Ino = uint64(ne.Uint32(m[68:]))
-	attrs := m[sizeofInetDiagMsg:]
-	for len(attrs) >= 4 {
-		al := int(ne.Uint16(attrs[0:]))
-		at := ne.Uint16(attrs[2:])
-		if al < 4 || al > len(attrs) {
-			break
-		}
-		if at == inetDiagSkmeminfo {
-			v := attrs[4:al]
-			if off := unix.SK_MEMINFO_DROPS * 4; len(v) >= off+4 {
-				d.Drops = ne.Uint32(v[off:])
-			}
-		}
-		adv := (al + 3) &^ 3
-		if adv > len(attrs) {
-			break
-		}
-		attrs = attrs[adv:]
-	}
-	return d, true
+	return queueListeners(socks), nil
 }

@@ -177,9 +177,12 @@ type SnapshotListener struct {
 }
 
 // Snapshot returns the TCP listeners of every network namespace that has a
-// process in it, with the processes that own them.
+// process in it, with the processes that own them, their effective
+// backlog and IPV6_V6ONLY (from sock_diag, where the namespace can be
+// entered).
 func Snapshot(proc string) ([]SnapshotListener, error) {
 	seen := map[uint32]bool{}
+	nsPid := map[uint32]string{}
 	var out []SnapshotListener
 	want := map[uint64]bool{}
 	for _, pid := range pids(proc) {
@@ -192,6 +195,7 @@ func Snapshot(proc string) ([]SnapshotListener, error) {
 			continue // the process exited under us
 		}
 		seen[ns] = true
+		nsPid[ns] = pid
 		for _, s := range socks {
 			if s.state != tcpListen || s.ino == 0 || want[s.ino] {
 				continue
@@ -209,6 +213,7 @@ func Snapshot(proc string) ([]SnapshotListener, error) {
 	for i := range out {
 		out[i].Process = owners[out[i].Ino]
 	}
+	fillFromDiag(proc, out, nsPid)
 	return out, nil
 }
 
