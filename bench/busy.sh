@@ -22,6 +22,7 @@
 #   RESET_EVERY  one request in this many is reset      (default 100)
 #   SCAN_RATE    connects/s to closed ports             (default 50)
 #   UDP_RATE     UDP datagrams/s to the dropped port    (default 1000)
+#   IDLE         tracer CPU measured once without load  (default 5s)
 #   TRACER_CMD   the tracer, run directly, not by a shell (default ./rsttrace -o json)
 #   OUT_DIR      per-round files                        (default a new dir under /tmp)
 #   RESULTS      where the table goes                   (default bench/results)
@@ -158,7 +159,7 @@ mkdir -p "$results"
 table="$results/busy-$(date -u +%Y%m%dT%H%M%SZ).md"
 # The command that made the table: the settings given, then the command.
 cmdline=""
-for v in ROUNDS DURATION CONNS THREADS RESET_EVERY SCAN_RATE UDP_RATE TRACER_CMD; do
+for v in ROUNDS DURATION CONNS THREADS RESET_EVERY SCAN_RATE UDP_RATE IDLE TRACER_CMD; do
 	val=${!v:-}
 	case $val in
 	"") ;;

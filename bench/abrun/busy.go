@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +38,7 @@ type busyOptions struct {
 	tracerCmd                  string
 	rounds, conns, threads     int
 	scanRate, udpRate          int
-	duration, settle           time.Duration
+	duration, settle, idle     time.Duration
 	startTimeout, stopTimeout  time.Duration
 }
 
@@ -152,6 +153,7 @@ func runBusy(args []string) error {
 	fs.IntVar(&o.threads, "threads", envInt("THREADS", 2), "wrk threads (env THREADS)")
 	fs.IntVar(&o.scanRate, "scan-rate", envInt("SCAN_RATE", 50), "scan connects per second (env SCAN_RATE)")
 	fs.IntVar(&o.udpRate, "udp-rate", envInt("UDP_RATE", 1000), "UDP datagrams per second (env UDP_RATE)")
+	fs.DurationVar(&o.idle, "idle", envDuration("IDLE", 5*time.Second), "how long the tracer's CPU is measured without load, once (env IDLE)")
 	fs.DurationVar(&o.settle, "settle", envDuration("SETTLE", time.Second), "pause between arms (env SETTLE)")
 	fs.DurationVar(&o.startTimeout, "start-timeout", 60*time.Second, "max wait for the tracer's start line")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 30*time.Second, "max wait for the tracer to exit after SIGINT")
@@ -208,9 +210,20 @@ func runBusy(args []string) error {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
+	idle, err := busyIdle(&o, setTracer)
+	if err != nil {
+		return fmt.Errorf("idle tracer: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "idle tracer: %.2f s CPU in %v\n", idle, o.idle)
 	var arms []busyArm
 	for i := 1; i <= o.rounds; i++ {
-		for _, arm := range []string{"A", "B"} {
+		// A B, then B A: a drift of the machine's speed across a round
+		// pair weighs on both arms alike.
+		order := []string{"A", "B"}
+		if i%2 == 0 {
+			order = []string{"B", "A"}
+		}
+		for _, arm := range order {
 			if len(arms) > 0 {
 				time.Sleep(o.settle)
 			}
@@ -231,7 +244,7 @@ func runBusy(args []string) error {
 		return err
 	}
 	var buf bytes.Buffer
-	busyTable(&buf, &o, arms)
+	busyTable(&buf, &o, arms, idle)
 	fmt.Fprintf(&buf, "\nload average after: %s; per-round details: %s\n", loadavg(), filepath.Join(o.outDir, "busy.json"))
 	os.Stdout.Write(buf.Bytes())
 	if o.tableOut != "" {
@@ -380,6 +393,43 @@ func busyRound(o *busyOptions, n int, arm string, ns [2]uint64, setTracer func(i
 	}
 	a.Tracer = tr
 	return a, nil
+}
+
+// busyIdle measures the tracer's CPU over o.idle with no load: what it
+// costs on this host anyway (timers, its own periodic reads).
+func busyIdle(o *busyOptions, setTracer func(int)) (float64, error) {
+	if o.idle <= 0 {
+		return 0, nil
+	}
+	argv := strings.Fields(o.tracerCmd)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	out := filepath.Join(o.outDir, "idle.jsonl")
+	stdout, err := os.Create(out)
+	if err != nil {
+		return 0, err
+	}
+	defer stdout.Close()
+	cmd.Stdout = stdout
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("starting tracer: %w", err)
+	}
+	setTracer(cmd.Process.Pid)
+	defer setTracer(0)
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	defer stopBusyTracer(cmd, exited, o.stopTimeout)
+	if err := waitForStart(out, exited, &waitErr, o.startTimeout); err != nil {
+		return 0, err
+	}
+	cpu0, err := procCPU(cmd.Process.Pid)
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(o.idle)
+	cpu1, err := procCPU(cmd.Process.Pid)
+	return cpu1 - cpu0, err
 }
 
 // stopBusyTracer sends SIGINT to the tracer's group and waits for it,
@@ -643,7 +693,7 @@ func countBusy(tr *busyTracer, o *busyOptions, ns [2]uint64) error {
 
 // busyTable prints the one table: throughput ratios, tracer cost, and each
 // count the benchmark knows next to what the tracer reported.
-func busyTable(w io.Writer, o *busyOptions, arms []busyArm) {
+func busyTable(w io.Writer, o *busyOptions, arms []busyArm, idle float64) {
 	var kaA, clA, kaRatio, clRatio, starts []float64
 	var cpuLoad, cpuTotal, loadSecs, rss float64
 	var conns, resets, n444, refusals, scanConns, udpSent, udpDropped uint64
@@ -651,17 +701,18 @@ func busyTable(w io.Writer, o *busyOptions, arms []busyArm) {
 	var clientRsts, clientResetEvents uint64
 	exactResets, exactRefusals, bRounds := 0, 0, 0
 	lostKnown := true
-	var a *busyArm
+	armA := map[int]*busyArm{}
 	for i := range arms {
-		r := &arms[i]
-		if r.Arm == "A" {
-			a = r
+		if r := &arms[i]; r.Arm == "A" {
+			armA[r.N] = r
 			kaA = append(kaA, r.KeepAlive.RPS)
 			clA = append(clA, r.Close.RPS)
-			continue
 		}
-		t := r.Tracer
-		if t == nil || a == nil {
+	}
+	for i := range arms {
+		r := &arms[i]
+		a, t := armA[r.N], r.Tracer
+		if r.Arm != "B" || t == nil || a == nil {
 			continue
 		}
 		bRounds++
@@ -714,6 +765,14 @@ func busyTable(w io.Writer, o *busyOptions, arms []busyArm) {
 	perK := "-"
 	if conns > 0 {
 		perK = fmt.Sprintf("%.1f ms", 1e6*cpuLoad/float64(conns))
+		if o.idle > 0 {
+			above := cpuLoad - idle/o.idle.Seconds()*loadSecs
+			perK += fmt.Sprintf(" (%.1f ms above idle)", 1e6*max(0, above)/float64(conns))
+		}
+	}
+	idleShare := "-"
+	if o.idle > 0 {
+		idleShare = fmt.Sprintf("%.1f%%", 100*idle/o.idle.Seconds())
 	}
 	share := "-"
 	if loadSecs > 0 {
@@ -727,11 +786,11 @@ func busyTable(w io.Writer, o *busyOptions, arms []busyArm) {
 	fmt.Fprintln(w, "| measure | value | expected | |")
 	fmt.Fprintln(w, "| --- | ---: | ---: | --- |")
 	fmt.Fprintf(w, "| keep-alive: A requests/s (median) | %.0f | | |\n", median(kaA))
-	fmt.Fprintf(w, "| keep-alive: B/A requests/s (median of %d) | %.3f | >= 0.97 | %s |\n", len(kaRatio), kaB, verdict(kaB >= 0.97))
+	fmt.Fprintf(w, "| keep-alive: B/A requests/s (median of %d; pairs %s) | %.3f | >= 0.97 | %s |\n", len(kaRatio), spread(kaRatio), kaB, verdict(kaB >= 0.97))
 	fmt.Fprintf(w, "| Connection: close: A requests/s (median) | %.0f | | |\n", median(clA))
-	fmt.Fprintf(w, "| Connection: close: B/A requests/s (median of %d) | %.3f | >= 0.97 | %s |\n", len(clRatio), clB, verdict(clB >= 0.97))
+	fmt.Fprintf(w, "| Connection: close: B/A requests/s (median of %d; pairs %s) | %.3f | >= 0.97 | %s |\n", len(clRatio), spread(clRatio), clB, verdict(clB >= 0.97))
 	fmt.Fprintf(w, "| tracer CPU per 1,000 connections (%d connections in B) | %s | | |\n", conns, perK)
-	fmt.Fprintf(w, "| tracer CPU during the load (%% of a core); whole life | %s; %.2f s | | |\n", share, cpuTotal)
+	fmt.Fprintf(w, "| tracer CPU during the load (%% of a core); idle, no load; whole life | %s; %s; %.2f s | | |\n", share, idleShare, cpuTotal)
 	fmt.Fprintf(w, "| tracer max RSS; start-up (median) | %.1f MiB; %.0f ms | | |\n", rss, median(starts))
 	fmt.Fprintf(w, "| server resets (kernel OutRsts less refusals; nginx 444: %d) | %d | | |\n", n444, resets)
 	fmt.Fprintf(w, "| reset events + summarized resets | %d + %d | %d, each round | %s (%d/%d rounds) |\n", repResets, sumResets, resets, verdict(exactResets == bRounds), exactResets, bRounds)
@@ -744,6 +803,14 @@ func busyTable(w io.Writer, o *busyOptions, arms []busyArm) {
 	fmt.Fprintf(w, "| events with cause remote | %d | 0 | %s |\n", remote, verdict(remote == 0))
 	fmt.Fprintf(w, "| records lost | %s | 0 | %s |\n", lostStr, verdict(lost == 0 && lostKnown))
 	fmt.Fprintf(w, "\n(B rounds only for counts; records from other namespaces on the host, ignored: %d)\n", foreign)
+}
+
+// spread is the range of the per-pair ratios, for judging the median.
+func spread(xs []float64) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f–%.2f", slices.Min(xs), slices.Max(xs))
 }
 
 func kernelRelease() string {
