@@ -11,9 +11,12 @@ export BPF_CLANG BPF_CFLAGS
 GEN_PKGS  := clang-14 llvm-14 libbpf-dev bpftool
 TEST_PKGS := iproute2 kmod nftables iptables qemu-system-x86 busybox-static cpio xz-utils \
 	prometheus systemd util-linux libcap2-bin socat python3 curl
+# The benchmarks: bpf stats (bpftool), and the busy host (bench/busy.sh): a
+# web server, an HTTP load tool, namespaces and a firewall rule.
+BENCH_PKGS := bpftool iproute2 nftables nginx-light wrk
 
 .PHONY: all build build-arm64 generate check-generated vmlinux deps gen-deps test-deps \
-	test test-go test-kernels fuzz bench bench-ab clean
+	bench-deps test test-go test-kernels fuzz bench bench-ab bench-busy clean
 
 all: build
 
@@ -39,6 +42,9 @@ gen-deps:
 
 test-deps:
 	$(call apt_install,$(TEST_PKGS))
+
+bench-deps:
+	$(call apt_install,$(BENCH_PKGS))
 
 deps: gen-deps test-deps
 
@@ -78,14 +84,19 @@ test-kernels: test-deps
 # What CI runs (.ci/run): generated code current, every test, every kernel.
 test: check-generated build-arm64 test-go fuzz test-kernels
 
-# Every performance measurement side by side, and the README's table
-# (bench/README.md); needs root. bench-ab: one A/B run (bench/run.sh).
+# Every performance measurement side by side, and the README's tables
+# (bench/README.md); needs root. bench-ab: one A/B run (bench/run.sh);
+# bench-busy: the busy-host run alone (bench/busy.sh), its table also in
+# bench/results/.
 ROUNDS ?= 5
 export ROUNDS
-bench: build
+bench: build bench-deps
 	bench/all.sh
+	BUSY_CMD="make bench" bench/busy.sh
 bench-ab: build
 	bench/run.sh
+bench-busy: build bench-deps
+	BUSY_CMD="make bench-busy" bench/busy.sh
 
 clean:
 	rm -rf rsttrace bin bench/bin

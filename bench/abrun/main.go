@@ -110,6 +110,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "-busy" {
+		if err := runBusy(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "abrun:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	opts, err := parseOptions()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "abrun:", err)
