@@ -10,6 +10,9 @@ export BPF_CLANG BPF_CFLAGS
 # Packages: to build the BPF objects (generate), to run the tests (test-deps).
 GEN_PKGS  := clang-14 llvm-14 libbpf-dev bpftool
 TEST_PKGS := iproute2 kmod nftables qemu-system-x86 busybox-static cpio xz-utils
+# The Docker end-to-end tests (tracer/docker_priv_test.go) start their own
+# dockerd; images are imported from busybox-static, curl is the client.
+DOCKER_PKGS := docker.io busybox-static curl
 
 .PHONY: all build generate check-generated vmlinux deps gen-deps test-deps \
 	test test-go test-kernels fuzz bench bench-ab clean
@@ -32,7 +35,7 @@ gen-deps:
 	$(call apt_install,$(GEN_PKGS))
 
 test-deps:
-	$(call apt_install,$(TEST_PKGS))
+	$(call apt_install,$(TEST_PKGS) $(DOCKER_PKGS))
 
 deps: gen-deps test-deps
 
