@@ -14,6 +14,9 @@ TEST_PKGS := iproute2 kmod nftables iptables qemu-system-x86 busybox-static cpio
 # The benchmarks: bpf stats (bpftool), and the busy host (bench/busy.sh): a
 # web server, an HTTP load tool, namespaces and a firewall rule.
 BENCH_PKGS := bpftool iproute2 nftables nginx-light wrk
+# The Docker end-to-end tests (tracer/docker_priv_test.go) start their own
+# dockerd; images are imported from busybox-static, curl is the client.
+DOCKER_PKGS := docker.io busybox-static curl
 
 .PHONY: all build build-arm64 generate check-generated vmlinux deps gen-deps test-deps \
 	bench-deps test test-go test-kernels fuzz bench bench-ab bench-busy clean
@@ -41,7 +44,7 @@ gen-deps:
 	$(call apt_install,$(GEN_PKGS))
 
 test-deps:
-	$(call apt_install,$(TEST_PKGS))
+	$(call apt_install,$(TEST_PKGS) $(DOCKER_PKGS))
 
 bench-deps:
 	$(call apt_install,$(BENCH_PKGS))
