@@ -321,6 +321,10 @@ type Event struct {
 	// previous lost record), Events the records written.
 	Lost   *uint64 `json:"lost,omitempty"`
 	Events uint64  `json:"events,omitempty"`
-	// stop: refusals written in summary records instead of one each.
-	Summarized uint64 `json:"summarized,omitempty"`
+	// stop: refusals written in summary records instead of one each, and
+	// the same for the other kinds flood control summarizes.
+	Summarized         uint64 `json:"summarized,omitempty"`
+	SummarizedFiltered uint64 `json:"summarized_filtered,omitempty"`
+	SummarizedResets   uint64 `json:"summarized_resets,omitempty"`
+	SummarizedTimeouts uint64 `json:"summarized_timeouts,omitempty"`
 }

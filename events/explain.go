@@ -32,7 +32,7 @@ func Explain(e *Event) string {
 // or a userland proxy (docker-proxy) accepted the client and connected on
 // its behalf. The cause that follows is the one found at Dst.
 func appendRoute(s []byte, e *Event) []byte {
-	if e.DstOriginal != nil {
+	if e.DstOriginal != nil && e.Proxy == nil {
 		if e.Client != nil && e.Proxy == nil {
 			s = appendProcessName(s, *e.Client)
 		} else {
@@ -55,6 +55,10 @@ func appendRoute(s []byte, e *Event) []byte {
 			s = appendProcessName(s, *e.Client)
 		} else {
 			s = append(s, "the client"...)
+		}
+		if e.DstOriginal != nil {
+			s = append(s, " to "...)
+			s = appendEndpointText(s, e.DstOriginal)
 		}
 		s = append(s, " and its own connection to "...)
 		s = appendEndpointText(s, e.Dst)

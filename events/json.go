@@ -232,6 +232,18 @@ func appendJSON(b []byte, e *Event, origin []byte) ([]byte, error) {
 		b = append(b, `,"summarized":`...)
 		b = strconv.AppendUint(b, e.Summarized, 10)
 	}
+	if e.SummarizedFiltered != 0 {
+		b = append(b, `,"summarized_filtered":`...)
+		b = strconv.AppendUint(b, e.SummarizedFiltered, 10)
+	}
+	if e.SummarizedResets != 0 {
+		b = append(b, `,"summarized_resets":`...)
+		b = strconv.AppendUint(b, e.SummarizedResets, 10)
+	}
+	if e.SummarizedTimeouts != 0 {
+		b = append(b, `,"summarized_timeouts":`...)
+		b = strconv.AppendUint(b, e.SummarizedTimeouts, 10)
+	}
 	return append(b, '}', '\n'), nil
 }
 

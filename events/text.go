@@ -136,10 +136,16 @@ func appendLine(b []byte, e *Event) []byte {
 		b = append(b, " records written, "...)
 		b = strconv.AppendUint(b, deref(e.Lost), 10)
 		b = append(b, " lost"...)
-		if e.Summarized != 0 {
-			b = append(b, ", "...)
-			b = strconv.AppendUint(b, e.Summarized, 10)
-			b = append(b, " refusals summarized"...)
+		for _, k := range [...]struct {
+			n    uint64
+			what string
+		}{{e.Summarized, " refusals"}, {e.SummarizedFiltered, " firewall drops"}, {e.SummarizedResets, " resets"}, {e.SummarizedTimeouts, " timeouts"}} {
+			if k.n != 0 {
+				b = append(b, ", "...)
+				b = strconv.AppendUint(b, k.n, 10)
+				b = append(b, k.what...)
+				b = append(b, " summarized"...)
+			}
 		}
 	case TypeSummary:
 		b = append(b, "SUMMARY "...)

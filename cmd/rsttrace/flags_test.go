@@ -17,7 +17,7 @@ import (
 
 func TestParseFlags(t *testing.T) {
 	def := config{format: "text", ringSize: tracer.DefaultRingSize, overflow: tracer.DefaultOverflowInterval,
-		outputSize: 100 << 20, outputKeep: 5, filter: identity.Filter{}}
+		outputSize: 100 << 20, outputKeep: 5, rate: tracer.DefaultRatePerSecond, filter: identity.Filter{}}
 	with := func(f func(c *config)) config {
 		c := def
 		f(&c)

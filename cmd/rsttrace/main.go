@@ -80,6 +80,9 @@ type config struct {
 	outputKeep int
 	// metrics: serve Prometheus metrics on this address.
 	metrics string
+	// rate: full events per destination and kind per second (0: the
+	// default; negative: all).
+	rate int
 }
 
 // stringList is a repeatable string flag.
@@ -132,6 +135,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.overflow, "overflow-interval", tracer.DefaultOverflowInterval, "how often listen-queue overflow is summed up per listener (100ms or more)")
 	fs.IntVar(&cfg.ringSize, "ring-size", tracer.DefaultRingSize, "kernel ring buffer size in bytes (a power of two)")
 	fs.BoolVar(&cfg.verbose, "v", false, "log diagnostics to stderr")
+	fs.IntVar(&cfg.rate, "rate", tracer.DefaultRatePerSecond, "write at most this many full events of a kind (refused, filtered, reset, timeout) per destination per second; the rest are counted in summary records (-1: write every event)")
 	fs.BoolVar(&cfg.summary, "summary", false, "count refusals per destination in the kernel and write one summary record per destination per second, not one per refusal")
 	fs.BoolVar(&cfg.check, "check", false, "load and attach everything, print the attach plan, and exit (1 if a capability is degraded)")
 	var units, containers, pods stringList
@@ -260,7 +264,7 @@ func run(ctx context.Context, cfg config, out *os.File) error {
 		defer mln.Close()
 	}
 
-	tcfg := tracer.Config{Ports: cfg.ports, RingSize: cfg.ringSize, OverflowInterval: cfg.overflow, Summary: cfg.summary, Filter: cfg.filter}
+	tcfg := tracer.Config{Ports: cfg.ports, RingSize: cfg.ringSize, OverflowInterval: cfg.overflow, Summary: cfg.summary, Filter: cfg.filter, RatePerSecond: cfg.rate}
 	var t *tracer.Tracer
 	if mln != nil {
 		m = metrics.New(metrics.Options{RingFill: func() float64 {
@@ -326,7 +330,9 @@ func run(ctx context.Context, cfg config, out *os.File) error {
 		return nil // the reader went away: nobody to tell
 	}
 	lost, lerr := t.Lost()
-	stopRec := &events.Event{Time: time.Now(), Type: events.TypeStop, Lost: &lost, Events: t.Written(), Summarized: t.Summarized()}
+	sum := t.SummarizedByKind()
+	stopRec := &events.Event{Time: time.Now(), Type: events.TypeStop, Lost: &lost, Events: t.Written(),
+		Summarized: sum.Refused, SummarizedFiltered: sum.Filtered, SummarizedResets: sum.Reset, SummarizedTimeouts: sum.Timeout}
 	if m != nil {
 		m.Observe(stopRec)
 	}

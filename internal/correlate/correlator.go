@@ -81,6 +81,12 @@ type Correlator struct {
 
 	attempts attempts
 	resets   resets
+
+	// cookies: the cookie of the namespace each inode number was last
+	// seen with. Inode numbers are reused after a namespace dies, cookies
+	// never: a new cookie for a known inode means the namespace it named
+	// is gone, and what was remembered about it goes with it.
+	cookies map[uint32]uint64
 	// Refusals whose client is a proxy, waiting for the reset it sends
 	// its own client (proxy.go); listeners counted by owner, to tell
 	// which clients are proxies.
@@ -124,6 +130,55 @@ func New(host Host) *Correlator {
 		attempts:  newAttempts(),
 		resets:    resets{waiting: map[tuple]*events.Event{}},
 		owners:    listenerOwners{},
+		cookies:   map[uint32]uint64{},
+	}
+}
+
+// noteNetns learns which namespace inode netns names now; when it named
+// another (dead) namespace before, its listeners, closed listeners and
+// binds are forgotten, so nothing of a dead container is blamed for a
+// refusal in the one that got its inode number.
+func (c *Correlator) noteNetns(netns uint32, cookie uint64) {
+	if netns == 0 || cookie == 0 {
+		return // kernels without net_cookie: inodes are all there is
+	}
+	old, ok := c.cookies[netns]
+	if ok && old == cookie {
+		return
+	}
+	if !ok && len(c.cookies) >= maxRemembered {
+		for k := range c.cookies { // evict an arbitrary entry
+			delete(c.cookies, k)
+			break
+		}
+	}
+	c.cookies[netns] = cookie
+	if ok {
+		c.forgetNetns(netns)
+	}
+}
+
+// forgetNetns drops everything remembered about namespace inode netns.
+func (c *Correlator) forgetNetns(netns uint32) {
+	for k, l := range c.listeners {
+		if l.Netns == netns {
+			c.removeListener(k)
+		}
+	}
+	for k := range c.closed {
+		if k.netns == netns {
+			delete(c.closed, k)
+		}
+	}
+	for k := range c.bindFails {
+		if k.netns == netns {
+			delete(c.bindFails, k)
+		}
+	}
+	for k, b := range c.bound {
+		if b.netns == netns {
+			delete(c.bound, k)
+		}
 	}
 }
 
@@ -144,6 +199,7 @@ func (c *Correlator) Handle(r *record.Record, emit func(*events.Event) error) er
 	if err := c.Expire(r.Ts, emit); err != nil {
 		return err
 	}
+	c.noteNetns(r.Netns, r.NetnsCookie)
 	switch r.Type {
 	case record.ResetSent:
 		return c.resetSent(r, emit)

@@ -1344,3 +1344,31 @@ func newTestCorrelator() *Correlator {
 }
 
 func fake(c *Correlator) *fakeHost { return c.Host.(fakeHostAdapter).h }
+
+// A namespace inode number reused by a new namespace (a new container
+// after one was removed) does not inherit the dead namespace's history:
+// the kernel's netns cookie tells them apart.
+func TestReusedNetnsInodeForgetsTheDead(t *testing.T) {
+	c, s := newTestCorrelator(), &ctSink{}
+	withCookie := func(r *record.Record, cookie uint64) *record.Record { r.NetnsCookie = cookie; return r }
+	ctFeed(t, c, s,
+		withCookie(ctListen(1*ctMs, ctNsA, "0.0.0.0:80", 10, ctOwner, 0), 1001),
+		withCookie(ctExiting(ctClose(2*ctMs, ctNsA, "0.0.0.0:80", 10, ctOwner), 9), 1001),
+		// The same inode, a new namespace: nothing listened there.
+		withCookie(ctReset(50*ctMs, ctNsA, "10.0.0.1:40000", "10.0.0.2:80"), 2002))
+	c.FlushAll(s.emit)
+	got := s.evs[len(s.evs)-1]
+	if got.Type != events.TypeRefused || got.Cause != events.CauseNoListener || got.Listener != nil {
+		t.Errorf("refusal in the reused namespace: %+v (cause %s, listener %+v), want no_listener", got, got.Cause, got.Listener)
+	}
+	// The same namespace (same cookie) keeps its history.
+	c, s = newTestCorrelator(), &ctSink{}
+	ctFeed(t, c, s,
+		withCookie(ctListen(1*ctMs, ctNsA, "0.0.0.0:80", 10, ctOwner, 0), 1001),
+		withCookie(ctExiting(ctClose(2*ctMs, ctNsA, "0.0.0.0:80", 10, ctOwner), 9), 1001),
+		withCookie(ctReset(50*ctMs, ctNsA, "10.0.0.1:40000", "10.0.0.2:80"), 1001))
+	c.FlushAll(s.emit)
+	if got := s.evs[len(s.evs)-1]; got.Cause != events.CauseListenerClosed {
+		t.Errorf("refusal in the same namespace: cause %s, want listener_closed", got.Cause)
+	}
+}

@@ -42,6 +42,13 @@ func translated(p *refusal, r *record.Record) {
 // namespace), and the explanation again where it names the client.
 func (c *Correlator) joinedClient(p *refusal, r *record.Record) {
 	p.clientNetns = r.Netns
+	if p.ev.Cause == events.CauseOtherNetns && r.Netns != p.ev.Netns {
+		// The client reached this namespace from another one (routed,
+		// through a bridge or a proxy): that a third namespace listens
+		// on the port says nothing about this connection.
+		p.ev.Cause, p.ev.Listener = events.CauseNoListener, nil
+		p.ev.Explanation = events.Explain(&p.ev)
+	}
 	if p.ev.DstOriginal != nil {
 		if r.Netns != p.ev.Netns {
 			p.ev.ClientNetns = r.Netns

@@ -130,3 +130,38 @@ func TestNoNATNoOriginal(t *testing.T) {
 		t.Fatalf("refused = %+v, want one without dst_original", ref)
 	}
 }
+
+// other_netns names a listener in another namespace only for a connection
+// made inside the namespace where it was refused: one routed in from
+// elsewhere (a bridge, a proxy) or translated is no_listener there.
+func TestOtherNetnsOnlyForLocalConnections(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		clientNetns uint32
+		want        events.Cause
+	}{
+		{"client in the same namespace", ctNsA, events.CauseOtherNetns},
+		{"client routed in from another namespace", ctNsB, events.CauseNoListener},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, s := newTestCorrelator(), &ctSink{}
+			ctFeed(t, c, s,
+				ctListen(1*ctMs, ctNsB, "0.0.0.0:8080", 10, ctOwner, 0),
+				ctReset(2*ctMs, ctNsA, "10.0.0.1:40000", "10.0.0.2:8080"),
+				ctClient(3*ctMs, tc.clientNetns, "10.0.0.1:40000", "10.0.0.2:8080", &ctClientProc))
+			c.FlushAll(s.emit)
+			var got []*events.Event
+			for _, e := range s.evs {
+				if e.Type == events.TypeRefused {
+					got = append(got, e)
+				}
+			}
+			if len(got) != 1 || got[0].Cause != tc.want {
+				t.Fatalf("refusals %+v, want one with cause %s", got, tc.want)
+			}
+			if tc.want == events.CauseNoListener && got[0].Listener != nil {
+				t.Errorf("no_listener names listener %+v", got[0].Listener)
+			}
+		})
+	}
+}

@@ -194,7 +194,11 @@ func (c *Correlator) Classify(ev *events.Event) {
 			l := *cl
 			ev.Cause, ev.Listener = events.CauseListenerClosed, &l
 		}
-	case elsewhere != nil:
+	case elsewhere != nil && ev.DstOriginal == nil:
+		// Only for a connection that was not translated: a DNAT to a
+		// backend that has no listener is not about other namespaces
+		// that listen on the backend's port (on a container host, most
+		// of them do).
 		l := *elsewhere
 		ev.Cause, ev.Listener = events.CauseOtherNetns, &l
 	default:

@@ -65,12 +65,18 @@ type Options struct {
 	Timeout time.Duration
 }
 
-// DefaultOptions are the paths of a usual Linux host.
+// DefaultOptions are the paths of a usual Linux host. DOCKER_HOST, when it
+// names a unix socket (unix:///path), is the Docker socket, as for the
+// docker client.
 func DefaultOptions() Options {
+	docker := "/var/run/docker.sock"
+	if h, ok := strings.CutPrefix(os.Getenv("DOCKER_HOST"), "unix://"); ok && h != "" {
+		docker = h
+	}
 	return Options{
 		Proc:         "/proc",
 		NetnsDir:     "/run/netns",
-		DockerSocket: "/var/run/docker.sock",
+		DockerSocket: docker,
 		PodmanSocket: "/run/podman/podman.sock",
 		CRISockets:   []string{"/run/containerd/containerd.sock", "/var/run/crio/crio.sock"},
 		MaxEntries:   4096,
