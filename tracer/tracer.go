@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -99,6 +100,9 @@ type Tracer struct {
 	// snap is the start-up snapshot, written as listen records when Run
 	// starts.
 	snap []host.SnapshotListener
+	// snapDone closes when the snapshot (snap, snapErr) is read.
+	snapDone chan struct{}
+	snapErr  error
 	// wallOffset converts CLOCK_MONOTONIC ns to Unix ns.
 	wallOffset int64
 
@@ -150,6 +154,8 @@ func New(cfg Config) (*Tracer, error) {
 // caller closes what was made.
 func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	cfg := t.cfg
+	began := time.Now()
+	phase := func(what string) { t.log.Debug("start-up", "done", what, "elapsed", time.Since(began)) }
 	t.plan = probe.Choose(kernelBTF, cfg.Force)
 	spec, err := probe.Prepare(kernelBTF, t.plan, probe.Settings{
 		RingSize: cfg.RingSize, Summary: cfg.Summary, SummaryAbove: uint64(cfg.RingSize / 2),
@@ -158,9 +164,11 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	if err != nil {
 		return err
 	}
+	phase("plan and settings")
 	if t.coll, err = probe.Load(spec, kernelBTF); err != nil {
 		return err
 	}
+	phase("load")
 	if err := t.coll.Assign(&t.maps); err != nil {
 		return fmt.Errorf("reading BPF maps: %w", err)
 	}
@@ -179,6 +187,7 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 		return err
 	}
 	t.links = probe.Attach(t.coll, t.plan, t.log)
+	phase("attach")
 
 	procfs := host.Procfs{Root: cfg.Proc}
 	self, _ := procfs.Netns("self")
@@ -204,23 +213,20 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	}
 	t.wallOffset = time.Now().UnixNano() - mono.Nano()
 
-	snap, err := host.Snapshot(cfg.Proc)
-	if err != nil {
-		return fmt.Errorf("reading existing listeners: %w", err)
-	}
-	for _, l := range snap {
-		t.corr.AddListener(l.Ino, l.Listener)
-	}
-	t.snap = snap
-	t.log.Debug("start-up snapshot", "listeners", len(snap))
-
+	phase("stages")
+	// The listeners that exist already are read while Run starts: the
+	// start record (readiness) does not wait for a walk of /proc that
+	// grows with the host. Records wait in the ring meanwhile, and Run
+	// handles none before the snapshot is in the correlator.
+	t.snapDone = make(chan struct{})
+	go func() {
+		defer close(t.snapDone)
+		t.snap, t.snapErr = host.Snapshot(cfg.Proc)
+	}()
 	t.ovf = correlate.NewOverflowPoller(kernelOverflow{proc: cfg.Proc, stats: t.maps.ListenerStats}, t.log,
 		t.plan.Serves(probe.CapOverflowSYN), t.plan.Serves(probe.CapOverflowFinalAck))
 	t.ovf.Keep(self)
 	t.ovf.Watch(self, uint32(os.Getpid()))
-	for _, l := range snap {
-		t.ovf.Watch(l.Netns, l.Pid)
-	}
 	t.ovf.Start(time.Now())
 	return nil
 }
@@ -312,7 +318,7 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = t.reader.Flush() })
 	defer stop()
-	if err := t.writeSnapshot(count); err != nil {
+	if err := t.takeSnapshot(ctx, count); err != nil {
 		return err
 	}
 
@@ -387,12 +393,36 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 	}
 }
 
-// writeSnapshot writes one listen record per listener that existed before
-// the tracer: Since is zero (when it started listening is not known) and
-// the explanation says it comes from the start-up snapshot.
-func (t *Tracer) writeSnapshot(emit func(*events.Event) error) error {
+// portTraced reports whether --port lets port through (every port when
+// none was given), as the kernel's port filter does for records.
+func (t *Tracer) portTraced(port uint16) bool {
+	return len(t.cfg.Ports) == 0 || slices.Contains(t.cfg.Ports, port)
+}
+
+// takeSnapshot waits for the start-up snapshot, gives its listeners to the
+// correlator and the overflow poller, and writes one listen record per
+// listener that existed before the tracer: Since is zero (when it started
+// listening is not known) and the explanation says it comes from the
+// start-up snapshot.
+func (t *Tracer) takeSnapshot(ctx context.Context, emit func(*events.Event) error) error {
+	select {
+	case <-t.snapDone:
+	case <-ctx.Done():
+		<-t.snapDone
+	}
+	if t.snapErr != nil {
+		return fmt.Errorf("reading existing listeners: %w", t.snapErr)
+	}
+	for _, l := range t.snap {
+		t.corr.AddListener(l.Ino, l.Listener)
+		t.ovf.Watch(l.Netns, l.Pid)
+	}
+	t.log.Debug("start-up snapshot", "listeners", len(t.snap))
 	now := time.Now()
 	for _, l := range t.snap {
+		if !t.portTraced(l.Port) {
+			continue
+		}
 		cp := l.Listener
 		e := &events.Event{Time: now, Type: events.TypeListen, Netns: cp.Netns, Listener: &cp,
 			Explanation: "already listening when rsttrace started (start-up snapshot)"}
@@ -510,6 +540,9 @@ func (t *Tracer) reportLost(emit func(*events.Event) error) error {
 // creation.
 func (t *Tracer) Close() error {
 	var errs []error
+	if t.snapDone != nil {
+		<-t.snapDone // the snapshot reads nothing Close frees, but ends first
+	}
 	for i := len(t.links) - 1; i >= 0; i-- {
 		errs = append(errs, t.links[i].Close())
 	}

@@ -6,12 +6,13 @@ package probe
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/rsttrace/rsttrace/internal/bpfobj"
 
@@ -76,44 +77,96 @@ var nfHookCallers = map[string]bpfobj.RsttraceNfHookId{
 // address to the next symbol's. Symbols hidden by kptr_restrict (address
 // 0) are skipped.
 func kallsymsRanges(path string, want map[string]bpfobj.RsttraceNfHookId) ([]bpfobj.RsttraceCodeRange, error) {
+	// A scan of the bytes, line by line in a reused buffer: /proc/kallsyms
+	// has over 100,000 lines, and splitting each into strings (or reading
+	// the whole file, of unknown size, into one growing slice under the
+	// tracer's small heap limit) cost 100-300 ms of start-up.
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var addrs []uint64
+	r := bufio.NewReaderSize(f, 256<<10)
+	addrs := make([]uint64, 0, 1<<17)
 	starts := map[string]uint64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 3 {
+	for {
+		line, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			continue // a line longer than the buffer is no symbol of ours
+		}
+		if len(line) == 0 && err != nil {
+			if err == io.EOF {
+				break
+			}
+			return nil, err
+		}
+		line = bytes.TrimSuffix(line, []byte{'\n'})
+		// "ffffffff81ff5d30 T ip_local_deliver\t[module]"
+		sp := bytes.IndexByte(line, ' ')
+		if sp <= 0 || len(line) < sp+4 || line[sp+2] != ' ' {
 			continue
 		}
-		a, err := strconv.ParseUint(fields[0], 16, 64)
-		if err != nil || a == 0 {
+		a, ok := parseHex(line[:sp])
+		if !ok || a == 0 {
 			continue
 		}
 		addrs = append(addrs, a)
-		if _, ok := want[fields[2]]; ok && (fields[1] == "t" || fields[1] == "T") {
-			if _, dup := starts[fields[2]]; !dup {
-				starts[fields[2]] = a
+		if typ := line[sp+1]; typ != 't' && typ != 'T' {
+			continue
+		}
+		name := line[sp+3:]
+		if t := bytes.IndexByte(name, '\t'); t >= 0 {
+			name = name[:t]
+		}
+		if _, ok := want[string(name)]; ok { // no allocation: map lookup by string(bytes)
+			if _, dup := starts[string(name)]; !dup {
+				starts[string(name)] = a
 			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	slices.Sort(addrs)
 	var out []bpfobj.RsttraceCodeRange
 	for name, start := range starts {
-		i, _ := slices.BinarySearch(addrs, start+1)
-		if i == len(addrs) {
+		// The function ends where the next symbol starts.
+		end := ^uint64(0)
+		for _, a := range addrs {
+			if a > start && a < end {
+				end = a
+			}
+		}
+		if end == ^uint64(0) {
 			continue
 		}
-		out = append(out, bpfobj.RsttraceCodeRange{Start: start, End: addrs[i], What: uint32(want[name])})
+		out = append(out, bpfobj.RsttraceCodeRange{Start: start, End: end, What: uint32(want[name])})
 	}
-	slices.SortFunc(out, func(a, b bpfobj.RsttraceCodeRange) int { return int(a.What) - int(b.What) })
+	slices.SortFunc(out, func(a, b bpfobj.RsttraceCodeRange) int {
+		if a.What != b.What {
+			return int(a.What) - int(b.What)
+		}
+		return cmp.Compare(a.Start, b.Start)
+	})
 	return out, nil
+}
+
+// parseHex parses a hexadecimal address.
+func parseHex(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 16 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		v = v<<4 | uint64(c)
+	}
+	return v, true
 }
 
 const nfRangesMax = 24 // NF_RANGES_MAX in rsttrace.h
