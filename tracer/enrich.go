@@ -52,6 +52,17 @@ func (n *enricher) capture(r *record.Record) {
 func (n *enricher) enrich(e *events.Event) bool {
 	if n.names != nil {
 		changed := false
+		for _, p := range []*events.Process{e.Client, e.Process, e.PeerProcess, e.Proxy} {
+			changed = n.refresh(p) || changed
+		}
+		if l := e.Listener; l != nil {
+			changed = n.refresh(&l.Process) || changed
+			changed = n.refresh(l.ClosedBy) || changed
+		}
+		if b := e.Bind; b != nil {
+			changed = n.refresh(&b.Process) || changed
+			changed = n.refresh(b.Holder) || changed
+		}
 		if e.Netns != 0 && e.NetnsNames == nil {
 			if nn := n.names.Netns(e.Netns); nn != nil {
 				e.NetnsNames, changed = nn, true
@@ -72,6 +83,17 @@ func (n *enricher) enrich(e *events.Event) bool {
 		e.Explanation = events.Explain(e)
 	}
 	return n.matches(e)
+}
+
+// refresh gives p the container and pod names that arrived since it was
+// captured; it reports whether they changed.
+func (n *enricher) refresh(p *events.Process) bool {
+	if p == nil || p.Container == nil {
+		return false
+	}
+	c, pod := p.Container, p.Pod
+	n.names.Refresh(p)
+	return p.Container != c || p.Pod != pod
 }
 
 // matches applies --unit, --container and --pod: an event passes when a

@@ -68,9 +68,9 @@ func TestPrivNamesAndFilters(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			n := newNetns(t)
+			n, other := newNetns(t), newNetns(t)
 			cg := makeCgroup(t, c.rel)
-			s := startTracer(t, Config{Filter: c.filter, Names: &identity.Options{Proc: "/proc"}}, n)
+			s := startTracer(t, Config{Filter: c.filter, Names: &identity.Options{Proc: "/proc"}}, n, other)
 			s.settleIn = cg
 			lst := netip.MustParseAddrPort("127.0.0.1:2110")
 			srv, res := n.startIn(t, cg, "demosrv", "listen", lst)
@@ -98,10 +98,12 @@ func TestPrivNamesAndFilters(t *testing.T) {
 			if e.Listener == nil || !c.check(e.Listener.Process) || !strings.Contains(e.Explanation, c.inProse) {
 				t.Errorf("listener_closed event: listener %+v, explanation %q; want it named after its death (%q)", e.Listener, e.Explanation, c.inProse)
 			}
-			// A refusal that involves nothing of the unit or container is
-			// filtered out: the settling refusal is the test's own, and
-			// no event may name another port.
-			if err, _ := n.connect(t, netip.MustParseAddrPort("127.0.0.1:2111")); err == nil {
+			// A refusal that involves nothing of the unit or container, in
+			// a namespace none of its processes lives in, is filtered out.
+			// (One in the container's own namespace is the container's.)
+			// The settling refusal in n comes after it in the ring, so it
+			// is out once that one is.
+			if err, _ := other.connect(t, netip.MustParseAddrPort("127.0.0.1:2111")); err == nil {
 				t.Fatal("connect to 2111 succeeded")
 			}
 			s.settle(n)

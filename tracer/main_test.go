@@ -437,6 +437,8 @@ type session struct {
 	stops  int
 	// settleIn: settle from a helper in this cgroup (a filtered session).
 	settleIn string
+	// ports: the session's port filter.
+	ports []uint16
 }
 
 // sessionEncoder keeps the events of watched namespaces.
@@ -469,7 +471,7 @@ func startTracer(t *testing.T, cfg Config, watch ...*netns) *session {
 	if err != nil {
 		t.Fatalf("starting tracer: %v", err)
 	}
-	s := &session{t: t, tr: tr, plan: tr.Plan(), done: make(chan error, 1), watch: map[uint32]bool{}}
+	s := &session{t: t, tr: tr, plan: tr.Plan(), done: make(chan error, 1), watch: map[uint32]bool{}, ports: cfg.Ports}
 	s.cond = sync.NewCond(&s.mu)
 	for _, n := range watch {
 		s.watch[n.ino] = true
@@ -570,6 +572,11 @@ func (s *session) settle(n *netns) {
 		return
 	}
 	marker := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), settlePort)
+	if len(s.ports) > 0 {
+		// The kernel traces only these ports: settle on the first, at an
+		// address no test listens or connects to.
+		marker = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.254"), s.ports[0])
+	}
 	err, local := n.connect(s.t, marker)
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		s.t.Fatalf("settling: connect to %v: got %v, want ECONNREFUSED", marker, err)

@@ -486,3 +486,25 @@ func dirInode(path string) uint64 {
 }
 
 func nsInode(path string) uint32 { return uint32(dirInode(path)) }
+
+// Refresh replaces p's container and pod with the newest the resolver
+// has: names from the runtime arrive after the first record of a
+// container (they are looked up in the background), and an event may be
+// written from a process captured before they came.
+func (r *Resolver) Refresh(p *events.Process) {
+	if p == nil || p.Container == nil || (p.Container.Name != "" && (p.Pod == nil || p.Pod.Name != "")) {
+		return
+	}
+	r.mu.Lock()
+	ref, ok := r.refs.get(p.Container.ID)
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	if c := ref.ctr.Load(); c != nil {
+		p.Container = c
+	}
+	if pod := ref.pod.Load(); pod != nil {
+		p.Pod = pod
+	}
+}
