@@ -58,6 +58,10 @@ func appendProcessName(b []byte, p Process) []byte {
 // sessions, containers) say less than the command name, so they are not
 // used.
 func appendProcessBareName(b []byte, p Process) []byte {
+	if p.Pid == 0 && p.Comm == "" {
+		// A socket no process holds a descriptor of (found at start-up).
+		return append(b, "an unknown process"...)
+	}
 	if p.Container == nil && p.Pod == nil && strings.HasSuffix(p.Unit, ".service") {
 		b = append(b, p.Unit...)
 	} else {

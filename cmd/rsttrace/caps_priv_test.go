@@ -75,7 +75,7 @@ func TestPrivMinimalCapabilities(t *testing.T) {
 		for _, c := range caps {
 			names = append(names, c.Name)
 		}
-		if got := strings.Join(names, " "); got != "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH CAP_SYSLOG" {
+		if got := strings.Join(names, " "); got != "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH CAP_SYSLOG CAP_NET_ADMIN" {
 			t.Fatalf("capability set %s differs from the measured one", got)
 		}
 	}

@@ -19,6 +19,9 @@
 //	CAP_SYSLOG          /proc/kallsyms addresses (kallsyms_show_value with
 //	                    kptr_restrict and perf_event_paranoid > 1): which netfilter hook
 //	                    dropped a SYN is not named
+//	CAP_NET_ADMIN       reading the nftables ruleset and the conntrack table over
+//	                    netlink (nfnetlink_rcv_msg checks it for every message): the
+//	                    rule behind a firewall verdict is not named, `why` sees no rules
 //
 // CAP_BPF and CAP_PERFMON exist from Linux 5.8 (commit a17b53c4a4b5, "bpf,
 // capability: Introduce CAP_BPF"); before, CAP_SYS_ADMIN covers both.
@@ -26,8 +29,8 @@
 // 3ac1f01b43b6, to the memory cgroup): raising it takes CAP_SYS_RESOURCE
 // unless the limit is already high enough.
 //
-// Not needed (measured): CAP_NET_ADMIN (sock_diag dumps and /proc/net work
-// without it), CAP_DAC_OVERRIDE, CAP_NET_RAW.
+// Not needed (measured): CAP_DAC_OVERRIDE, CAP_NET_RAW. (sock_diag dumps
+// and /proc/net need no CAP_NET_ADMIN; only the netfilter netlink does.)
 package privilege
 
 import (
@@ -51,6 +54,7 @@ type Capability struct {
 // Capability numbers from linux/capability.h.
 const (
 	capDACReadSearch = 2
+	capNetAdmin      = 12
 	capSysPtrace     = 19
 	capSysAdmin      = 21
 	capSysResource   = 24
@@ -66,6 +70,7 @@ var (
 	ptraceCap   = Capability{"CAP_SYS_PTRACE", capSysPtrace, "needed to find which process owns a socket (/proc/PID/fd of other users)"}
 	dacCap      = Capability{"CAP_DAC_READ_SEARCH", capDACReadSearch, "needed to list /proc/PID/fd of other users and to read tracefs"}
 	syslogCap   = Capability{"CAP_SYSLOG", capSyslog, "needed to read kernel symbol addresses (/proc/kallsyms) to name netfilter hooks"}
+	netAdminCap = Capability{"CAP_NET_ADMIN", capNetAdmin, "needed to read nftables rules and conntrack over netlink (to name the rule behind a firewall verdict)"}
 	resourceCap = Capability{"CAP_SYS_RESOURCE", capSysResource, "needed to raise RLIMIT_MEMLOCK for BPF maps on this kernel (before Linux 5.11)"}
 )
 
@@ -79,9 +84,9 @@ func Needed(lastCap uint) []Capability {
 		// check for tracing.
 		admin := sysAdminCap
 		admin.For = "needed to load BPF programs, attach tracepoints, enter other network namespaces (setns) and mount tracefs"
-		return []Capability{admin, ptraceCap, dacCap, syslogCap}
+		return []Capability{admin, ptraceCap, dacCap, syslogCap, netAdminCap}
 	}
-	return []Capability{bpfCap, perfmonCap, sysAdminCap, ptraceCap, dacCap, syslogCap}
+	return []Capability{bpfCap, perfmonCap, sysAdminCap, ptraceCap, dacCap, syslogCap, netAdminCap}
 }
 
 // Effective returns this process's effective capability set as a bit mask.

@@ -14,12 +14,12 @@ func TestNeededByKernel(t *testing.T) {
 		return strings.Join(s, " ")
 	}
 	// 5.8+ (cap_last_cap 40 on 5.9+, 39 on 5.8).
-	if got, want := names(Needed(40)), "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH CAP_SYSLOG"; got != want {
+	if got, want := names(Needed(40)), "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH CAP_SYSLOG CAP_NET_ADMIN"; got != want {
 		t.Errorf("Needed(40) = %s, want %s", got, want)
 	}
 	// Before 5.8 there is no CAP_BPF: CAP_SYS_ADMIN covers BPF and tracing.
 	old := Needed(37)
-	if got, want := names(old), "CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH CAP_SYSLOG"; got != want {
+	if got, want := names(old), "CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH CAP_SYSLOG CAP_NET_ADMIN"; got != want {
 		t.Errorf("Needed(37) = %s, want %s", got, want)
 	}
 	if !strings.Contains(old[0].For, "BPF") {
