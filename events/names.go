@@ -4,10 +4,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // How things are named in prose: processes, exits, addresses, durations.
@@ -15,16 +12,16 @@ import (
 
 // SignalName returns "SIGSEGV" for 11, "signal 99" for unknown numbers.
 func SignalName(sig int) string {
-	if n := unix.SignalName(syscall.Signal(sig)); n != "" {
-		return n
+	if sig > 0 && sig < len(signalNames) && signalNames[sig] != "" {
+		return signalNames[sig]
 	}
 	return "signal " + strconv.Itoa(sig)
 }
 
 // ErrnoName returns "EADDRINUSE" for 98.
 func ErrnoName(errno int) string {
-	if n := unix.ErrnoName(syscall.Errno(errno)); n != "" {
-		return n
+	if errno > 0 && errno < len(errnoNames) && errnoNames[errno] != "" {
+		return errnoNames[errno]
 	}
 	return "errno " + strconv.Itoa(errno)
 }
