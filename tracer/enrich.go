@@ -36,7 +36,7 @@ type enricher struct {
 // from records in which the process itself acted (so the netns is its
 // own), not from softirq records whose task is whoever was on the CPU.
 func (n *enricher) capture(r *record.Record) {
-	if n.names == nil || r.Proc.Pid == 0 {
+	if r.Proc.Pid == 0 {
 		return
 	}
 	switch {
@@ -45,7 +45,10 @@ func (n *enricher) capture(r *record.Record) {
 	default:
 		return
 	}
-	n.names.Capture(r.Proc.Pid, r.Proc.CgroupId, r.Proc.Mntns, r.Netns)
+	if n.names != nil {
+		n.names.Capture(r.Proc.Pid, r.Proc.CgroupId, r.Proc.Mntns, r.Netns)
+	}
+	n.rules.saw(r.Netns, r.Proc.Pid, r.Proc.Tid)
 }
 
 // enrich adds names to e; it reports false when a filter drops e.
@@ -135,6 +138,19 @@ type ruleNamer struct {
 	cache  map[ruleKey]ruleAnswer
 	window time.Time
 	spent  int
+	// actors: a task last seen acting in each namespace, to enter it by
+	// (a process's threads can be in different namespaces).
+	actors map[uint32]task
+}
+
+type task struct{ pid, tid uint32 }
+
+// saw notes that task pid/tid acted in namespace netns.
+func (r *ruleNamer) saw(netns, pid, tid uint32) {
+	if r.actors == nil || len(r.actors) >= ruleCacheMax {
+		r.actors = map[uint32]task{}
+	}
+	r.actors[netns] = task{pid, tid}
 }
 
 type ruleKey struct {
@@ -240,17 +256,20 @@ func (r *ruleNamer) lookup(e *events.Event, verdict string) (*events.Firewall, e
 // openNetns opens the event's network namespace through a process of the
 // event that is still in it.
 func (r *ruleNamer) openNetns(e *events.Event) (*os.File, error) {
-	var pids []uint32
+	var paths []string
 	for _, p := range []*events.Process{e.Client, e.Process, e.PeerProcess} {
 		if p != nil {
-			pids = append(pids, p.Pid)
+			paths = append(paths, fmt.Sprintf("%s/%d/ns/net", r.proc, p.Pid))
 		}
 	}
 	if e.Listener != nil {
-		pids = append(pids, e.Listener.Pid)
+		paths = append(paths, fmt.Sprintf("%s/%d/ns/net", r.proc, e.Listener.Pid))
 	}
-	for _, pid := range pids {
-		f, err := os.Open(fmt.Sprintf("%s/%d/ns/net", r.proc, pid))
+	if a, ok := r.actors[e.Netns]; ok {
+		paths = append(paths, fmt.Sprintf("%s/%d/task/%d/ns/net", r.proc, a.pid, a.tid))
+	}
+	for _, path := range paths {
+		f, err := os.Open(path)
 		if err != nil {
 			continue
 		}
