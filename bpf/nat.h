@@ -51,6 +51,9 @@ struct nat_flow {
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	/* Per-CPU LRU lists: updated on every connection from every CPU;
+	 * one common list would serialize them on its lock. */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, 16384);
 	__type(key, struct nat_key);
 	__type(value, struct nat_flow);

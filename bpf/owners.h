@@ -19,6 +19,9 @@
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	/* Per-CPU LRU lists: updated on every connection from every CPU;
+	 * one common list would serialize them on its lock. */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct proc_info);

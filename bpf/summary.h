@@ -64,6 +64,9 @@ struct rate_val {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	/* Per-CPU LRU lists: updated on every connection from every CPU;
+	 * one common list would serialize them on its lock. */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, 1 << 14);
 	__type(key, struct summary_key);
 	__type(value, struct rate_val);
@@ -181,6 +184,9 @@ struct conn_key {
  * a lost segment) ages out. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	/* Per-CPU LRU lists: written and deleted on every refusal, from
+	 * every CPU; one common list would serialize them on its lock. */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, 1 << 14);
 	__type(key, struct conn_key);
 	__type(value, __u8);

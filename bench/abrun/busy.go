@@ -668,11 +668,11 @@ func countBusy(tr *busyTracer, o *busyOptions, ns [2]uint64) error {
 			// Refusal summaries carry no summary_of (or "refusals");
 			// reset summaries name their count.
 			switch r.SummaryOf {
-			case "", "refusals":
+			case "", "refusals", "refused":
 				if is(r.Dst, o.serverIP, 0) {
 					tr.SummarizedRefusals += r.Refusals
 				}
-			case "resets":
+			case "reset", "resets":
 				switch {
 				case r.Resets != nil:
 					tr.SummarizedResets += *r.Resets
