@@ -293,6 +293,7 @@ type RsttraceMapSpecs struct {
 	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
 	NatFlows      *ebpf.MapSpec `ebpf:"nat_flows"`
+	NatPorts      *ebpf.MapSpec `ebpf:"nat_ports"`
 	Owners        *ebpf.MapSpec `ebpf:"owners"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
 	Rates         *ebpf.MapSpec `ebpf:"rates"`
@@ -355,6 +356,7 @@ type RsttraceMaps struct {
 	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
 	Lost          *ebpf.Map `ebpf:"lost"`
 	NatFlows      *ebpf.Map `ebpf:"nat_flows"`
+	NatPorts      *ebpf.Map `ebpf:"nat_ports"`
 	Owners        *ebpf.Map `ebpf:"owners"`
 	Ports         *ebpf.Map `ebpf:"ports"`
 	Rates         *ebpf.Map `ebpf:"rates"`
@@ -374,6 +376,7 @@ func (m *RsttraceMaps) Close() error {
 		m.ListenerStats,
 		m.Lost,
 		m.NatFlows,
+		m.NatPorts,
 		m.Owners,
 		m.Ports,
 		m.Rates,
