@@ -64,7 +64,7 @@ func runAttemptHelper(mode string) (int, bool) {
 func (n *netns) nft(t *testing.T, ruleset string) {
 	t.Helper()
 	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("nft not installed (make test-deps installs nftables)")
+		t.Fatal("nft not installed: make test-deps installs nftables")
 	}
 	var out []byte
 	var err error

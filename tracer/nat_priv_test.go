@@ -260,7 +260,7 @@ func TestPrivNATWrongAddress(t *testing.T) {
 func TestPrivProxyRefused(t *testing.T) {
 	bin, err := exec.LookPath("socat")
 	if err != nil {
-		t.Skip("socat not installed (apt-get install socat)")
+		t.Fatal("socat not installed: make test-deps installs it")
 	}
 	r := newNATRig(t)
 	front := netip.MustParseAddrPort("127.0.0.1:9000")

@@ -443,21 +443,25 @@ build_initramfs() {
 			cp "$CACHE/kernels/$k/modules-$rel"/{*.ko,order} "$root/lib/modules/$rel/"
 		fi
 	done
-	# nft (nftables) for the firewall tests, with the shared libraries
-	# and the dynamic loader it needs (ldd), at the host's paths.
-	local nft lib
-	if nft=$(command -v nft); then
-		mkdir -p "$root/usr/sbin"
-		cp -L "$nft" "$root/usr/sbin/nft"
-		for lib in $(ldd "$nft" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+	# The host tools the privileged tests run: nft (nftables) for the
+	# firewall and NAT tests, socat as a real userland proxy. Each with the
+	# shared libraries and the dynamic loader it needs (ldd), at the
+	# host's paths.
+	local tool path lib
+	for tool in nft socat; do
+		if ! path=$(command -v "$tool"); then
+			warn "$tool not found (make test-deps installs it): its tests will fail in the VMs"
+			continue
+		fi
+		mkdir -p "$root/usr/sbin" "$root/usr/bin"
+		cp -L "$path" "$root/usr/bin/$tool"
+		for lib in $(ldd "$path" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
 			mkdir -p "$root/${lib%/*}"
 			cp -L "$lib" "$root/$lib"
 		done
-		"$root/usr/sbin/nft" --version >/dev/null 2>&1 ||
-			warn "nft copied into the VM does not run on the host: check ldd $nft"
-	else
-		warn "nft not found (install nftables): the firewall tests will skip in the VMs"
-	fi
+		"$root/usr/bin/$tool" -V >/dev/null 2>&1 || "$root/usr/bin/$tool" --version >/dev/null 2>&1 ||
+			warn "$tool copied into the VM does not run on the host: check ldd $path"
+	done
 	cp "$TESTBIN" "$root/test/$name"
 	chmod 0755 "$root/test/$name"
 	mkdir -p "$root/test/work"
