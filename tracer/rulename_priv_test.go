@@ -16,6 +16,8 @@ import (
 // rule's comment. The refusal names the table, chain, rule and comment.
 func TestPrivFirewallRuleNamed(t *testing.T) {
 	n := newNetns(t)
+	s := startTracer(t, Config{}, n)
+	requireCap(t, s, "firewall")
 	n.nft(t, `table ip kube-proxy {
 	chain services {
 		tcp dport 2098 reject comment "default/web:http has no endpoints"
@@ -26,8 +28,6 @@ func TestPrivFirewallRuleNamed(t *testing.T) {
 	}
 }
 `)
-	s := startTracer(t, Config{}, n)
-	requireCap(t, s, "firewall")
 	dst := netip.MustParseAddrPort("127.0.0.1:2098")
 	if err, _ := n.connect(t, dst); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("connect to %v: %v, want ECONNREFUSED", dst, err)

@@ -66,7 +66,7 @@ BUSYBOX=${VMTEST_BUSYBOX:-/bin/busybox}
 # "pre: crc32c", that insmod does not follow): crc32c_generic comes first.
 # A name ending in "?" is optional: a kernel that has it neither as a module
 # nor built in (nft_counter became part of nf_tables in 5.13) goes without.
-VM_MODULES=${VMTEST_MODULES:-"inet_diag tcp_diag veth crc32c_generic nf_tables nft_reject_inet nft_chain_nat nf_nat nft_nat nft_masq nft_ct nf_conntrack nft_counter?"}
+VM_MODULES=${VMTEST_MODULES:-"inet_diag tcp_diag veth crc32c_generic nf_tables nft_reject_inet nft_reject_ipv4 nft_reject_ipv6 nft_chain_nat nf_nat nft_nat nft_masq nft_ct nf_conntrack nft_counter?"}
 
 # kernel series -> Debian codename
 codename_for() {
