@@ -190,7 +190,10 @@ func (t *Tracer) load(kernelBTF *btf.Spec) error {
 	phase("attach")
 
 	procfs := host.Procfs{Root: cfg.Proc}
-	self, _ := procfs.Netns("self")
+	// The namespace of this thread, not of the process's first thread:
+	// that one may be anywhere (a program embedding the tracer, or a
+	// test, may have moved it).
+	self, _ := procfs.Netns("thread-self")
 	nameOpts := identity.DefaultOptions()
 	if cfg.Names != nil {
 		nameOpts = *cfg.Names
