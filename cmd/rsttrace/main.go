@@ -32,6 +32,7 @@ import (
 const usage = `rsttrace: explain every refused TCP connection on this host.
 
 Usage: rsttrace [flags]
+       rsttrace why [flags] PORT | ADDR:PORT   (see rsttrace why --help)
 
 Traces until interrupted (Ctrl-C) and prints one line per event: every
 connection refused (with its cause and the processes involved), every
@@ -49,10 +50,12 @@ Examples:
   sudo rsttrace --output /var/log/rsttrace/rsttrace.jsonl --metrics 127.0.0.1:9637
   sudo rsttrace why 8080             # the "connection refused" checklist, now
 
-Under a flood the kernel counts refusals instead of writing each one
-(type summary) while the ring buffer is more than half full; --summary
-does so always. Every refusal is either an event, in a summary, or in the
-lost count of the stop record.
+Floods: the kernel writes the first --rate events of a kind (refused,
+filtered, reset, timeout) per destination each second and counts the rest,
+written as one summary record per destination and kind each second (also
+for everything while the ring buffer is more than half full; --summary:
+for every refusal). Every event is written, in a summary, or in the lost
+count of the stop record.
 
 Causes of a refusal: no_listener, listener_closed, wrong_address,
 other_netns, bind_failed, backlog_full, firewall_reject, remote, unknown;
