@@ -498,7 +498,6 @@ mount -t bpf bpf /sys/fs/bpf || echo "rsttrace-vm: cannot mount bpffs"
 # A pure cgroup v2 host, as systemd sets one up: the naming tests build
 # their unit/container/pod hierarchies in it.
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo "rsttrace-vm: cannot mount cgroup2"
-mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
 ip link set lo up
 # Modules the tests need (sock_diag, veth, nf_tables): a host loads them on
 # demand from its module tree; this VM has none, so they come along with the
