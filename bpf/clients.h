@@ -31,10 +31,8 @@ static __always_inline void connect_started(const struct sock *sk)
 	if (!port_traced(bpf_ntohs(sk->__sk_common.skc_dport)))
 		return;
 	current_proc(&v.proc);
-	if (caps & CAP_F_OWNERS)
-		owner_record(sk, &v.proc);
-	if (!(caps & (CAP_F_CLIENTS | CAP_F_CONNECT_FAILURES)))
-		return;
+	/* The entry is also the socket's owner record (owner_fill reads it)
+	 * until it closes: one map update per connection. */
 	if (caps & CAP_F_CONNECT_FAILURES)
 		v.ts = bpf_ktime_get_ns();
 	bpf_map_update_elem(&connecting, &key, &v, BPF_ANY);

@@ -76,11 +76,15 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 	 * and tcp_disconnect set CLOSE first), in the closer's context:
 	 * RECORD_F_CURRENT covers those. */
 	if ((caps & CAP_F_OWNERS) && newstate == TCP_CLOSE)
-		owner_forget(sk);
+		owner_forget(sk, oldstate);
 	if (oldstate == TCP_SYN_SENT) {
 		if (!(caps & conn_caps))
 			return 0;
 		if (sk->sk_protocol != IPPROTO_TCP)
+			return 0;
+		/* Connected: the entry stays as the socket's owner record
+		 * (owner_forget deletes it at close). */
+		if ((caps & CAP_F_OWNERS) && newstate != TCP_CLOSE)
 			return 0;
 		/* No entry (refused by a RST, or not traced): nothing to delete. */
 		if ((caps & CAP_F_CONNECT_FAILURES) && newstate == TCP_CLOSE &&

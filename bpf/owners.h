@@ -35,11 +35,21 @@ static __always_inline void owner_record(const struct sock *sk,
 	bpf_map_update_elem(&owners, &key, p, BPF_ANY);
 }
 
-static __always_inline void owner_forget(const struct sock *sk)
+/*
+ * sk is closing: its owner goes. A client socket's owner is its entry in
+ * `connecting` (recorded at connect(), kept past the handshake so that a
+ * connection costs one map update, not two); that entry is deleted here
+ * too, unless the socket is leaving SYN_SENT, whose handler still reads it
+ * and deletes it.
+ */
+static __always_inline void owner_forget(const struct sock *sk, int oldstate)
 {
 	__u64 key = (__u64)sk;
 
-	bpf_map_delete_elem(&owners, &key);
+	if (bpf_map_delete_elem(&owners, &key) == 0)
+		return;
+	if (oldstate != TCP_SYN_SENT)
+		bpf_map_delete_elem(&connecting, &key);
 }
 
 /* Puts sk's owner in e->proc if the table has it. */
@@ -51,8 +61,14 @@ static __always_inline bool owner_fill(const struct sock *sk, struct record *e)
 	if (!(caps & CAP_F_OWNERS))
 		return false;
 	o = bpf_map_lookup_elem(&owners, &key);
-	if (!o)
-		return false;
+	if (!o) {
+		/* A client socket: its owner was recorded at connect(). */
+		struct conn *c = bpf_map_lookup_elem(&connecting, &key);
+
+		if (!c)
+			return false;
+		o = &c->proc;
+	}
 	e->proc = *o;
 	e->flags |= RECORD_F_PROC_KNOWN | RECORD_F_OWNER_KNOWN;
 	return true;
