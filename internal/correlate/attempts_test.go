@@ -242,4 +242,24 @@ func TestResetSenderNotTrustedWithoutCloseReason(t *testing.T) {
 	}
 }
 
+// Before 6.10 a RST has no reason; one sent by a socket already in CLOSE
+// comes from close() or disconnect() in the closer's own call: the task
+// is the sender. In another state (a timer's reset) it is not.
+func TestResetSenderWithoutReasonByState(t *testing.T) {
+	closer := events.Process{Pid: 42, Comm: "socat"}
+	for _, tc := range []struct {
+		state uint8
+		named bool
+	}{{7, true}, {4, false}} { // TCP_CLOSE, TCP_FIN_WAIT1
+		c, s := newTestCorrelator(), &ctSink{}
+		out := ctWithProc(fwRec(record.ResetOut, 1, 7, "10.0.0.2:80", "10.0.0.1:5000"), closer)
+		out.Reason, out.Flags, out.State = RSTReasonNoneForTest, record.FlagCurrent|record.FlagNoSkb, tc.state
+		ctFeed(t, c, s, out)
+		c.FlushAll(s.emit)
+		if len(s.evs) != 1 || (s.evs[0].Process != nil) != tc.named {
+			t.Errorf("state %d: events %+v, want the sender named: %v", tc.state, s.evs, tc.named)
+		}
+	}
+}
+
 const RSTReasonNoneForTest = 0xffffffff

@@ -33,7 +33,7 @@ func (c *Correlator) reset(r *record.Record, emit func(*events.Event) error) err
 		// The socket's owner, recorded when it was made, sent it; without
 		// one, the current task only for reasons that run in the owner's
 		// own call.
-		if r.Flags&record.FlagOwnerKnown != 0 || (r.Flags&record.FlagCurrent != 0 && senderIsCurrent(ev.KernelReason)) {
+		if r.Flags&record.FlagOwnerKnown != 0 || (r.Flags&record.FlagCurrent != 0 && senderIsCurrent(ev.KernelReason, r.State)) {
 			p := c.procOf(r)
 			ev.Process = &p
 		}
@@ -90,8 +90,16 @@ func (c *Correlator) reset(r *record.Record, emit func(*events.Event) error) err
 // senderIsCurrent: for these reasons the RST is sent from the socket
 // owner's own call (close(), SO_LINGER {1,0}, disconnect), so the current
 // task is the sender. Others run in timers or softirq. Without a reason
-// (before 6.10) the task is not trusted.
-func senderIsCurrent(reason string) bool {
+// (before 6.10) the task is trusted only when the state says close().
+func senderIsCurrent(reason string, state uint8) bool {
+	if reason == "" {
+		// Before 6.10 there is no reason, but a socket already in CLOSE
+		// when its RST goes out is in tcp_close() or tcp_disconnect(),
+		// which set the state before sending: the closer's own call.
+		// Timer resets (keepalive, FIN_WAIT2, out of resources) are sent
+		// before the state changes.
+		return state == tcpClose
+	}
 	switch reason {
 	case "TCP_ABORT_ON_CLOSE", "TCP_ABORT_ON_LINGER", "TCP_STATE":
 		return true
@@ -127,5 +135,8 @@ func (c *Correlator) expireResets(now uint64, emit func(*events.Event) error) er
 	}
 }
 
-// tcpListen is TCP_LISTEN, the state of a listening socket.
-const tcpListen = 10
+// TCP states (include/net/tcp_states.h).
+const (
+	tcpClose  = 7  // TCP_CLOSE
+	tcpListen = 10 // TCP_LISTEN
+)
