@@ -53,39 +53,46 @@ func (n *enricher) capture(r *record.Record) {
 
 // enrich adds names to e; it reports false when a filter drops e.
 func (n *enricher) enrich(e *events.Event) bool {
+	changed := false
 	if n.names != nil {
-		changed := false
-		for _, p := range []*events.Process{e.Client, e.Process, e.PeerProcess, e.Proxy} {
-			changed = n.refresh(p) || changed
-		}
-		if l := e.Listener; l != nil {
-			changed = n.refresh(&l.Process) || changed
-			changed = n.refresh(l.ClosedBy) || changed
-		}
-		if b := e.Bind; b != nil {
-			changed = n.refresh(&b.Process) || changed
-			changed = n.refresh(b.Holder) || changed
-		}
-		if e.Netns != 0 && e.NetnsNames == nil {
-			if nn := n.names.Netns(e.Netns); nn != nil {
-				e.NetnsNames, changed = nn, true
-			}
-		}
-		if l := e.Listener; l != nil && l.Netns != 0 && l.NetnsNames == nil {
+		changed = n.addNames(e)
+	}
+	if f := e.Firewall; f != nil && f.Chain == "" && n.rules.name(e) {
+		changed = true
+	}
+	if changed && e.Explanation != "" {
+		e.Explanation = events.Explain(e)
+	}
+	return n.matches(e)
+}
+
+// addNames gives e's processes the runtime names that arrived since they
+// were captured, and its namespaces their names; it reports whether it
+// changed anything.
+func (n *enricher) addNames(e *events.Event) bool {
+	changed := false
+	for _, p := range []*events.Process{e.Client, e.Process, e.PeerProcess, e.Proxy} {
+		changed = n.refresh(p) || changed
+	}
+	if l := e.Listener; l != nil {
+		changed = n.refresh(&l.Process) || changed
+		changed = n.refresh(l.ClosedBy) || changed
+		if l.Netns != 0 && l.NetnsNames == nil {
 			if nn := n.names.Netns(l.Netns); nn != nil {
 				l.NetnsNames, changed = nn, true
 			}
 		}
-		if f := e.Firewall; f != nil && f.Chain == "" && n.rules.name(e) {
-			changed = true
-		}
-		if changed && e.Explanation != "" {
-			e.Explanation = events.Explain(e)
-		}
-	} else if f := e.Firewall; f != nil && f.Chain == "" && n.rules.name(e) && e.Explanation != "" {
-		e.Explanation = events.Explain(e)
 	}
-	return n.matches(e)
+	if b := e.Bind; b != nil {
+		changed = n.refresh(&b.Process) || changed
+		changed = n.refresh(b.Holder) || changed
+	}
+	if e.Netns != 0 && e.NetnsNames == nil {
+		if nn := n.names.Netns(e.Netns); nn != nil {
+			e.NetnsNames, changed = nn, true
+		}
+	}
+	return changed
 }
 
 // refresh gives p the container and pod names that arrived since it was
@@ -147,6 +154,9 @@ type task struct{ pid, tid uint32 }
 
 // saw notes that task pid/tid acted in namespace netns.
 func (r *ruleNamer) saw(netns, pid, tid uint32) {
+	if a, ok := r.actors[netns]; ok && a == (task{pid, tid}) {
+		return // the usual case on the hot path: the same task again
+	}
 	if r.actors == nil || len(r.actors) >= ruleCacheMax {
 		r.actors = map[uint32]task{}
 	}
