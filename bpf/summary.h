@@ -57,35 +57,46 @@ static __always_inline bool summary_due(void)
 
 /* Full records written to one destination in the current second, per CPU
  * (no atomics needed, and the counts of two CPUs never race). */
+struct rate_key {
+	struct summary_key dest;
+	__u32 cpu;
+	__u32 pad;
+};
+
 struct rate_val {
 	__u64 second;
 	__u64 n;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
-	/* Per-CPU LRU lists: updated on every connection from every CPU;
-	 * one common list would serialize them on its lock. */
+	/* One entry per destination and CPU rather than a per-CPU hash: a
+	 * per-CPU value is one percpu allocation per preallocated element,
+	 * which made this map the slowest to create (and it grows with the
+	 * number of CPUs). Per-CPU LRU lists: updated on every connection
+	 * from every CPU, one common list would serialize them on its lock;
+	 * a CPU only ever takes entries keyed by itself. */
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, 1 << 14);
-	__type(key, struct summary_key);
+	__type(key, struct rate_key);
 	__type(value, struct rate_val);
 } rates SEC(".maps");
 
 /* Whether one more full record to k would pass the rate. */
 static __always_inline bool over_rate(const struct summary_key *k)
 {
+	struct rate_key rk = { .dest = *k, .cpu = bpf_get_smp_processor_id() };
 	struct rate_val *v;
 	__u64 sec;
 
 	if (!rate_limit)
 		return false;
 	sec = bpf_ktime_get_ns() / 1000000000ULL;
-	v = bpf_map_lookup_elem(&rates, k);
+	v = bpf_map_lookup_elem(&rates, &rk);
 	if (!v) {
 		struct rate_val first = { .second = sec, .n = 1 };
 
-		bpf_map_update_elem(&rates, k, &first, BPF_ANY);
+		bpf_map_update_elem(&rates, &rk, &first, BPF_ANY);
 		return false;
 	}
 	if (v->second != sec) {

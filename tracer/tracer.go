@@ -132,10 +132,19 @@ func New(cfg Config) (*Tracer, error) {
 	if cfg.OverflowInterval <= 0 {
 		cfg.OverflowInterval = DefaultOverflowInterval
 	}
+	began := time.Now()
 	if err := probe.CheckHost(); err != nil {
 		return nil, err
 	}
-	kernelBTF, err := btf.LoadKernelSpec()
+	// The programs' maps are made and kallsyms read while the kernel's
+	// BTF is read and the plan chosen.
+	kernel := sync.OnceValues(btf.LoadKernelSpec)
+	objs := probe.Open(probe.Settings{
+		RingSize: cfg.RingSize, Summary: cfg.Summary, SummaryAbove: uint64(cfg.RingSize / 2),
+		FilterPorts: len(cfg.Ports) > 0, Proc: cfg.Proc, RatePerSecond: cfg.RatePerSecond,
+	}, kernel)
+	defer objs.Close()
+	kernelBTF, err := kernel()
 	if err != nil {
 		return nil, fmt.Errorf("reading kernel BTF: %w", err)
 	}
@@ -143,7 +152,7 @@ func New(cfg Config) (*Tracer, error) {
 	_ = unix.Uname(&uts)
 
 	t := &Tracer{cfg: cfg, log: cfg.Logger, kernel: unix.ByteSliceToString(uts.Release[:])}
-	if err := t.load(kernelBTF); err != nil {
+	if err := t.load(objs, kernelBTF, began); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -152,20 +161,17 @@ func New(cfg Config) (*Tracer, error) {
 
 // load loads, attaches and learns the existing listeners; on error the
 // caller closes what was made.
-func (t *Tracer) load(kernelBTF *btf.Spec) error {
+func (t *Tracer) load(objs *probe.Objects, kernelBTF *btf.Spec, began time.Time) error {
 	cfg := t.cfg
-	began := time.Now()
 	phase := func(what string) { t.log.Debug("start-up", "done", what, "elapsed", time.Since(began)) }
+	phase("kernel BTF")
 	t.plan = probe.Choose(kernelBTF, cfg.Force)
-	spec, err := probe.Prepare(kernelBTF, t.plan, probe.Settings{
-		RingSize: cfg.RingSize, Summary: cfg.Summary, SummaryAbove: uint64(cfg.RingSize / 2),
-		FilterPorts: len(cfg.Ports) > 0, Proc: cfg.Proc, RatePerSecond: cfg.RatePerSecond,
-	})
-	if err != nil {
+	if err := objs.Prepare(kernelBTF, t.plan); err != nil {
 		return err
 	}
 	phase("plan and settings")
-	if t.coll, err = probe.Load(spec, kernelBTF); err != nil {
+	var err error
+	if t.coll, err = objs.Load(kernelBTF); err != nil {
 		return err
 	}
 	phase("load")

@@ -118,6 +118,13 @@ type RsttraceProcInfo struct {
 	Pad      uint32
 }
 
+type RsttraceRateKey struct {
+	_    structs.HostLayout
+	Dest RsttraceSummaryKey
+	Cpu  uint32
+	Pad  uint32
+}
+
 type RsttraceRateVal struct {
 	_      structs.HostLayout
 	Second uint64

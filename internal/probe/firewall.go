@@ -172,21 +172,13 @@ func parseHex(b []byte) (uint64, bool) {
 const nfRangesMax = 24 // NF_RANGES_MAX in rsttrace.h
 
 // configureFirewall sets what the firewall program reads before load.
-func configureFirewall(vars *bpfobj.RsttraceVariableSpecs, kernelBTF *btf.Spec, plan Plan, proc string) error {
-	if !plan.Serves(CapFirewall) {
-		return nil
-	}
+func configureFirewall(vars *bpfobj.RsttraceVariableSpecs, kernelBTF *btf.Spec, ranges []bpfobj.RsttraceCodeRange) error {
 	v, err := EnumValue(kernelBTF, "skb_drop_reason", "SKB_DROP_REASON_NETFILTER_DROP")
 	if err != nil {
 		return err
 	}
 	if err := vars.NetfilterDropReason.Set(uint32(v)); err != nil {
 		return fmt.Errorf("setting netfilter drop reason: %w", err)
-	}
-	ranges, err := kallsymsRanges(proc+"/kallsyms", nfHookCallers)
-	if err != nil {
-		// Without kallsyms the hook is not named; drops are still seen.
-		ranges = nil
 	}
 	var arr [nfRangesMax]bpfobj.RsttraceCodeRange
 	n := copy(arr[:], ranges)

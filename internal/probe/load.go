@@ -1,15 +1,21 @@
 package probe
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"runtime"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/rsttrace/rsttrace/internal/bpfobj"
 )
@@ -33,12 +39,55 @@ type Settings struct {
 	RatePerSecond int
 }
 
-// Prepare returns the BPF collection spec for plan on this kernel: only the
-// programs the plan attaches (the others may not even load here: fentry
-// where it is refused, for one), with every setting made. Variables and
-// maps are reached through the generated types, so a rename in the C code
-// fails to compile here rather than at run time.
-func Prepare(kernelBTF *btf.Spec, plan Plan, set Settings) (*ebpf.CollectionSpec, error) {
+// Objects is the BPF object on its way into the kernel. Start-up is mostly
+// kernel time that needs nothing from the plan: creating a preallocated
+// hash or LRU map fills its free list when it is made (htab_map_alloc ->
+// prealloc_init), 5-25 ms for each large map here, and reading
+// /proc/kallsyms formats every kernel symbol, ~40 ms. So Open starts both
+// at once, on their own goroutines, while the caller reads the kernel's BTF
+// and chooses the plan; Prepare and Load wait only for what they use.
+type Objects struct {
+	set Settings
+
+	parsed  chan struct{} // spec (or specErr) is set
+	spec    *ebpf.CollectionSpec
+	specErr error
+
+	made    chan struct{} // every map in maps is made (or mapsErr is set)
+	maps    map[string]*ebpf.Map
+	mapsErr error
+
+	symbols chan struct{} // ranges is set (nil without kallsyms)
+	ranges  []bpfobj.RsttraceCodeRange
+}
+
+// Open starts loading the BPF object with the settings that need no plan.
+// kernelBTF returns the running kernel's BTF (a sync.OnceValues, say: the
+// caller reads it too); it is asked only for the flags of maps allocated
+// on demand. The caller must Load or Close the Objects.
+func Open(set Settings, kernelBTF func() (*btf.Spec, error)) *Objects {
+	o := &Objects{set: set, parsed: make(chan struct{}), made: make(chan struct{}), symbols: make(chan struct{})}
+	go func() {
+		defer close(o.symbols)
+		o.ranges, _ = kallsymsRanges(set.Proc+"/kallsyms", nfHookCallers)
+	}()
+	go func() {
+		defer close(o.made)
+		o.spec, o.specErr = o.parse()
+		close(o.parsed)
+		if o.specErr == nil {
+			o.maps, o.mapsErr = makeMaps(o.spec, kernelBTF)
+		}
+	}()
+	return o
+}
+
+func (o *Objects) parse() (*ebpf.CollectionSpec, error) {
+	// Before 5.11 BPF memory is charged to RLIMIT_MEMLOCK; from 5.11 on
+	// (memcg accounting) this probes and changes nothing.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, requirement("raising RLIMIT_MEMLOCK for BPF maps: %v", err)
+	}
 	spec, err := bpfobj.LoadRsttrace()
 	if err != nil {
 		return nil, fmt.Errorf("loading BPF object: %w", err)
@@ -47,7 +96,113 @@ func Prepare(kernelBTF *btf.Spec, plan Plan, set Settings) (*ebpf.CollectionSpec
 	if err := spec.Assign(&objs); err != nil {
 		return nil, fmt.Errorf("reading BPF object: %w", err)
 	}
-	objs.Records.MaxEntries = uint32(set.RingSize)
+	objs.Records.MaxEntries = uint32(o.set.RingSize)
+	return spec, nil
+}
+
+// makeMaps creates every map of spec but the global data sections (whose
+// contents the plan sets), the largest first, on as many goroutines as
+// there are CPUs: the work is the kernel's. Where the kernel allows it,
+// the maps that are usually nearly empty are allocated on demand; their
+// specs in spec get the flag too, so the collection takes the maps made.
+func makeMaps(spec *ebpf.CollectionSpec, kernelBTF func() (*btf.Spec, error)) (map[string]*ebpf.Map, error) {
+	var todo []*ebpf.MapSpec
+	for name, ms := range spec.Maps {
+		if !strings.HasPrefix(name, ".") {
+			todo = append(todo, ms.Copy())
+		}
+	}
+	onDemand := func(ms *ebpf.MapSpec) bool { return slices.Contains(allocatedOnDemand, ms.Name) }
+	// On-demand maps last: they wait for the kernel's BTF.
+	slices.SortFunc(todo, func(a, b *ebpf.MapSpec) int {
+		return cmp.Or(cmp.Compare(b2i(onDemand(a)), b2i(onDemand(b))), cmp.Compare(mapBytes(b), mapBytes(a)))
+	})
+	made := make([]*ebpf.Map, len(todo))
+	errs := make([]error, len(todo))
+	next := make(chan int, len(todo))
+	for i := range todo {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range min(runtime.NumCPU(), len(todo)) {
+		wg.Go(func() {
+			for i := range next {
+				ms := todo[i]
+				if onDemand(ms) {
+					if k, err := kernelBTF(); err == nil && runtimeAllocationSafe(k) {
+						ms.Flags |= unix.BPF_F_NO_PREALLOC
+					}
+				}
+				if made[i], errs[i] = ebpf.NewMap(ms); errs[i] != nil {
+					errs[i] = fmt.Errorf("creating BPF map %s: %w", ms.Name, errs[i])
+				}
+			}
+		})
+	}
+	wg.Wait()
+	maps := make(map[string]*ebpf.Map, len(todo))
+	for i, m := range made {
+		if m != nil {
+			maps[todo[i].Name] = m
+			spec.Maps[todo[i].Name].Flags = todo[i].Flags
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		closeMaps(maps)
+		return nil, err
+	}
+	return maps, nil
+}
+
+// allocatedOnDemand are the hash maps that hold entries only under a flood
+// (the summary counts, one map of the two at a time): preallocating them
+// was a third of the kernel's start-up work.
+var allocatedOnDemand = []string{"summary_a", "summary_b"}
+
+// runtimeAllocationSafe: programs of any kind may use hash maps that
+// allocate elements at run time. Before the BPF memory allocator (struct
+// bpf_mem_alloc, commit 7c8199e24fa0, 6.1; the restriction lifted in
+// 96da3f7d489d) the verifier WARNs for tracing programs that do, and
+// panic_on_warn hosts would go down.
+func runtimeAllocationSafe(k *btf.Spec) bool {
+	var s *btf.Struct
+	return k.TypeByName("bpf_mem_alloc", &s) == nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// mapBytes is a map's preallocated size, roughly: what its creation costs.
+func mapBytes(ms *ebpf.MapSpec) uint64 {
+	return uint64(ms.MaxEntries) * uint64(ms.KeySize+ms.ValueSize+64)
+}
+
+func closeMaps(maps map[string]*ebpf.Map) {
+	for _, m := range maps {
+		m.Close()
+	}
+}
+
+// Prepare makes every setting of plan on this kernel and keeps only the
+// programs the plan attaches (the others may not even load here: fentry
+// where it is refused, for one). Variables and maps are reached through
+// the generated types, so a rename in the C code fails to compile here
+// rather than at run time.
+func (o *Objects) Prepare(kernelBTF *btf.Spec, plan Plan) error {
+	<-o.parsed
+	if o.specErr != nil {
+		return o.specErr
+	}
+	var objs bpfobj.RsttraceSpecs
+	if err := o.spec.Assign(&objs); err != nil {
+		return fmt.Errorf("reading BPF object: %w", err)
+	}
+	set := o.set
 	vars := &objs.RsttraceVariableSpecs
 	settings := []struct {
 		what string
@@ -70,19 +225,23 @@ func Prepare(kernelBTF *btf.Spec, plan Plan, set Settings) (*ebpf.CollectionSpec
 	}
 	for _, s := range settings {
 		if err := s.v.Set(s.val); err != nil {
-			return nil, fmt.Errorf("setting %s: %w", s.what, err)
+			return fmt.Errorf("setting %s: %w", s.what, err)
 		}
 	}
-	if err := configureFirewall(vars, kernelBTF, plan, set.Proc); err != nil {
-		return nil, err
+	if plan.Serves(CapFirewall) {
+		<-o.symbols
+		// Without kallsyms the hook is not named; drops are still seen.
+		if err := configureFirewall(vars, kernelBTF, o.ranges); err != nil {
+			return err
+		}
 	}
 	keep := plan.Programs()
-	for name := range spec.Programs {
+	for name := range o.spec.Programs {
 		if !keep[name] {
-			delete(spec.Programs, name)
+			delete(o.spec.Programs, name)
 		}
 	}
-	return spec, nil
+	return nil
 }
 
 // perCPURate is each CPU's share of rate full records a second (0: no
@@ -99,30 +258,110 @@ func perCPURate(rate int) uint32 {
 	return uint32(max(1, rate/n))
 }
 
-// Load loads spec into the kernel.
-func Load(spec *ebpf.CollectionSpec, kernelBTF *btf.Spec) (*ebpf.Collection, error) {
-	// Before 5.11 BPF memory is charged to RLIMIT_MEMLOCK; from 5.11 on
-	// (memcg accounting) this probes and changes nothing.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, requirement("raising RLIMIT_MEMLOCK for BPF maps: %v", err)
+// Load loads the prepared programs into the kernel with the maps Open made.
+// The programs are verified in groups, one per CPU, at once (the verifier
+// holds no global lock for a privileged load): each group is a collection
+// of its own sharing the maps; the read-only data section is made once per
+// group with the same contents. Open's maps are given to the collection;
+// after Load, Close releases nothing more.
+func (o *Objects) Load(kernelBTF *btf.Spec) (*ebpf.Collection, error) {
+	<-o.made
+	defer func() { closeMaps(o.maps); o.maps = nil }() // the collections hold their own clones
+	if o.specErr != nil {
+		return nil, o.specErr
 	}
-	opts := ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernelBTF}}
-	if _, ok := spec.Programs["tp_btf_net_dev_queue"]; ok {
+	if o.mapsErr != nil {
+		return nil, o.mapsErr
+	}
+	opts := ebpf.CollectionOptions{MapReplacements: o.maps, Programs: ebpf.ProgramOptions{KernelTypes: kernelBTF}}
+	if _, ok := o.spec.Programs["tp_btf_net_dev_queue"]; ok {
 		// struct nf_conn lives in the nf_conntrack module's BTF where
 		// conntrack is not built in.
 		if m, err := conntrackTypes(kernelBTF); err == nil && m != nil {
 			opts.Programs.ExtraRelocationTargets = []*btf.Spec{m}
 		}
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, opts)
-	if err != nil {
+	groups := programGroups(o.spec, runtime.NumCPU())
+	colls := make([]*ebpf.Collection, len(groups))
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	for i, g := range groups {
+		wg.Go(func() { colls[i], errs[i] = ebpf.NewCollectionWithOptions(g, opts) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, c := range colls {
+			if c != nil {
+				c.Close()
+			}
+		}
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("loading BPF programs (verifier): %+v", ve)
 		}
 		return nil, fmt.Errorf("loading BPF programs: %w", err)
 	}
+	coll := colls[0]
+	for _, c := range colls[1:] {
+		for name, p := range c.Programs {
+			coll.Programs[name] = p
+			delete(c.Programs, name)
+		}
+		c.Close() // its map clones and its own data sections: the programs keep theirs
+	}
 	return coll, nil
+}
+
+// programGroups splits spec's programs into at most n collection specs of
+// about equal size (by instruction count, which is what verifying costs).
+// Programs that write global data stay in one group, since each group has
+// its own copy of the data sections.
+func programGroups(spec *ebpf.CollectionSpec, n int) []*ebpf.CollectionSpec {
+	names := slices.Collect(maps.Keys(spec.Programs))
+	size := func(name string) int { return len(spec.Programs[name].Instructions) }
+	slices.SortFunc(names, func(a, b string) int { return cmp.Or(cmp.Compare(size(b), size(a)), cmp.Compare(a, b)) })
+	if n < 1 || writesGlobalData(spec) {
+		n = 1
+	}
+	n = min(n, len(names))
+	if n <= 1 {
+		return []*ebpf.CollectionSpec{spec}
+	}
+	groups := make([]*ebpf.CollectionSpec, n)
+	load := make([]int, n)
+	for i := range groups {
+		g := *spec
+		g.Programs = map[string]*ebpf.ProgramSpec{}
+		groups[i] = &g
+	}
+	for _, name := range names {
+		i := slices.Index(load, slices.Min(load))
+		groups[i].Programs[name] = spec.Programs[name]
+		load[i] += size(name)
+	}
+	return groups
+}
+
+// writesGlobalData: some program refers to a writable data section (.bss,
+// .data); only .rodata may be had once per group.
+func writesGlobalData(spec *ebpf.CollectionSpec) bool {
+	for _, p := range spec.Programs {
+		for _, ins := range p.Instructions {
+			if ins.IsLoadFromMap() && strings.HasPrefix(ins.Reference(), ".") && !strings.HasPrefix(ins.Reference(), ".rodata") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Close releases what Open made, if Load did not take it: on an error
+// between the two.
+func (o *Objects) Close() {
+	<-o.made
+	<-o.symbols
+	closeMaps(o.maps)
+	o.maps = nil
 }
 
 // Attach attaches the programs of every capability the plan serves. A

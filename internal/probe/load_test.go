@@ -1,0 +1,81 @@
+package probe
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/rsttrace/rsttrace/internal/bpfobj"
+)
+
+// The programs are verified in groups at once: every program is in exactly
+// one group, the groups are about the same size, and each group sees every
+// map (the maps are shared).
+func TestProgramGroups(t *testing.T) {
+	spec, err := bpfobj.LoadRsttrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if writesGlobalData(spec) {
+		t.Fatal("a program writes global data: the programs would be loaded in one group")
+	}
+	for _, n := range []int{1, 2, 3, 8} {
+		groups := programGroups(spec, n)
+		if len(groups) != min(n, len(spec.Programs)) {
+			t.Fatalf("%d CPUs: %d groups", n, len(groups))
+		}
+		seen := map[string]int{}
+		var sizes []int
+		for _, g := range groups {
+			size := 0
+			for name, p := range g.Programs {
+				seen[name]++
+				size += len(p.Instructions)
+			}
+			sizes = append(sizes, size)
+			if len(g.Maps) != len(spec.Maps) {
+				t.Errorf("%d CPUs: a group has %d of %d maps", n, len(g.Maps), len(spec.Maps))
+			}
+		}
+		for name := range spec.Programs {
+			if seen[name] != 1 {
+				t.Errorf("%d CPUs: program %s is in %d groups", n, name, seen[name])
+			}
+		}
+		// Greedy by size: no group exceeds another by more than the
+		// largest program.
+		largest := 0
+		for _, p := range spec.Programs {
+			largest = max(largest, len(p.Instructions))
+		}
+		if d := slices.Max(sizes) - slices.Min(sizes); d > largest {
+			t.Errorf("%d CPUs: group sizes %v differ by more than the largest program (%d)", n, sizes, largest)
+		}
+	}
+}
+
+// A program that writes .bss would see its own copy in each group: such a
+// spec loads in one group.
+func TestProgramGroupsWritableData(t *testing.T) {
+	prog := func(ref string) *ebpf.ProgramSpec {
+		insns := asm.Instructions{
+			asm.LoadMapValue(asm.R1, 0, 0).WithReference(ref),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		}
+		return &ebpf.ProgramSpec{Type: ebpf.Kprobe, Instructions: insns}
+	}
+	spec := &ebpf.CollectionSpec{
+		Maps:     map[string]*ebpf.MapSpec{".rodata": {}, ".bss": {}},
+		Programs: map[string]*ebpf.ProgramSpec{"a": prog(".rodata"), "b": prog(".rodata")},
+	}
+	if got := len(programGroups(spec, 2)); got != 2 {
+		t.Errorf("read-only data only: %d groups, want 2", got)
+	}
+	spec.Programs["c"] = prog(".bss")
+	if got := len(programGroups(spec, 2)); got != 1 {
+		t.Errorf("a program writes .bss: %d groups, want 1", got)
+	}
+}
