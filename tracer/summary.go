@@ -18,6 +18,8 @@ import (
 // be counting in it an interval later: programs run to their end without
 // sleeping), then retires the other one by flipping the slot. Each count
 // is read exactly once, one interval late; at shutdown both maps are read.
+// Where the kernel allocates them on demand the maps are per-CPU: a key's
+// counts are the sum over CPUs.
 
 // summaryBatch is how many entries one batch lookup reads.
 const summaryBatch = 4096
@@ -67,14 +69,25 @@ func (s *summaryReader) poll(sum *correlate.Summarizer, c *correlate.Correlator,
 // drain reads and deletes every entry of m, appending to keys and vals:
 // batch lookup-and-delete (5.6+), else one lookup and delete per key.
 func (s *summaryReader) drain(m *ebpf.Map) error {
+	ncpu := 1
+	perCPU := m.Type() == ebpf.PerCPUHash
+	if perCPU {
+		n, err := ebpf.PossibleCPU()
+		if err != nil {
+			return fmt.Errorf("reading the summary counters: %w", err)
+		}
+		ncpu = n
+	}
 	start := len(s.keys)
 	keys := make([]bpfobj.RsttraceSummaryKey, summaryBatch)
-	vals := make([]bpfobj.RsttraceSummaryVal, summaryBatch)
+	vals := make([]bpfobj.RsttraceSummaryVal, summaryBatch*ncpu)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
 		s.keys = append(s.keys, keys[:n]...)
-		s.vals = append(s.vals, vals[:n]...)
+		for i := range n {
+			s.vals = append(s.vals, sumCPUs(vals[i*ncpu:(i+1)*ncpu]))
+		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
 		}
@@ -87,12 +100,21 @@ func (s *summaryReader) drain(m *ebpf.Map) error {
 	}
 	s.keys, s.vals = s.keys[:start], s.vals[:start]
 	var k bpfobj.RsttraceSummaryKey
-	var v bpfobj.RsttraceSummaryVal
+	v := make([]bpfobj.RsttraceSummaryVal, ncpu)
 	var del []bpfobj.RsttraceSummaryKey
 	it := m.Iterate()
-	for it.Next(&k, &v) {
+	for {
+		var ok bool
+		if perCPU {
+			ok = it.Next(&k, &v)
+		} else {
+			ok = it.Next(&k, &v[0])
+		}
+		if !ok {
+			break
+		}
 		s.keys = append(s.keys, k)
-		s.vals = append(s.vals, v)
+		s.vals = append(s.vals, sumCPUs(v))
 		del = append(del, k)
 	}
 	if err := it.Err(); err != nil {
@@ -104,4 +126,15 @@ func (s *summaryReader) drain(m *ebpf.Map) error {
 		}
 	}
 	return nil
+}
+
+// sumCPUs adds up one key's per-CPU counts.
+func sumCPUs(vs []bpfobj.RsttraceSummaryVal) bpfobj.RsttraceSummaryVal {
+	var t bpfobj.RsttraceSummaryVal
+	for _, v := range vs {
+		t.Server += v.Server
+		t.Client += v.Client
+		t.ClientLocal += v.ClientLocal
+	}
+	return t
 }

@@ -132,6 +132,12 @@ func makeMaps(spec *ebpf.CollectionSpec, kernelBTF func() (*btf.Spec, error)) (m
 				if onDemand(ms) {
 					if k, err := kernelBTF(); err == nil && runtimeAllocationSafe(k) {
 						ms.Flags |= unix.BPF_F_NO_PREALLOC
+						// Per-CPU counts: two CPUs counting to one
+						// destination (a storm) would otherwise
+						// bounce one cache line per event.
+						if ms.Type == ebpf.Hash {
+							ms.Type = ebpf.PerCPUHash
+						}
 					}
 				}
 				if made[i], errs[i] = ebpf.NewMap(ms); errs[i] != nil {
@@ -146,6 +152,7 @@ func makeMaps(spec *ebpf.CollectionSpec, kernelBTF func() (*btf.Spec, error)) (m
 		if m != nil {
 			maps[todo[i].Name] = m
 			spec.Maps[todo[i].Name].Flags = todo[i].Flags
+			spec.Maps[todo[i].Name].Type = todo[i].Type
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -157,7 +164,9 @@ func makeMaps(spec *ebpf.CollectionSpec, kernelBTF func() (*btf.Spec, error)) (m
 
 // allocatedOnDemand are the hash maps that hold entries only under a flood
 // (the summary counts, one map of the two at a time): preallocating them
-// was a third of the kernel's start-up work.
+// was a third of the kernel's start-up work. Where they are allocated on
+// demand they are also per-CPU (a preallocated per-CPU hash would cost one
+// percpu allocation per element at start-up); readers sum the CPUs.
 var allocatedOnDemand = []string{"summary_a", "summary_b"}
 
 // runtimeAllocationSafe: programs of any kind may use hash maps that
