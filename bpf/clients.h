@@ -30,7 +30,7 @@ static __always_inline void connect_started(const struct sock *sk)
 		return;
 	if (!port_traced(bpf_ntohs(sk->__sk_common.skc_dport)))
 		return;
-	current_proc(&v.proc);
+	current_proc_of(&v.proc, true);
 	/* The entry is also the socket's owner record (owner_fill reads it)
 	 * until it closes: one map update per connection. */
 	if (caps & CAP_F_CONNECT_FAILURES)

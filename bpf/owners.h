@@ -40,15 +40,24 @@ static __always_inline void owner_record(const struct sock *sk,
  * `connecting` (recorded at connect(), kept past the handshake so that a
  * connection costs one map update, not two); that entry is deleted here
  * too, unless the socket is leaving SYN_SENT, whose handler still reads it
- * and deletes it.
+ * and deletes it (a socket in SYN_SENT has no owners entry: connect() made
+ * it, and a listener's entry went when it stopped listening).
+ *
+ * Looked up before deleted: a delete takes the bucket lock (with
+ * interrupts off) even when the key is absent, a lookup takes none, and
+ * every socket's close comes here while most miss one of the two tables.
  */
 static __always_inline void owner_forget(const struct sock *sk, int oldstate)
 {
 	__u64 key = (__u64)sk;
 
-	if (bpf_map_delete_elem(&owners, &key) == 0)
+	if (oldstate == TCP_SYN_SENT)
 		return;
-	if (oldstate != TCP_SYN_SENT)
+	if (bpf_map_lookup_elem(&owners, &key)) {
+		bpf_map_delete_elem(&owners, &key);
+		return;
+	}
+	if (bpf_map_lookup_elem(&connecting, &key))
 		bpf_map_delete_elem(&connecting, &key);
 }
 
