@@ -29,8 +29,9 @@ type summaryReader struct {
 	maps [2]*ebpf.Map
 	slot *ebpf.Map
 	cur  uint32 // the slot the programs count in
-	keys []bpfobj.RsttraceSummaryKey
-	vals []bpfobj.RsttraceSummaryVal
+	// Batch buffers (a key's per-CPU values side by side).
+	bkeys []bpfobj.RsttraceSummaryKey
+	bvals []bpfobj.RsttraceSummaryVal
 	// What the correlator reads, converted.
 	ckeys []correlate.SummaryKey
 	cvals []correlate.SummaryCount
@@ -42,7 +43,7 @@ func (s *summaryReader) poll(sum *correlate.Summarizer, c *correlate.Correlator,
 	if s.slot == nil || (!final && !sum.Due(now)) {
 		return nil
 	}
-	s.keys, s.vals = s.keys[:0], s.vals[:0]
+	s.ckeys, s.cvals = s.ckeys[:0], s.cvals[:0]
 	retired := 1 - s.cur
 	if err := s.drain(s.maps[retired]); err != nil {
 		return err
@@ -57,16 +58,21 @@ func (s *summaryReader) poll(sum *correlate.Summarizer, c *correlate.Correlator,
 		}
 		s.cur = retired
 	}
-	s.ckeys, s.cvals = s.ckeys[:0], s.cvals[:0]
-	for i, k := range s.keys {
-		v := &s.vals[i]
-		s.ckeys = append(s.ckeys, correlate.SummaryKey{Netns: k.Netns, Dport: k.Dport, Family: k.Family, Kind: correlate.SummaryKind(k.Kind), Daddr: k.Daddr})
-		s.cvals = append(s.cvals, correlate.SummaryCount{Server: v.Server, Client: v.Client, ClientLocal: v.ClientLocal})
-	}
 	return sum.Update(c, s.ckeys, s.cvals, now, emit)
 }
 
-// drain reads and deletes every entry of m, appending to keys and vals:
+func (s *summaryReader) add(k *bpfobj.RsttraceSummaryKey, perCPU []bpfobj.RsttraceSummaryVal) {
+	var n correlate.SummaryCount
+	for _, v := range perCPU {
+		n.Server += v.Server
+		n.Client += v.Client
+		n.ClientLocal += v.ClientLocal
+	}
+	s.ckeys = append(s.ckeys, correlate.SummaryKey{Netns: k.Netns, Dport: k.Dport, Family: k.Family, Kind: correlate.SummaryKind(k.Kind), Daddr: k.Daddr})
+	s.cvals = append(s.cvals, n)
+}
+
+// drain reads and deletes every entry of m, appending to ckeys and cvals:
 // batch lookup-and-delete (5.6+), else one lookup and delete per key.
 func (s *summaryReader) drain(m *ebpf.Map) error {
 	ncpu := 1
@@ -78,15 +84,16 @@ func (s *summaryReader) drain(m *ebpf.Map) error {
 		}
 		ncpu = n
 	}
-	start := len(s.keys)
-	keys := make([]bpfobj.RsttraceSummaryKey, summaryBatch)
-	vals := make([]bpfobj.RsttraceSummaryVal, summaryBatch*ncpu)
+	if len(s.bkeys) != summaryBatch || len(s.bvals) != summaryBatch*ncpu {
+		s.bkeys = make([]bpfobj.RsttraceSummaryKey, summaryBatch)
+		s.bvals = make([]bpfobj.RsttraceSummaryVal, summaryBatch*ncpu)
+	}
+	start := len(s.ckeys)
 	var cursor ebpf.MapBatchCursor
 	for {
-		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
-		s.keys = append(s.keys, keys[:n]...)
+		n, err := m.BatchLookupAndDelete(&cursor, s.bkeys, s.bvals, nil)
 		for i := range n {
-			s.vals = append(s.vals, sumCPUs(vals[i*ncpu:(i+1)*ncpu]))
+			s.add(&s.bkeys[i], s.bvals[i*ncpu:(i+1)*ncpu])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
@@ -98,7 +105,7 @@ func (s *summaryReader) drain(m *ebpf.Map) error {
 			return fmt.Errorf("reading the summary counters: %w", err)
 		}
 	}
-	s.keys, s.vals = s.keys[:start], s.vals[:start]
+	s.ckeys, s.cvals = s.ckeys[:start], s.cvals[:start]
 	var k bpfobj.RsttraceSummaryKey
 	v := make([]bpfobj.RsttraceSummaryVal, ncpu)
 	var del []bpfobj.RsttraceSummaryKey
@@ -113,8 +120,7 @@ func (s *summaryReader) drain(m *ebpf.Map) error {
 		if !ok {
 			break
 		}
-		s.keys = append(s.keys, k)
-		s.vals = append(s.vals, sumCPUs(v))
+		s.add(&k, v)
 		del = append(del, k)
 	}
 	if err := it.Err(); err != nil {
@@ -126,15 +132,4 @@ func (s *summaryReader) drain(m *ebpf.Map) error {
 		}
 	}
 	return nil
-}
-
-// sumCPUs adds up one key's per-CPU counts.
-func sumCPUs(vs []bpfobj.RsttraceSummaryVal) bpfobj.RsttraceSummaryVal {
-	var t bpfobj.RsttraceSummaryVal
-	for _, v := range vs {
-		t.Server += v.Server
-		t.Client += v.Client
-		t.ClientLocal += v.ClientLocal
-	}
-	return t
 }

@@ -32,20 +32,12 @@ const fwMaxWait = 15 * time.Second
 // schedule (tcp_syn_retries 6: 127 s), bounded by count too.
 const reportedMemory = 3 * time.Minute
 
-// How long a reported RST refusal suppresses the connect failure record
-// of the same attempt (they come together).
-const refusedMemory = 5 * time.Second
-
 // attempts is what the correlator remembers about attempts in flight.
 type attempts struct {
 	// fw: attempts whose SYNs the packet filter dropped, by attempt;
 	// fwDue re-checks each after fwClaimHold.
 	fw    map[tuple]*fwEntry
 	fwDue deadlines[tsKey]
-	// refused: attempts already written as refused by a RST, so that
-	// their connect failure record is not a second event.
-	refused    map[tuple]uint64
-	refusedDue deadlines[tsKey]
 	// reported: attempts written before their connect() ended (a
 	// local client's SYN rejected with ICMP, or still waiting after
 	// fwMaxWait): their later drops, retransmits and end are absorbed.
@@ -54,7 +46,7 @@ type attempts struct {
 }
 
 func newAttempts() attempts {
-	return attempts{fw: map[tuple]*fwEntry{}, refused: map[tuple]uint64{}, reported: map[tuple]uint64{}}
+	return attempts{fw: map[tuple]*fwEntry{}, reported: map[tuple]uint64{}}
 }
 
 // noteReported remembers that the attempt key was written before its
@@ -83,22 +75,6 @@ type fwEntry struct {
 	icmp        bool
 	client      *events.Process
 	claimed     bool // a local connect() retransmitted: wait for its end
-}
-
-// noteRefused remembers that the attempt key was reported as refused by a
-// RST, so its connect failure record is not a second event.
-func (c *Correlator) noteRefused(key tuple, ts uint64) {
-	a := &c.attempts
-	// Bounded by count, not only by age: under a refusal flood five
-	// seconds of refusals are millions, while the connect failure record
-	// comes microseconds after its RST.
-	if a.refusedDue.len() >= maxRemembered {
-		if old, ok := a.refusedDue.oldest(); ok && a.refused[old.key] == old.ts {
-			delete(a.refused, old.key)
-		}
-	}
-	a.refused[key] = ts
-	a.refusedDue.add(ts+uint64(refusedMemory), tsKey{key, ts})
 }
 
 // sockTuple is the attempt of a client-side record: local -> remote.
@@ -212,14 +188,13 @@ func errnoOf(ret int32) string {
 }
 
 // connectFailed ends a local connect() that failed without a RST: an ICMP
-// refusal, a timeout, or a client that gave up after retransmitting.
+// refusal, a timeout, or a client that gave up after retransmitting. An
+// attempt refused by a RST has no such record: the kernel program that
+// reports the refusal (client_refused) deletes the attempt's entry, and a
+// connect failure is written only for an attempt that has one.
 func (c *Correlator) connectFailed(r *record.Record, emit func(*events.Event) error) error {
 	a := &c.attempts
 	key := sockTuple(r)
-	if _, ok := a.refused[key]; ok {
-		delete(a.refused, key) // reported as refused by its RST
-		return nil
-	}
 	if _, ok := a.reported[key]; ok {
 		delete(a.reported, key) // written before it ended
 		return nil
@@ -288,19 +263,10 @@ func (c *Correlator) fwUnclaimed(key tuple, e *fwEntry, emit func(*events.Event)
 	return emit(ev)
 }
 
-// expireAttempts forgets refusals past refusedMemory and writes the
-// dropped attempts that waited long enough at record time now.
+// expireAttempts forgets attempts reported past reportedMemory and writes
+// the dropped attempts that waited long enough at record time now.
 func (c *Correlator) expireAttempts(now uint64, emit func(*events.Event) error) error {
 	a := &c.attempts
-	for {
-		q, ok := a.refusedDue.next(now)
-		if !ok {
-			break
-		}
-		if a.refused[q.key] == q.ts {
-			delete(a.refused, q.key)
-		}
-	}
 	for {
 		q, ok := a.reportedDue.next(now)
 		if !ok {

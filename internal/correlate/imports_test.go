@@ -14,7 +14,7 @@ import (
 // imports to that, so no file, socket, namespace or kernel access creeps in.
 func TestImportsNoIO(t *testing.T) {
 	allowed := map[string]bool{
-		"encoding/binary": true, "errors": true, "fmt": true, "log/slog": true, "math": true,
+		"bytes": true, "cmp": true, "encoding/binary": true, "errors": true, "fmt": true, "log/slog": true, "math": true,
 		"net/netip": true, "slices": true, "sort": true, "strconv": true, "strings": true,
 		"sync/atomic": true, "time": true, "unsafe": true,
 		"github.com/rsttrace/rsttrace/events":          true,

@@ -132,7 +132,6 @@ func (c *Correlator) resetSent(r *record.Record, emit func(*events.Event) error)
 
 func (c *Correlator) clientRefused(r *record.Record, emit func(*events.Event) error) error {
 	key := refusalKey(r)
-	c.noteRefused(key, r.Ts)
 	if p, ok := c.pending[key]; ok {
 		c.unhold(p)
 		c.setClient(p, r)

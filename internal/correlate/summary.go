@@ -1,7 +1,10 @@
 package correlate
 
 import (
+	"bytes"
+	"cmp"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -81,8 +84,20 @@ type Summarizer struct {
 	last   time.Time
 	totals SummaryTotals
 	reason string // why events are being summarized
-	sum    map[SummaryKey]SummaryCount
-	order  []SummaryKey
+	// One interval's counts, sorted by key and merged (a reused buffer: a
+	// scan counts ~100,000 destinations an interval).
+	merged []keyCount
+}
+
+type keyCount struct {
+	k     SummaryKey
+	n     SummaryCount
+	first int // where the key first came: records keep the kernel's order
+}
+
+func compareKeys(a, b SummaryKey) int {
+	return cmp.Or(cmp.Compare(a.Netns, b.Netns), cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Family, b.Family),
+		bytes.Compare(a.Daddr[:], b.Daddr[:]), cmp.Compare(a.Dport, b.Dport))
 }
 
 // NewSummarizer starts counting intervals at now; always: every refusal
@@ -90,7 +105,7 @@ type Summarizer struct {
 // rate: the events of a kind written in full per destination and second
 // (0: no limit).
 func NewSummarizer(always bool, rate int, now time.Time) *Summarizer {
-	s := &Summarizer{last: now, sum: map[SummaryKey]SummaryCount{},
+	s := &Summarizer{last: now,
 		reason: "the ring buffer was more than half full: the tracer was falling behind"}
 	if rate > 0 {
 		s.reason = "more than " + strconv.Itoa(rate) + " a second to this destination, or the ring buffer more than half full"
@@ -116,18 +131,25 @@ func (s *Summarizer) Totals() SummaryTotals { return s.totals }
 func (s *Summarizer) Update(c *Correlator, keys []SummaryKey, vals []SummaryCount, now time.Time, emit func(*events.Event) error) error {
 	interval := now.Sub(s.last)
 	s.last = now
-	clear(s.sum)
-	s.order = s.order[:0]
+	s.merged = s.merged[:0]
 	for i, k := range keys {
-		old, ok := s.sum[k]
-		if !ok {
-			s.order = append(s.order, k)
-		}
-		v := vals[i]
-		s.sum[k] = SummaryCount{old.Server + v.Server, old.Client + v.Client, old.ClientLocal + v.ClientLocal}
+		s.merged = append(s.merged, keyCount{k, vals[i], i})
 	}
-	for _, k := range s.order {
-		for _, ev := range c.summaryEvents(k, s.sum[k], now, interval) {
+	slices.SortFunc(s.merged, func(a, b keyCount) int { return cmp.Or(compareKeys(a.k, b.k), cmp.Compare(a.first, b.first)) })
+	out := s.merged[:0]
+	for _, kc := range s.merged {
+		if n := len(out); n > 0 && out[n-1].k == kc.k {
+			o := &out[n-1].n
+			o.Server, o.Client, o.ClientLocal = o.Server+kc.n.Server, o.Client+kc.n.Client, o.ClientLocal+kc.n.ClientLocal
+			continue
+		}
+		out = append(out, kc)
+	}
+	s.merged = out
+	slices.SortFunc(s.merged, func(a, b keyCount) int { return cmp.Compare(a.first, b.first) })
+	for _, kc := range s.merged {
+		k := kc.k
+		for _, ev := range c.summaryEvents(k, kc.n, now, interval) {
 			switch k.Kind {
 			case KindRefused:
 				s.totals.Refused += ev.Refusals
