@@ -22,6 +22,32 @@
  * answered by a listener, request or timewait socket that is not a refusal
  * is neither.
  */
+/*
+ * Whether a listener's RST for a non-SYN segment is the accept queue
+ * overflow of tcp_check_req (net.ipv4.tcp_abort_on_overflow set in the
+ * listener's namespace, and its accept queue full as sk_acceptq_is_full
+ * says: more than the backlog). No RST reason says it on any kernel (6.10+
+ * passes SK_RST_REASON_INVALID_SYN for every embryonic reset). The sysctl
+ * was an int before it became a u8: read at its size in this kernel.
+ */
+static __always_inline bool listener_overflowed(const struct sock *sk, bool btf)
+{
+	struct net *net = sk_net_of(sk, btf);
+	__u32 abort = 0;
+
+	if (bpf_core_field_size(net->ipv4.sysctl_tcp_abort_on_overflow) == 1) {
+		__u8 v = 0;
+
+		bpf_core_read(&v, 1, &net->ipv4.sysctl_tcp_abort_on_overflow);
+		abort = v;
+	} else {
+		bpf_core_read(&abort, sizeof(abort), &net->ipv4.sysctl_tcp_abort_on_overflow);
+	}
+	if (!abort)
+		return false;
+	return RD(btf, __u32, sk, sk_ack_backlog) > RD(btf, __u32, sk, sk_max_ack_backlog);
+}
+
 static __always_inline int handle_send_reset(const struct sock *sk,
 					     const struct sk_buff *skb,
 					     __u32 reason, bool btf,
@@ -35,19 +61,39 @@ static __always_inline int handle_send_reset(const struct sock *sk,
 			rst_out_active(sk, reason);
 		return 0;
 	}
-	if (!refusals && sk)
-		return 0; /* only a socketless RST can be a reset report */
+	if (!refusals && !resets && sk)
+		return 0;
 	if (skb_parse(skb, btf, &p))
 		return 0;
 	if (sk)
 		state = RD(btf, __u8, sk, __sk_common.skc_state);
-	if ((p.tcp_flags & TCPHDR_SYN) || state == TCP_LISTEN) {
+	if (p.tcp_flags & TCPHDR_SYN) {
 		if (refusals)
 			refusal_sent(sk, skb, &p, state, reason, btf);
 		return 0;
 	}
-	if (resets && !sk)
-		rst_out_nosock(skb, &p, reason, btf);
+	if (state == TCP_LISTEN) {
+		/* A listener answers two kinds of non-SYN segment with a RST:
+		 * a final ACK its full accept queue cannot take (only under
+		 * tcp_abort_on_overflow: a refusal), and any segment of a
+		 * connection that is gone (the 4-tuple now finds only the
+		 * listener: tcp_rcv_state_process in LISTEN refuses an ACK),
+		 * which is a reset like one sent with no socket. */
+		if (listener_overflowed(sk, btf)) {
+			if (refusals)
+				refusal_sent(sk, skb, &p, state, reason, btf);
+		} else if (resets) {
+			rst_out_nosock(sk, skb, &p, reason, btf);
+		}
+		return 0;
+	}
+	/* No socket, or a TIME_WAIT one answering a segment of the
+	 * connection it ended (tcp_timewait_state_process gives TCP_TW_RST:
+	 * data after the application closed, a SYN inside the window): the
+	 * connection is gone as for no socket. A timewait sock is only a
+	 * sock_common: nothing past it is read (sk_net_of reads skc_net). */
+	if (resets && (!sk || state == TCP_TIME_WAIT))
+		rst_out_nosock(sk, skb, &p, reason, btf);
 	return 0;
 }
 

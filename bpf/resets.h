@@ -9,9 +9,12 @@
 /*
  * A RST answering a non-SYN segment for which no socket exists (the
  * connection is gone here): the sender is the local side, daddr of the
- * answered segment.
+ * answered segment. sk: the listener that answered it, if one did (its
+ * namespace is the sender's; the answered segment's device is not always
+ * set by then).
  */
-static __always_inline void rst_out_nosock(const struct sk_buff *skb,
+static __always_inline void rst_out_nosock(const struct sock *sk,
+					   const struct sk_buff *skb,
 					   const struct pkt *p, __u32 reason,
 					   bool btf)
 {
@@ -24,7 +27,7 @@ static __always_inline void rst_out_nosock(const struct sk_buff *skb,
 
 	if ((p->tcp_flags & TCPHDR_RST) || !port_traced(p->dport))
 		return;
-	net = skb_dev_net(skb, btf);
+	net = sk ? sk_net_of(sk, btf) : skb_dev_net(skb, btf);
 	/* Sent by daddr/dport of the answered segment, to saddr/sport. */
 	conn_key_of(&ck, p->family, p->saddr, p->sport, p->daddr, p->dport);
 	summary_key_of(&sk_key, SUMMARY_RESET, net_inum(net, btf), p->family,

@@ -358,3 +358,120 @@ func TestPrivReset(t *testing.T) {
 		})
 	}
 }
+
+// A segment of a connection that is gone reaches a port that still has a
+// listener (the client missed the server's RST, a NAT entry expired): the
+// listener answers it with a RST. That is a reset of a dead connection,
+// not a refusal: before this test, every RST a listener sent was taken for
+// an accept-queue overflow (backlog_full). The client is a TCP_REPAIR
+// socket, established without a handshake, so its first segment finds
+// only the listener.
+func TestPrivListenerResetsGoneConnection(t *testing.T) {
+	const tcpRecvQueue, tcpSendQueue = 1, 2 // TCP_REPAIR_QUEUE values (include/uapi/linux/tcp.h)
+	n := newNetns(t)
+	s := startTracer(t, Config{}, n)
+	requireCap(t, s, probe.CapResets)
+	srv := netip.MustParseAddrPort("127.0.0.1:2097")
+	n.mustStart(t, "listensrv", "acceptsrv", srv)
+	local := netip.MustParseAddrPort("127.0.0.1:40097")
+	var werr error
+	n.run(func() {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			werr = err
+			return
+		}
+		defer unix.Close(fd)
+		steps := []func() error{
+			func() error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1) },
+			func() error { return unix.Bind(fd, &unix.SockaddrInet4{Port: int(local.Port()), Addr: local.Addr().As4()}) },
+			func() error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, tcpSendQueue) },
+			func() error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ, 1000) },
+			func() error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, tcpRecvQueue) },
+			func() error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ, 5000) },
+			func() error { return unix.Connect(fd, &unix.SockaddrInet4{Port: int(srv.Port()), Addr: srv.Addr().As4()}) },
+			func() error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0) },
+		}
+		for i, step := range steps {
+			if err := step(); err != nil {
+				werr = fmt.Errorf("repair step %d: %w", i, err)
+				return
+			}
+		}
+		// Leaving repair mode sends a window probe, the first segment:
+		// the listener's RST to it may already be in when this writes.
+		if _, err := unix.Write(fd, []byte("gone")); errors.Is(err, syscall.ECONNRESET) {
+			return
+		} else if err != nil {
+			werr = err
+			return
+		}
+		// The listener's RST arrives: the next read says so.
+		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2})
+		buf := make([]byte, 16)
+		if _, err := unix.Read(fd, buf); !errors.Is(err, syscall.ECONNRESET) {
+			werr = fmt.Errorf("read after the segment: %v, want ECONNRESET (the listener's RST)", err)
+		}
+	})
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	e := s.waitFor("reset from the listener", toDst(n, events.TypeReset, local))
+	if e.Src == nil || e.Src.AddrPort() != srv {
+		t.Errorf("src = %+v, want the listener's address %v", e.Src, srv)
+	}
+	s.stop()
+	if got := s.all(func(e *events.Event) bool { return e.Netns == n.ino && e.Type == events.TypeRefused }); len(got) != 0 {
+		t.Errorf("%d refused events, want none (a listener's RST for a dead connection is no refusal): %+v", len(got), got[0])
+	}
+	if got := s.all(toDst(n, events.TypeReset, local)); len(got) != 1 {
+		t.Errorf("%d reset events, want 1", len(got))
+	}
+}
+
+// Data reaches a connection the server's application closed: the server
+// side is a TIME_WAIT (FIN_WAIT2) minisock by then, and it answers with a
+// RST (tcp_timewait_state_process: TCP_TW_RST). That RST is a reset of this
+// host's: it was not reported before (the RST comes with a socket that is
+// neither a listener nor a full socket).
+func TestPrivTimewaitReset(t *testing.T) {
+	n := newNetns(t)
+	s := startTracer(t, Config{}, n)
+	requireCap(t, s, probe.CapResets)
+	srv := netip.MustParseAddrPort("127.0.0.1:2098")
+	h := n.mustStart(t, "twsrv", "acceptsrv", srv)
+	err, local, fd := n.dialSyn(t, srv, 0)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer unix.Close(fd)
+	h.send("accept")
+	if l := h.line(); l != "accepted" {
+		t.Fatalf("helper: %s", l)
+	}
+	h.send("close") // FIN; our ACK turns the orphan into a FIN_WAIT2 timewait sock
+	h.line()
+	time.Sleep(50 * time.Millisecond)
+	var werr error
+	for range 20 { // bounded: the RST comes after the first write
+		if _, werr = unix.Write(fd, []byte("late")); werr != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !errors.Is(werr, syscall.ECONNRESET) && !errors.Is(werr, syscall.EPIPE) {
+		t.Fatalf("write after the server closed: %v, want ECONNRESET or EPIPE (the timewait sock's RST)", werr)
+	}
+	e := s.waitFor("reset", toDst(n, events.TypeReset, local))
+	if e.Src == nil || e.Src.AddrPort() != srv {
+		t.Errorf("src = %+v, want the server %v", e.Src, srv)
+	}
+	if s.hook(probe.CapResets) == "tp_btf/tcp_send_reset+tcp_receive_reset" && rstReasonExists(t, "TCP_TIMEWAIT_SOCKET") &&
+		e.KernelReason != "TCP_TIMEWAIT_SOCKET" {
+		t.Errorf("kernel_reason = %q, want TCP_TIMEWAIT_SOCKET", e.KernelReason)
+	}
+	s.stop()
+	if got := s.all(toDst(n, events.TypeReset, local)); len(got) != 1 {
+		t.Errorf("%d reset events, want 1", len(got))
+	}
+}
