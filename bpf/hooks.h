@@ -83,7 +83,7 @@ static __always_inline int handle_send_reset(const struct sock *sk,
 			if (refusals)
 				refusal_sent(sk, skb, &p, state, reason, btf);
 		} else if (resets) {
-			rst_out_nosock(sk, skb, &p, reason, btf);
+			rst_out_nosock(sk, skb, &p, reason, btf, false);
 		}
 		return 0;
 	}
@@ -93,7 +93,13 @@ static __always_inline int handle_send_reset(const struct sock *sk,
 	 * connection is gone as for no socket. A timewait sock is only a
 	 * sock_common: nothing past it is read (sk_net_of reads skc_net). */
 	if (resets && (!sk || state == TCP_TIME_WAIT))
-		rst_out_nosock(sk, skb, &p, reason, btf);
+		rst_out_nosock(sk, skb, &p, reason, btf, false);
+	/* A socket answering a segment of its own connection: killed by it
+	 * (TCP_CLOSE already: data after shutdown, TCP_ABORT_ON_DATA, where
+	 * tcp_reset() ran first), or one in SYN_SENT refusing a bad
+	 * SYN-ACK. */
+	else if (resets)
+		rst_out_nosock(sk, skb, &p, reason, btf, state == TCP_CLOSE);
 	return 0;
 }
 

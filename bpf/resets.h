@@ -16,7 +16,7 @@
 static __always_inline void rst_out_nosock(const struct sock *sk,
 					   const struct sk_buff *skb,
 					   const struct pkt *p, __u32 reason,
-					   bool btf)
+					   bool btf, bool self_abort)
 {
 	struct record *e;
 
@@ -28,6 +28,17 @@ static __always_inline void rst_out_nosock(const struct sock *sk,
 	if ((p->tcp_flags & TCPHDR_RST) || !port_traced(p->dport))
 		return;
 	net = sk ? sk_net_of(sk, btf) : skb_dev_net(skb, btf);
+	if (self_abort) {
+		/* tcp_reset() on this socket ran tcp:tcp_receive_reset: what
+		 * its receiver side decided is taken out, and said in the
+		 * record when it was written. */
+		struct conn_key self = {};
+		__u8 sd;
+
+		conn_key_of(&self, p->family, p->daddr, p->dport, p->saddr, p->sport);
+		sd = decided(&self);
+		self_abort = sd == (DECIDED_BY_RECEIVER | DECIDED_WRITTEN);
+	}
 	/* Sent by daddr/dport of the answered segment, to saddr/sport. */
 	conn_key_of(&ck, p->family, p->saddr, p->sport, p->daddr, p->dport);
 	summary_key_of(&sk_key, SUMMARY_RESET, net_inum(net, btf), p->family,
@@ -60,6 +71,8 @@ static __always_inline void rst_out_nosock(const struct sock *sk,
 	e->dport = p->sport;
 	record_net(e, net, btf);
 	e->reason = reason;
+	if (self_abort)
+		e->flags |= RECORD_F_SELF_ABORT;
 	bpf_ringbuf_submit(e, 0);
 	if (!(d & DECIDED_BY_RECEIVER))
 		decide(&ck, DECIDED_WRITTEN);

@@ -91,6 +91,12 @@ enum record_flag {
 	 * the per-connection decision the sending side left in map
 	 * `decisions`. */
 	RECORD_F_SENDER_SEEN = 1 << 16,
+	/* RECORD_RST_OUT: a socket killed by a segment it could not take
+	 * (data after shutdown: TCP_ABORT_ON_DATA) answered it. The kernel's
+	 * tcp_reset() for it fired tcp:tcp_receive_reset on that socket
+	 * before, and its RECORD_RST_IN was written: that one is no RST
+	 * received, and userspace drops it. */
+	RECORD_F_SELF_ABORT = 1 << 17,
 };
 
 /*

@@ -475,3 +475,80 @@ func TestPrivTimewaitReset(t *testing.T) {
 		t.Errorf("%d reset events, want 1", len(got))
 	}
 }
+
+// Data reaches a socket whose application shut it down for reading: the
+// kernel kills the socket and answers with a RST (TCP_ABORT_ON_DATA). On
+// the way, tcp_reset() fires tcp:tcp_receive_reset on the killed socket
+// although no RST came in. One reset is reported, sent by the shut-down
+// side; none "received" by it.
+func TestPrivAbortOnData(t *testing.T) {
+	n := newNetns(t)
+	s := startTracer(t, Config{}, n)
+	requireCap(t, s, probe.CapResets)
+	srv := netip.MustParseAddrPort("127.0.0.1:2099")
+	var client netip.AddrPort
+	var werr error
+	n.run(func() {
+		lfd, err := bindSocket(srv)
+		if err == nil {
+			err = unix.Listen(lfd, 4)
+		}
+		if err != nil {
+			werr = err
+			return
+		}
+		defer unix.Close(lfd)
+		cfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			werr = err
+			return
+		}
+		defer unix.Close(cfd)
+		if err := unix.Connect(cfd, &unix.SockaddrInet4{Port: int(srv.Port()), Addr: srv.Addr().As4()}); err != nil {
+			werr = err
+			return
+		}
+		sa, _ := unix.Getsockname(cfd)
+		a := sa.(*unix.SockaddrInet4)
+		client = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+		afd, _, err := unix.Accept(lfd)
+		if err != nil {
+			werr = err
+			return
+		}
+		defer unix.Close(afd)
+		if err := unix.Shutdown(cfd, unix.SHUT_RDWR); err != nil {
+			werr = err
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+		for range 20 { // bounded: the RST comes after the first write
+			if _, err = unix.Write(afd, []byte("late")); err != nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+			werr = fmt.Errorf("server write after the client's shutdown: %v, want ECONNRESET or EPIPE", err)
+		}
+	})
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	e := s.waitFor("reset", toDst(n, events.TypeReset, srv))
+	if e.Src == nil || e.Src.AddrPort() != client {
+		t.Errorf("src = %+v, want the shut-down client %v", e.Src, client)
+	}
+	if s.hook(probe.CapResets) == "tp_btf/tcp_send_reset+tcp_receive_reset" && rstReasonExists(t, "TCP_ABORT_ON_DATA") &&
+		e.KernelReason != "TCP_ABORT_ON_DATA" {
+		t.Errorf("kernel_reason = %q, want TCP_ABORT_ON_DATA", e.KernelReason)
+	}
+	s.stop()
+	all := s.all(func(e *events.Event) bool { return e.Netns == n.ino && e.Type == events.TypeReset })
+	if len(all) != 1 {
+		for _, e := range all {
+			t.Logf("reset %v -> %v: %s", e.Src, e.Dst, e.Explanation)
+		}
+		t.Errorf("%d reset events, want 1 (sent by the client)", len(all))
+	}
+}

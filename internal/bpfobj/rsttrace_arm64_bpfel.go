@@ -176,6 +176,7 @@ const (
 	RsttraceRecordFlagRECORD_F_OWNER_KNOWN RsttraceRecordFlag = 2048
 	RsttraceRecordFlagRECORD_F_NAT         RsttraceRecordFlag = 4096
 	RsttraceRecordFlagRECORD_F_SENDER_SEEN RsttraceRecordFlag = 65536
+	RsttraceRecordFlagRECORD_F_SELF_ABORT  RsttraceRecordFlag = 131072
 )
 
 type RsttraceRecordType uint32

@@ -80,6 +80,7 @@ func TestRecordTags(t *testing.T) {
 		RsttraceRecordFlagRECORD_F_OWNER_KNOWN: record.FlagOwnerKnown,
 		RsttraceRecordFlagRECORD_F_NAT:         record.FlagNAT,
 		RsttraceRecordFlagRECORD_F_SENDER_SEEN: record.FlagSenderSeen,
+		RsttraceRecordFlagRECORD_F_SELF_ABORT:  record.FlagSelfAbort,
 	}
 	for c, g := range flags {
 		if uint32(c) != g {

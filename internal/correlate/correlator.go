@@ -128,7 +128,7 @@ func New(host Host) *Correlator {
 		bound:     map[uint64]boundSock{},
 		pending:   map[tuple]*refusal{},
 		attempts:  newAttempts(),
-		resets:    resets{waiting: map[tuple]*events.Event{}},
+		resets:    resets{waiting: map[tuple]*events.Event{}, received: map[tuple]bool{}},
 		owners:    listenerOwners{},
 		cookies:   map[uint32]uint64{},
 	}

@@ -11,6 +11,8 @@ import (
 type resets struct {
 	waiting map[tuple]*events.Event // by sender -> receiver
 	due     deadlines[waitingReset]
+	// received: the waiting events that came from the receiving side.
+	received map[tuple]bool
 }
 
 type waitingReset struct {
@@ -29,6 +31,15 @@ func (c *Correlator) reset(r *record.Record, emit func(*events.Event) error) err
 	var key tuple // sender -> receiver
 	if r.Type == record.ResetOut {
 		key = makeTuple(local, remote)
+		if r.Flags&record.FlagSelfAbort != 0 {
+			// The sending socket was killed by the segment it answers;
+			// the kernel reported that as a RST it received (tcp_reset
+			// fires tcp:tcp_receive_reset): none was.
+			if self := makeTuple(remote, local); x.received[self] {
+				delete(x.waiting, self)
+				delete(x.received, self)
+			}
+		}
 		ev.KernelReason = c.RSTReason(r.Reason)
 		// The socket's owner, recorded when it was made, sent it; without
 		// one, the current task only for reasons that run in the owner's
@@ -64,6 +75,7 @@ func (c *Correlator) reset(r *record.Record, emit func(*events.Event) error) err
 	ev.Dst = &events.Endpoint{Addr: key.dstAddr(), Port: key.dport}
 	if other, ok := x.waiting[key]; ok {
 		delete(x.waiting, key)
+		delete(x.received, key)
 		if r.Type == record.ResetOut {
 			ev.PeerProcess = other.PeerProcess
 		} else {
@@ -83,6 +95,9 @@ func (c *Correlator) reset(r *record.Record, emit func(*events.Event) error) err
 		return emit(ev)
 	}
 	x.waiting[key] = ev
+	if r.Type == record.ResetIn {
+		x.received[key] = true
+	}
 	x.due.add(r.Ts+uint64(c.Hold), waitingReset{key, ev})
 	return nil
 }
@@ -128,6 +143,7 @@ func (c *Correlator) expireResets(now uint64, emit func(*events.Event) error) er
 			continue // paired already
 		}
 		delete(x.waiting, w.key)
+		delete(x.received, w.key)
 		w.ev.Explanation = events.Explain(w.ev)
 		if err := emit(w.ev); err != nil {
 			return err

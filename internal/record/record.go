@@ -98,11 +98,15 @@ const (
 	// stack sent the RST and its record (ResetSent, ResetOut) was written
 	// before this one: the two are one connection's two sides.
 	FlagSenderSeen Flag = 1 << 16
+	// FlagSelfAbort: on ResetOut, a socket killed by a segment it could
+	// not take (data after shutdown) answered it; the ResetIn its kernel
+	// reported just before for the same socket was no RST received.
+	FlagSelfAbort Flag = 1 << 17
 )
 
 // Flags lists every flag, for the bpfobj consistency test.
 var Flags = []Flag{FlagProcKnown, FlagExiting, FlagNoSkb, FlagHasSk, FlagV6Only,
-	FlagFirewallICMP, FlagFirewallNFT, FlagCurrent, FlagOwnerKnown, FlagNAT, FlagSenderSeen}
+	FlagFirewallICMP, FlagFirewallNFT, FlagCurrent, FlagOwnerKnown, FlagNAT, FlagSenderSeen, FlagSelfAbort}
 
 // Address families of Record.Family.
 const (
