@@ -384,12 +384,16 @@ func TestPrivListenerResetsGoneConnection(t *testing.T) {
 		defer unix.Close(fd)
 		steps := []func() error{
 			func() error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1) },
-			func() error { return unix.Bind(fd, &unix.SockaddrInet4{Port: int(local.Port()), Addr: local.Addr().As4()}) },
+			func() error {
+				return unix.Bind(fd, &unix.SockaddrInet4{Port: int(local.Port()), Addr: local.Addr().As4()})
+			},
 			func() error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, tcpSendQueue) },
 			func() error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ, 1000) },
 			func() error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, tcpRecvQueue) },
 			func() error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ, 5000) },
-			func() error { return unix.Connect(fd, &unix.SockaddrInet4{Port: int(srv.Port()), Addr: srv.Addr().As4()}) },
+			func() error {
+				return unix.Connect(fd, &unix.SockaddrInet4{Port: int(srv.Port()), Addr: srv.Addr().As4()})
+			},
 			func() error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0) },
 		}
 		for i, step := range steps {
