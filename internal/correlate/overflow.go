@@ -75,6 +75,10 @@ type watchedNetns struct {
 	skDrops map[uint64]uint32      // listener inode -> sk_drops at the last dump
 	stages  map[uint64]StageCounts // listener inode -> per-packet counts at the last poll
 	retired bool                   // poll once more, then let go
+	// credit: listeners whose sk_drops ran ahead of the namespace's
+	// counter at the last poll (a drop between reading the counter and
+	// dumping the listeners): the counter's next movement is theirs.
+	credit map[uint64]uint64
 }
 
 // OverflowPoller turns counter movements into listen_overflow events.
@@ -251,6 +255,27 @@ func (p *OverflowPoller) attribute(netns uint32, w *watchedNetns, d ListenCounte
 	var total uint64
 	for _, s := range shares {
 		total += s.weight
+	}
+	if total == 0 && len(w.credit) > 0 {
+		// The drops this poll counts moved the listeners' counters
+		// before the last poll's dump.
+		for i := range shares {
+			shares[i].weight = w.credit[shares[i].l.Ino]
+			total += shares[i].weight
+		}
+		w.credit = nil
+	} else if total > d.Drops {
+		// Moved ahead of the counter: keep the surplus for its next
+		// movement, by listener.
+		w.credit = map[uint64]uint64{}
+		surplus := total - d.Drops
+		for _, s := range shares {
+			if s.weight > 0 {
+				w.credit[s.l.Ino] = max(1, s.weight*surplus/total)
+			}
+		}
+	} else {
+		w.credit = nil
 	}
 	if total == 0 { // no sk_drops moved: fall back to what the hooks saw
 		for i := range shares {

@@ -252,3 +252,29 @@ func TestSplitExact(t *testing.T) {
 		}
 	}
 }
+
+// A drop between reading the namespace's counter and dumping its
+// listeners moves the listener's sk_drops one poll before the counter: the
+// counter's movement at the next poll is that listener's, not a closed
+// listener's.
+func TestOverflowListenerAheadOfCounter(t *testing.T) {
+	r := newRig(t, false, false)
+	ns := &fakeNetns{ls: []QueueListener{{Local: lnA, Ino: 5, Backlog: 2}}}
+	r.src.ns[3] = ns
+	r.info[5] = events.Listener{Process: events.Process{Pid: 9, Comm: "slow"}}
+	r.p.Watch(3, 1)
+	ns.c = ListenCounters{Drops: 4, Overflows: 4}
+	ns.ls[0].Drops = 5 // the fifth drop came after the counter was read
+	evs := r.poll()
+	if len(evs) != 1 || evs[0].Listener == nil || evs[0].Dropped.Total != 4 {
+		t.Fatalf("first poll: %+v, want 4 drops of the listener", evs)
+	}
+	ns.c = ListenCounters{Drops: 5, Overflows: 5}
+	evs = r.poll()
+	if len(evs) != 1 || evs[0].Listener == nil || evs[0].Listener.Pid != 9 || evs[0].Dropped.Total != 1 {
+		t.Fatalf("second poll: %+v, want the listener's fifth drop", evs)
+	}
+	if strings.Contains(evs[0].Explanation, "closed since") {
+		t.Errorf("explanation: %s", evs[0].Explanation)
+	}
+}
