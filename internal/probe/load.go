@@ -103,8 +103,9 @@ func (o *Objects) parse() (*ebpf.CollectionSpec, error) {
 // makeMaps creates every map of spec but the global data sections (whose
 // contents the plan sets), the largest first, on as many goroutines as
 // there are CPUs: the work is the kernel's. Where the kernel allows it,
-// the maps that are usually nearly empty are allocated on demand; their
-// specs in spec get the flag too, so the collection takes the maps made.
+// the maps that are usually nearly empty are allocated on demand (Load
+// gives their specs the same type and flags, so the collection takes the
+// maps made). spec is only read: Prepare changes it meanwhile.
 func makeMaps(spec *ebpf.CollectionSpec, kernelBTF func() (*btf.Spec, error)) (map[string]*ebpf.Map, error) {
 	var todo []*ebpf.MapSpec
 	for name, ms := range spec.Maps {
@@ -151,8 +152,6 @@ func makeMaps(spec *ebpf.CollectionSpec, kernelBTF func() (*btf.Spec, error)) (m
 	for i, m := range made {
 		if m != nil {
 			maps[todo[i].Name] = m
-			spec.Maps[todo[i].Name].Flags = todo[i].Flags
-			spec.Maps[todo[i].Name].Type = todo[i].Type
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -281,6 +280,9 @@ func (o *Objects) Load(kernelBTF *btf.Spec) (*ebpf.Collection, error) {
 	}
 	if o.mapsErr != nil {
 		return nil, o.mapsErr
+	}
+	for name, m := range o.maps {
+		o.spec.Maps[name].Type, o.spec.Maps[name].Flags = m.Type(), m.Flags()
 	}
 	opts := ebpf.CollectionOptions{MapReplacements: o.maps, Programs: ebpf.ProgramOptions{KernelTypes: kernelBTF}}
 	if _, ok := o.spec.Programs["tp_btf_net_dev_queue"]; ok {
