@@ -250,6 +250,13 @@ func (c *Correlator) Expire(now uint64, emit func(*events.Event) error) error {
 	return c.expireAttempts(now, emit)
 }
 
+// Holding reports whether anything waits on a deadline of Hold's order
+// (a refusal for its client, one side of a reset, a proxy's refusal):
+// Expire is due within milliseconds. The rest waits seconds or more.
+func (c *Correlator) Holding() bool {
+	return c.held.len() > 0 || c.resets.due.len() > 0 || c.proxies.due.len() > 0
+}
+
 // FlushAll writes everything still held (at shutdown).
 func (c *Correlator) FlushAll(emit func(*events.Event) error) error {
 	return c.Expire(^uint64(0)>>1, emit)
