@@ -1372,3 +1372,27 @@ func TestReusedNetnsInodeForgetsTheDead(t *testing.T) {
 		t.Errorf("refusal in the same namespace: cause %s, want listener_closed", got.Cause)
 	}
 }
+
+// Holding says when the read loop must wake on Hold's time scale: while a
+// refusal waits for its client, and not once it is written.
+func TestHolding(t *testing.T) {
+	src, dst := "10.0.0.1:5000", "10.0.0.2:80"
+	c := newTestCorrelator()
+	c.Hold = 20 * time.Millisecond
+	var s ctSink
+	if c.Holding() {
+		t.Fatal("holding before any record")
+	}
+	if err := c.Handle(ctReset(100*ctMs, ctNsA, src, dst), s.emit); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Holding() {
+		t.Fatal("a refusal waits for its client, but Holding is false")
+	}
+	if err := c.Expire(120*ctMs, s.emit); err != nil {
+		t.Fatal(err)
+	}
+	if c.Holding() || len(s.of(events.TypeRefused)) != 1 {
+		t.Fatalf("after Hold: holding %v, %d refused events, want false and 1", c.Holding(), len(s.of(events.TypeRefused)))
+	}
+}
