@@ -423,6 +423,9 @@ func busyIdle(o *busyOptions, setTracer func(int)) (float64, error) {
 	if err := waitForStart(out, exited, &waitErr, o.startTimeout); err != nil {
 		return 0, err
 	}
+	// The start-up snapshot (listeners, names) is read just after the
+	// start record: steady state is measured from a second later.
+	time.Sleep(time.Second)
 	cpu0, err := procCPU(cmd.Process.Pid)
 	if err != nil {
 		return 0, err
