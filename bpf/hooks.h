@@ -11,18 +11,6 @@
 #define RSTTRACE_HOOKS_H
 
 /*
- * A RST leaves this host's TCP stack. From 6.10 tcp:tcp_send_reset fires
- * for every RST (tcp_v4_send_reset/tcp_v6_send_reset call it even when sk
- * is NULL, and pass enum sk_rst_reason); before, only with a full socket,
- * so refusals come from the senders themselves (fentry/kprobe on
- * tcp_v4_send_reset/tcp_v6_send_reset).
- *
- * refusals: report refused connections (RECORD_RESET_SENT); resets: report
- * RSTs on existing connections (RECORD_RST_OUT, tracepoint only). A segment
- * answered by a listener, request or timewait socket that is not a refusal
- * is neither.
- */
-/*
  * Whether a listener's RST for a non-SYN segment is the accept queue
  * overflow of tcp_check_req (net.ipv4.tcp_abort_on_overflow set in the
  * listener's namespace, and its accept queue full as sk_acceptq_is_full
@@ -48,6 +36,19 @@ static __always_inline bool listener_overflowed(const struct sock *sk, bool btf)
 	return RD(btf, __u32, sk, sk_ack_backlog) > RD(btf, __u32, sk, sk_max_ack_backlog);
 }
 
+/*
+ * A RST leaves this host's TCP stack. From 6.10 tcp:tcp_send_reset fires
+ * for every RST (tcp_v4_send_reset/tcp_v6_send_reset call it even when sk
+ * is NULL, and pass enum sk_rst_reason); before, only with a full socket,
+ * so refusals come from the senders themselves (fentry/kprobe on
+ * tcp_v4_send_reset/tcp_v6_send_reset).
+ *
+ * refusals: report refused connections (RECORD_RESET_SENT); resets: report
+ * every other RST this host sends (RECORD_RST_OUT, tracepoint only): on a
+ * connection (no segment answered), or answering a segment of a
+ * connection that is gone, whichever socket (none, a listener, a timewait
+ * or a dying one) answers it.
+ */
 static __always_inline int handle_send_reset(const struct sock *sk,
 					     const struct sk_buff *skb,
 					     __u32 reason, bool btf,
