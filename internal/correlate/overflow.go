@@ -310,9 +310,24 @@ func (p *OverflowPoller) attribute(netns uint32, w *watchedNetns, d ListenCounte
 	for i := range shares {
 		s := &shares[i]
 		if s.drops == 0 {
+			// Its per-packet counts wait for the drops they go with.
+			w.stages[s.l.Ino] = StageCounts{SynAcceptQ: w.stages[s.l.Ino].SynAcceptQ - s.stages.SynAcceptQ,
+				SynReqQ: w.stages[s.l.Ino].SynReqQ - s.stages.SynReqQ, FinalAck: w.stages[s.l.Ino].FinalAck - s.stages.FinalAck,
+				LastAccept: w.stages[s.l.Ino].LastAccept}
 			continue
 		}
 		dr := p.stagesOf(s, func() bool { readSysctls(); return cookies == 0 })
+		// Per-packet counts beyond this share's drops ran ahead of the
+		// namespace's counter with its sk_drops (see credit): they go
+		// with its next drops.
+		if cur, ok := w.stages[s.l.Ino]; ok {
+			cur.FinalAck -= s.stages.FinalAck - dr.FinalAck
+			if p.perSYN {
+				cur.SynAcceptQ -= s.stages.SynAcceptQ - dr.SynAcceptQueueFull
+				cur.SynReqQ -= s.stages.SynReqQ - dr.SynQueueFull
+			}
+			w.stages[s.l.Ino] = cur
+		}
 		l, known := info(s.l.Ino)
 		if !known {
 			l = events.Listener{Netns: netns}

@@ -278,3 +278,26 @@ func TestOverflowListenerAheadOfCounter(t *testing.T) {
 		t.Errorf("explanation: %s", evs[0].Explanation)
 	}
 }
+
+// As above, with a per-packet hook: the final ACKs it counted with the
+// drops that ran ahead go with those drops at the next poll.
+func TestOverflowStagesAheadOfCounter(t *testing.T) {
+	r := newRig(t, false, true)
+	ns := &fakeNetns{ls: []QueueListener{{Local: lnA, Ino: 5, Backlog: 1}}}
+	r.src.ns[3] = ns
+	r.info[5] = events.Listener{Process: events.Process{Pid: 9, Comm: "deferred"}}
+	r.p.Watch(3, 1)
+	// Three final ACKs dropped; the counter was read after the first.
+	ns.c = ListenCounters{Drops: 1, Overflows: 1}
+	ns.ls[0].Drops = 2 * 3 // a dropped final ACK moves sk_drops twice
+	r.src.counts[5] = StageCounts{FinalAck: 3}
+	evs := r.poll()
+	if len(evs) != 1 || *evs[0].Dropped != (events.Drops{Total: 1, FinalAck: 1}) {
+		t.Fatalf("first poll: %+v", evs)
+	}
+	ns.c = ListenCounters{Drops: 3, Overflows: 3}
+	evs = r.poll()
+	if len(evs) != 1 || evs[0].Listener == nil || *evs[0].Dropped != (events.Drops{Total: 2, FinalAck: 2}) {
+		t.Fatalf("second poll: %+v, want the listener's other 2 final ACKs", evs)
+	}
+}
