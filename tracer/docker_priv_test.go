@@ -790,39 +790,11 @@ func TestPrivDockerNAT(t *testing.T) {
 	published := netip.AddrPortFrom(dockerLoopback, dockerPort)
 	pub := fmt.Sprintf("%s:%d:80", dockerLoopback, dockerPort)
 	runDockerScenarios(t, false, []dockerScenario{
-		{"no-listener", func(t *testing.T, ctx context.Context, d *dockerd, s *session) {
-			c := d.run(t, ctx, "rsttrace-nolistener", pub, "sleep", "300")
-			s.watchNetns(c.netns)
-			mark := s.mark()
-			a := attempt{published: published, backend: c.backend()}
-			a.curl = curl(t, ctx, "http://"+published.String()+"/")
-			if a.curl.exit != 7 {
-				t.Errorf("curl exit %d, want 7 (connection refused)", a.curl.exit)
-			}
-			e := onlyEvent(t, ctx, s, mark, a)
-			checkRefusal(t, e, a, events.CauseNoListener)
-			if e.Proxy != nil || e.Listener != nil {
-				t.Errorf("proxy %+v listener %+v, want neither", e.Proxy, e.Listener)
-			}
-		}},
-		{"bridge-address", func(t *testing.T, ctx context.Context, d *dockerd, s *session) {
-			// curl to the bridge's own address: DNAT, and masquerade
-			// rewrites the source on its way into the bridge.
-			bridged := netip.AddrPortFrom(dockerBridgeAddr, dockerPort)
-			c := d.run(t, ctx, "rsttrace-bridge", fmt.Sprintf("%s:%d:80", dockerBridgeAddr, dockerPort), "sleep", "300")
-			s.watchNetns(c.netns)
-			mark := s.mark()
-			a := attempt{published: bridged, backend: c.backend()}
-			a.curl = curl(t, ctx, "http://"+bridged.String()+"/")
-			if a.curl.exit != 7 {
-				t.Errorf("curl exit %d, want 7 (connection refused)", a.curl.exit)
-			}
-			e := onlyEvent(t, ctx, s, mark, a)
-			checkRefusal(t, e, a, events.CauseNoListener)
-			if e.Proxy != nil || e.Listener != nil {
-				t.Errorf("proxy %+v listener %+v, want neither", e.Proxy, e.Listener)
-			}
-		}},
+		{"no-listener", noListenerScenario("rsttrace-nolistener", pub, published)},
+		// curl to the bridge's own address: DNAT, and masquerade rewrites
+		// the source on its way into the bridge.
+		{"bridge-address", noListenerScenario("rsttrace-bridge", fmt.Sprintf("%s:%d:80", dockerBridgeAddr, dockerPort),
+			netip.AddrPortFrom(dockerBridgeAddr, dockerPort))},
 		{"crashed-server", func(t *testing.T, ctx context.Context, d *dockerd, s *session) {
 			// The container's first process is a shell: the kernel
 			// ignores SIGSEGV sent from outside to a pid namespace's
@@ -926,4 +898,26 @@ func TestPrivDockerProxy(t *testing.T) {
 			}
 		}},
 	})
+}
+
+// noListenerScenario: a container whose port 80 is published as pub (a
+// docker run -p spec) and has nothing listening; curl to target is
+// refused, and the one event names the published address, the container's
+// backend and no_listener, with no proxy and no listener.
+func noListenerScenario(container, pub string, target netip.AddrPort) func(*testing.T, context.Context, *dockerd, *session) {
+	return func(t *testing.T, ctx context.Context, d *dockerd, s *session) {
+		c := d.run(t, ctx, container, pub, "sleep", "300")
+		s.watchNetns(c.netns)
+		mark := s.mark()
+		a := attempt{published: target, backend: c.backend()}
+		a.curl = curl(t, ctx, "http://"+target.String()+"/")
+		if a.curl.exit != 7 {
+			t.Errorf("curl exit %d, want 7 (connection refused)", a.curl.exit)
+		}
+		e := onlyEvent(t, ctx, s, mark, a)
+		checkRefusal(t, e, a, events.CauseNoListener)
+		if e.Proxy != nil || e.Listener != nil {
+			t.Errorf("proxy %+v listener %+v, want neither", e.Proxy, e.Listener)
+		}
+	}
 }

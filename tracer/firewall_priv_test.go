@@ -308,16 +308,7 @@ func TestPrivReset(t *testing.T) {
 			s := startTracer(t, Config{}, n)
 			requireCap(t, s, probe.CapResets)
 			srv := netip.MustParseAddrPort("127.0.0.1:2093")
-			h := n.mustStart(t, "abortsrv", "acceptsrv", srv)
-			err, local, fd := n.dialSyn(t, srv, 0)
-			if err != nil {
-				t.Fatalf("connect: %v", err)
-			}
-			defer unix.Close(fd)
-			h.send("accept")
-			if l := h.line(); l != "accepted" {
-				t.Fatalf("helper: %s", l)
-			}
+			h, local, fd := n.acceptedConn(t, "abortsrv", srv)
 			if c.name == "linger" {
 				h.send("linger")
 			} else if _, err := unix.Write(fd, []byte("unread")); err != nil {
@@ -436,16 +427,7 @@ func TestPrivTimewaitReset(t *testing.T) {
 	s := startTracer(t, Config{}, n)
 	requireCap(t, s, probe.CapResets)
 	srv := netip.MustParseAddrPort("127.0.0.1:2098")
-	h := n.mustStart(t, "twsrv", "acceptsrv", srv)
-	err, local, fd := n.dialSyn(t, srv, 0)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer unix.Close(fd)
-	h.send("accept")
-	if l := h.line(); l != "accepted" {
-		t.Fatalf("helper: %s", l)
-	}
+	h, local, fd := n.acceptedConn(t, "twsrv", srv)
 	h.send("close") // FIN; our ACK turns the orphan into a FIN_WAIT2 timewait sock
 	h.line()
 	time.Sleep(50 * time.Millisecond)
@@ -545,4 +527,22 @@ func oneReset(t *testing.T, s *session, n *netns, src, dst netip.AddrPort, reaso
 		}
 		t.Errorf("%d reset events, want 1 (sent by %v)", len(all), src)
 	}
+}
+
+// acceptedConn starts an acceptsrv helper named comm on srv in n and makes
+// one connection to it that the helper accepted: the helper, the client's
+// address and its socket (closed when the test ends).
+func (n *netns) acceptedConn(t *testing.T, comm string, srv netip.AddrPort) (*helperProc, netip.AddrPort, int) {
+	t.Helper()
+	h := n.mustStart(t, comm, "acceptsrv", srv)
+	err, local, fd := n.dialSyn(t, srv, 0)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	h.send("accept")
+	if l := h.line(); l != "accepted" {
+		t.Fatalf("helper: %s", l)
+	}
+	return h, local, fd
 }
