@@ -133,8 +133,12 @@ static __always_inline void client_refused(const struct sock *sk)
 	summary_key_of(&sk_key, SUMMARY_REFUSED, netns, p.family, p.daddr,
 		       p.dport);
 	conn_key_of(&ck, p.family, p.saddr, p.sport, p.daddr, p.dport);
-	/* The server side decided for both when it ran on this host. */
-	d = decided(&ck);
+	/* The server side decided for both when it ran on this host: in
+	 * this entry when it found it by the SYN (syn_client), else in the
+	 * decisions map. */
+	d = c ? c->decided : 0;
+	if (!d)
+		d = decided(&ck);
 	switch (d) {
 	case DECIDED_SUMMARIZED:
 		summary_count(&sk_key, SIDE_CLIENT_LOCAL);

@@ -52,7 +52,11 @@ struct conn {
 	struct proc_info proc;
 	__u64 ts; /* bpf_ktime_get_ns() at connect(); 0 unless connect_failures */
 	__u32 fw; /* enum conn_fw: what became of its SYNs' firewall drops */
-	__u32 pad;
+	/* enum decision: a refusing side on this host found this entry by
+	 * its SYN (syn_client in summary.h) and decided here, not in the
+	 * decisions map; 0 otherwise. */
+	__u8 decided;
+	__u8 pad[3];
 };
 
 /* Bits of conn.fw: the attempt's end follows what its drops did, so that

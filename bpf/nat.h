@@ -100,7 +100,7 @@ static __always_inline void ct_side(const union nf_inet_addr *u3,
  * of a connection has ctinfo IP_CT_NEW; only those reach the conntrack
  * reads (status, then the TCP state), and only translated TCP SYNs the map.
  */
-static __always_inline int handle_dev_queue(const struct sk_buff *skb)
+static __always_inline void nat_syn_seen(const struct sk_buff *skb)
 {
 	struct nat_key k = {};
 	struct nat_flow v = {};
@@ -113,24 +113,24 @@ static __always_inline int handle_dev_queue(const struct sk_buff *skb)
 
 	if (!bpf_core_field_exists(skb->_nfct) ||
 	    !bpf_core_type_exists(struct nf_conn))
-		return 0;
+		return;
 	nfct = skb->_nfct;
 	if (!nfct || (nfct & NFCT_INFOMASK) != IP_CT_NEW)
-		return 0;
+		return;
 	ct = (struct nf_conn *)(nfct & ~NFCT_INFOMASK);
 	status = BPF_CORE_READ(ct, status);
 	if (!(status & (IPS_SRC_NAT | IPS_DST_NAT)))
-		return 0;
+		return;
 	o = &ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple;
 	r = &ct->tuplehash[IP_CT_DIR_REPLY].tuple;
 	if (BPF_CORE_READ(o, dst.protonum) != IPPROTO_TCP)
-		return 0;
+		return;
 	/* A SYN opened it (not a mid-stream pick-up, nf_conntrack_tcp_loose). */
 	if (BPF_CORE_READ(ct, proto.tcp.state) != TCP_CONNTRACK_SYN_SENT)
-		return 0;
+		return;
 	family = BPF_CORE_READ(o, src.l3num); /* NFPROTO_IPV4/6 == AF_INET/6 */
 	if (family != AF_INET && family != AF_INET6)
-		return 0;
+		return;
 	k.family = family;
 	/* The backend answers reply.src -> reply.dst: it sees the SYN as
 	 * reply.dst -> reply.src. */
@@ -149,7 +149,6 @@ static __always_inline int handle_dev_queue(const struct sk_buff *skb)
 		if (mark && !*mark)
 			*mark = 1;
 	}
-	return 0;
 }
 
 /*

@@ -20,6 +20,7 @@ static __always_inline void refusal_sent(const struct sock *sk,
 	struct conn_key ck = {};
 	struct nat_key nk = {};
 	struct nat_flow *nat;
+	struct conn *client = NULL;
 	struct record *e;
 	struct net *net;
 	__u32 netns;
@@ -42,11 +43,13 @@ static __always_inline void refusal_sent(const struct sock *sk,
 		else
 			conn_key_of(&ck, p->family, p->saddr, p->sport,
 				    p->daddr, p->dport);
+		if (!nat && (caps & CAP_F_CLIENTS))
+			client = syn_client(skb, &ck);
 		summary_key_of(&sk_key, SUMMARY_REFUSED, netns, p->family,
 			       p->daddr, p->dport);
 		if (summarize(&sk_key)) {
 			summary_count(&sk_key, SIDE_SERVER);
-			decide(&ck, DECIDED_SUMMARIZED);
+			decide_for(client, &ck, DECIDED_SUMMARIZED);
 			if (nat)
 				bpf_map_delete_elem(&nat_flows, &nk);
 			return;
@@ -55,7 +58,7 @@ static __always_inline void refusal_sent(const struct sock *sk,
 	e = reserve(RECORD_RESET_SENT);
 	if (!e) {
 		if (!sk)
-			decide(&ck, DECIDED_LOST);
+			decide_for(client, &ck, DECIDED_LOST);
 		if (nat)
 			bpf_map_delete_elem(&nat_flows, &nk);
 		return;
@@ -78,7 +81,7 @@ static __always_inline void refusal_sent(const struct sock *sk,
 	/* After the submit: the client's record, reserved once it read
 	 * this, comes behind this one in the ring. */
 	if (!sk)
-		decide(&ck, DECIDED_WRITTEN);
+		decide_for(client, &ck, DECIDED_WRITTEN);
 }
 
 #endif /* RSTTRACE_REFUSALS_H */

@@ -245,6 +245,98 @@ static __always_inline __u8 decided(const struct conn_key *k)
 	return d;
 }
 
+/*
+ * The last SYN this CPU transmitted from a connecting socket
+ * (net:net_dev_queue): the packet, its socket and the connection as its
+ * receiving side keys it. Loopback and veth hand a packet to the receiving
+ * stack on the CPU that sent it (loopback_xmit, veth_xmit -> netif_rx into
+ * this CPU's backlog, run when the sender re-enables bottom halves), and
+ * with nothing listening tcp_v4_send_reset/tcp_v6_send_reset answer that
+ * same skb there. The refusing side then finds the client's `connecting`
+ * entry through this slot and writes its decision into it (conn.decided),
+ * where the client's tcp_receive_reset reads it with the entry it looks up
+ * anyway: no decisions entry made, looked up and deleted, three bucket
+ * locks taken with interrupts off, on every local refusal. Anything else
+ * (another CPU, a queueing discipline holding the SYN, a translated one)
+ * finds no match and goes through the decisions map.
+ */
+struct syn_slot {
+	__u64 skb;
+	__u64 sk;
+	struct conn_key ck;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct syn_slot);
+} last_syn SEC(".maps");
+
+/* skb leaves a device (net:net_dev_queue): keep it if it is a connecting
+ * socket's SYN (the only segments a socket sends in SYN_SENT). */
+static __always_inline void syn_transmitted(const struct sk_buff *skb)
+{
+	const struct sock *sk = skb->sk;
+	struct syn_slot *s;
+	struct pkt p = {};
+	__u32 zero = 0;
+
+	if (!sk || sk->__sk_common.skc_state != TCP_SYN_SENT ||
+	    sk->sk_protocol != IPPROTO_TCP)
+		return;
+	s = bpf_map_lookup_elem(&last_syn, &zero);
+	if (!s)
+		return;
+	sk_pkt(sk, &p);
+	conn_key_of(&s->ck, p.family, p.saddr, p.sport, p.daddr, p.dport);
+	s->skb = (__u64)skb;
+	s->sk = (__u64)sk;
+}
+
+static __always_inline bool conn_key_eq(const struct conn_key *a,
+					const struct conn_key *b)
+{
+	const __u16 *x = (const __u16 *)a, *y = (const __u16 *)b;
+
+#pragma unroll
+	for (int i = 0; i < sizeof(*a) / 2; i++)
+		if (x[i] != y[i])
+			return false;
+	return true;
+}
+
+/*
+ * The `connecting` entry of the local client whose SYN skb is, the
+ * connection being k; NULL if this CPU did not just send it. The address
+ * alone is not proof: an skb freed and reused for a packet received from
+ * elsewhere can have it, hence the tuple too. The slot is emptied.
+ */
+static __always_inline struct conn *syn_client(const struct sk_buff *skb,
+					       const struct conn_key *k)
+{
+	__u32 zero = 0;
+	struct syn_slot *s = bpf_map_lookup_elem(&last_syn, &zero);
+	__u64 key;
+
+	if (!s || s->skb != (__u64)skb || !conn_key_eq(&s->ck, k))
+		return NULL;
+	key = s->sk;
+	s->skb = 0;
+	return bpf_map_lookup_elem(&connecting, &key);
+}
+
+/* The sender's decision d for connection k: in its client's entry when
+ * syn_client found it, else in the decisions map. */
+static __always_inline void decide_for(struct conn *client,
+				       const struct conn_key *k, __u8 d)
+{
+	if (client)
+		client->decided = d;
+	else
+		decide(k, d);
+}
+
 /* A record the receiving side writes for a connection whose sender's
  * record is written: if it does not fit, the refusal or reset is still
  * reported once (by the sender's record), so it is not counted lost. */

@@ -545,3 +545,116 @@ func TestPrivIdentity(t *testing.T) {
 		cookies[r.NetnsCookie] = uint32(ns.ino)
 	}
 }
+
+// TestPrivRefusalDecidedInPlace: the refusing side of a local refusal
+// finds its client through the SYN this CPU just transmitted (last_syn)
+// and leaves its decision in the client's connecting entry; when the
+// server's stack runs on another CPU (RPS steers the veth's receive
+// there), the decision goes through the decisions map instead. Either
+// way each refusal is one RESET_SENT and one CLIENT_REFUSED that says the
+// sender's record was written, and no decision is left behind.
+func TestPrivRefusalDecidedInPlace(t *testing.T) {
+	requireRoot(t)
+	if !sendResetHasReason(t) {
+		t.Skip("before 6.10 tcp:tcp_send_reset does not fire for a SYN nothing listens for (tcp_v4_send_reset is hooked there: the tracer tests cover it)")
+	}
+	if runtime.NumCPU() < 2 {
+		t.Skip("steering the server's receive to another CPU needs a second CPU")
+	}
+	l := load(t, map[string]any{
+		"caps": uint32(RsttraceCapFlagCAP_F_REFUSALS | RsttraceCapFlagCAP_F_CLIENTS |
+			RsttraceCapFlagCAP_F_RST_REASON),
+	}, "tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset", "tp_btf_inet_sock_set_state",
+		"tp_btf_net_dev_queue")
+
+	const n = 20
+	const port = 5356
+	// refuse connects n times to dst from a thread pinned to CPU 0.
+	refuse := func(t *testing.T, ns *netns, dst string) {
+		ns.do(t, func() error {
+			var all, one unix.CPUSet
+			if err := unix.SchedGetaffinity(0, &all); err != nil {
+				return err
+			}
+			one.Set(0)
+			if err := unix.SchedSetaffinity(0, &one); err != nil {
+				return err
+			}
+			defer unix.SchedSetaffinity(0, &all)
+			for i := 0; i < n; i++ {
+				c, err := net.DialTimeout("tcp", net.JoinHostPort(dst, strconv.Itoa(port)), 2*time.Second)
+				if err == nil {
+					c.Close()
+					return fmt.Errorf("connect to %s:%d succeeded: something listens", dst, port)
+				}
+				if !errors.Is(err, unix.ECONNREFUSED) {
+					return fmt.Errorf("connect to %s:%d: %v, want ECONNREFUSED", dst, port, err)
+				}
+			}
+			return nil
+		})
+	}
+	// check: n refusals, each written once by each side (the server's
+	// in server, the client's in client), the client's saying the sender
+	// was seen; the decisions map empty; CPU 0's slot consumed (the
+	// sender found it) or not.
+	check := func(t *testing.T, client, server *netns, wantConsumed bool) {
+		t.Helper()
+		sent, refused := 0, 0
+		for _, r := range l.drain(t, 500*time.Millisecond, 5*time.Second) {
+			if r.Dport != port && r.Sport != port {
+				continue
+			}
+			switch {
+			case r.Type == uint8(RsttraceRecordTypeRECORD_RESET_SENT) && r.Netns == uint32(server.ino):
+				sent++
+			case r.Type == uint8(RsttraceRecordTypeRECORD_CLIENT_REFUSED) && r.Netns == uint32(client.ino):
+				refused++
+				if r.Flags&uint32(RsttraceRecordFlagRECORD_F_SENDER_SEEN) == 0 {
+					t.Errorf("client record without SENDER_SEEN: %v", &r)
+				}
+				if r.Flags&uint32(RsttraceRecordFlagRECORD_F_PROC_KNOWN) == 0 || int(r.Proc.Pid) != os.Getpid() {
+					t.Errorf("client record names pid %d (flags %#x), want the test %d", r.Proc.Pid, r.Flags, os.Getpid())
+				}
+			default:
+				t.Errorf("unexpected record %v", &r)
+			}
+		}
+		if sent != n || refused != n {
+			t.Errorf("%d RESET_SENT and %d CLIENT_REFUSED records, want %d of each", sent, refused, n)
+		}
+		var k RsttraceConnKey
+		var d uint8
+		if it := l.coll.Maps["decisions"].Iterate(); it.Next(&k, &d) {
+			t.Errorf("a decision was left behind: %+v -> %d", k, d)
+		}
+		var slots []RsttraceSynSlot
+		if err := l.coll.Maps["last_syn"].Lookup(uint32(0), &slots); err != nil {
+			t.Fatal(err)
+		}
+		if slots[0].Sk == 0 {
+			t.Fatal("CPU 0 never kept a SYN: net_dev_queue did not see the client's SYNs there")
+		}
+		if consumed := slots[0].Skb == 0; consumed != wantConsumed {
+			t.Errorf("CPU 0's SYN slot consumed: %v, want %v", consumed, wantConsumed)
+		}
+	}
+
+	t.Run("same CPU", func(t *testing.T) {
+		ns := newNetns(t)
+		refuse(t, ns, "127.0.0.1")
+		check(t, ns, ns, true)
+	})
+	t.Run("server on another CPU", func(t *testing.T) {
+		client, server := newNetns(t), newNetns(t)
+		run(t, "ip", "link", "add", "rtc0", "netns", client.name, "type", "veth", "peer", "rts0", "netns", server.name)
+		run(t, "ip", "-n", client.name, "addr", "add", "10.211.7.1/24", "dev", "rtc0")
+		run(t, "ip", "-n", server.name, "addr", "add", "10.211.7.2/24", "dev", "rts0")
+		run(t, "ip", "-n", client.name, "link", "set", "rtc0", "up")
+		run(t, "ip", "-n", server.name, "link", "set", "rts0", "up")
+		// CPU 1 takes everything rts0 receives (netif_rx -> get_rps_cpu).
+		run(t, "ip", "netns", "exec", server.name, "sh", "-c", "echo 2 > /sys/class/net/rts0/queues/rx-0/rps_cpus")
+		refuse(t, client, "10.211.7.2")
+		check(t, client, server, false)
+	})
+}

@@ -45,11 +45,12 @@ type RsttraceCodeRange struct {
 }
 
 type RsttraceConn struct {
-	_    structs.HostLayout
-	Proc RsttraceProcInfo
-	Ts   uint64
-	Fw   uint32
-	Pad  uint32
+	_       structs.HostLayout
+	Proc    RsttraceProcInfo
+	Ts      uint64
+	Fw      uint32
+	Decided uint8
+	Pad     [3]uint8
 }
 
 type RsttraceConnKey struct {
@@ -220,6 +221,14 @@ type RsttraceSummaryVal struct {
 	ClientLocal uint64
 }
 
+type RsttraceSynSlot struct {
+	_   structs.HostLayout
+	Skb uint64
+	Sk  uint64
+	Ck  RsttraceConnKey
+	_   [4]byte
+}
+
 // LoadRsttrace returns the embedded CollectionSpec for Rsttrace.
 func LoadRsttrace() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_RsttraceBytes)
@@ -297,6 +306,7 @@ type RsttraceMapSpecs struct {
 	Connecting    *ebpf.MapSpec `ebpf:"connecting"`
 	Decisions     *ebpf.MapSpec `ebpf:"decisions"`
 	FwIcmpSkbs    *ebpf.MapSpec `ebpf:"fw_icmp_skbs"`
+	LastSyn       *ebpf.MapSpec `ebpf:"last_syn"`
 	ListenCalls   *ebpf.MapSpec `ebpf:"listen_calls"`
 	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
@@ -360,6 +370,7 @@ type RsttraceMaps struct {
 	Connecting    *ebpf.Map `ebpf:"connecting"`
 	Decisions     *ebpf.Map `ebpf:"decisions"`
 	FwIcmpSkbs    *ebpf.Map `ebpf:"fw_icmp_skbs"`
+	LastSyn       *ebpf.Map `ebpf:"last_syn"`
 	ListenCalls   *ebpf.Map `ebpf:"listen_calls"`
 	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
 	Lost          *ebpf.Map `ebpf:"lost"`
@@ -380,6 +391,7 @@ func (m *RsttraceMaps) Close() error {
 		m.Connecting,
 		m.Decisions,
 		m.FwIcmpSkbs,
+		m.LastSyn,
 		m.ListenCalls,
 		m.ListenerStats,
 		m.Lost,
