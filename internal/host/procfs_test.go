@@ -95,6 +95,26 @@ func TestParseProcNetTCP(t *testing.T) {
 	}
 }
 
+// The listeners-only read stops at the first other socket: what follows
+// (here a line that would not even parse) is never looked at.
+func TestScanProcListeners(t *testing.T) {
+	in := ptTCP + "   4: 0100007G:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000  1000        0 34568 1 0000000000000000 20 4 30 10 -1\n"
+	got, err := scanProcNetTCP(strings.NewReader(in), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []procSock{
+		{local: ptAP("127.0.0.1:8080"), state: tcpListen, ino: 12345},
+		{local: ptAP("0.0.0.0:22"), state: tcpListen, ino: 23456},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+	if _, err := scanProcNetTCP(strings.NewReader(in), false); err == nil {
+		t.Error("the full read parsed the bad line: the listeners-only read proved nothing")
+	}
+}
+
 func TestParseProcNetTCPErrors(t *testing.T) {
 	line := func(local, st, ino string) string {
 		return ptHeader4 + "   0: " + local + " 00000000:0000 " + st + " 00000000:00000000 00:00000000 00000000  1000        0 " + ino + " 1 0000000000000000 100 0 0 10 0\n"
