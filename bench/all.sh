@@ -10,7 +10,10 @@
 #      bpf-cost   one storm round with kernel.bpf_stats_enabled: ns per program run
 #      summary    the storm with rsttrace --summary (counts, no events)
 #      floor      the storm under bench/bin/mintracer: one counting BPF
-#                 program on the same tracepoints (the physical limit)
+#                 program on tcp:tcp_send_reset and tcp:tcp_receive_reset
+#      floor-hooks the counting program on every tracepoint a refusal passes
+#                 that rsttrace attaches to (mintracer -hooks=rsttrace): what
+#                 the hooks cost before any of rsttrace's work
 #   3. the table (abrun -table) the README carries.
 #
 # Environment: ROUNDS (storm, default 5), ROUNDS_OTHER (default 2),
@@ -43,12 +46,13 @@ scenario storm-60k "$ROUNDS_OTHER" "./rsttrace -o json" "-rate 60000" 0
 scenario scan "$ROUNDS_OTHER" "./rsttrace -o json" "-scan -passes 20" 0
 scenario summary "$ROUNDS_OTHER" "./rsttrace -o json --summary" "" 0
 scenario floor "$ROUNDS_OTHER" "bench/bin/mintracer" "" 0
+scenario floor-hooks "$ROUNDS_OTHER" "bench/bin/mintracer -hooks=rsttrace" "" 0
 
 echo
 echo "Pipeline (user space, one core): $(awk '/BenchmarkPipeline\/json/ {for (i=1;i<=NF;i++) if ($(i+1)=="events/s") print $i}' "$OUT/pipeline.txt" | sort -n | sed -n 2p) events/s (median of 3)"
 echo
 args=""
-for s in storm bpf-cost storm-60k scan summary floor; do
+for s in storm bpf-cost storm-60k scan summary floor floor-hooks; do
 	[ -f "$OUT/$s/summary.json" ] && args="$args $s=$OUT/$s/summary.json"
 done
 # shellcheck disable=SC2086

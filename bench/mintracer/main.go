@@ -9,12 +9,19 @@
 // merely having a BPF program on the refusal path, with no ring buffer, no
 // user-space decoding and no output.
 //
+// -hooks=rsttrace instead puts the counting program (as a raw tracepoint
+// program, dispatched as rsttrace's tp_btf ones are) on every tracepoint a
+// loopback refusal passes that rsttrace's default plan attaches to: the
+// cost of the hooks alone, before any of rsttrace's work.
+//
 //	TRACER_CMD=bench/bin/mintracer bench/run.sh
+//	TRACER_CMD="bench/bin/mintracer -hooks=rsttrace" bench/run.sh
 package main
 
 import (
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -33,7 +40,17 @@ func main() {
 	}
 }
 
+// rsttraceHooks: the tracepoints of rsttrace's default plan that a loopback
+// refusal passes (a connect's two state changes, the SYN and the RST leaving
+// lo, the RST sent and received, the refused SYN freed).
+var rsttraceHooks = []string{"inet_sock_set_state", "net_dev_queue", "tcp_send_reset", "tcp_receive_reset", "kfree_skb"}
+
 func run() error {
+	hooks := flag.String("hooks", "reset", "reset: tcp:tcp_send_reset and tcp:tcp_receive_reset (tracepoint programs); rsttrace: a raw tracepoint program on each of "+fmt.Sprint(rsttraceHooks))
+	flag.Parse()
+	if *hooks != "reset" && *hooks != "rsttrace" {
+		return fmt.Errorf("-hooks %q: want reset or rsttrace", *hooks)
+	}
 	// Subscribe before printing "start", so a SIGINT sent right after it
 	// cannot kill us before the stop line is written.
 	sigs := make(chan os.Signal, 1)
@@ -56,9 +73,13 @@ func run() error {
 
 	// A per-CPU counter keeps the program free of cross-CPU cache-line
 	// bouncing, so what is measured is the attach cost, not contention.
+	typ := ebpf.TracePoint
+	if *hooks == "rsttrace" {
+		typ = ebpf.RawTracepoint
+	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:    "mint_count",
-		Type:    ebpf.TracePoint,
+		Type:    typ,
 		License: "GPL",
 		Instructions: asm.Instructions{
 			asm.StoreImm(asm.RFP, -4, 0, asm.Word),
@@ -79,12 +100,22 @@ func run() error {
 	}
 	defer prog.Close()
 
-	for _, tp := range []string{"tcp_send_reset", "tcp_receive_reset"} {
-		l, err := link.Tracepoint("tcp", tp, prog, nil)
-		if err != nil {
-			return fmt.Errorf("attaching to tcp:%s: %w", tp, err)
+	if *hooks == "rsttrace" {
+		for _, tp := range rsttraceHooks {
+			l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
+			if err != nil {
+				return fmt.Errorf("attaching to raw tracepoint %s: %w", tp, err)
+			}
+			defer l.Close()
 		}
-		defer l.Close()
+	} else {
+		for _, tp := range []string{"tcp_send_reset", "tcp_receive_reset"} {
+			l, err := link.Tracepoint("tcp", tp, prog, nil)
+			if err != nil {
+				return fmt.Errorf("attaching to tcp:%s: %w", tp, err)
+			}
+			defer l.Close()
+		}
 	}
 
 	out := json.NewEncoder(os.Stdout)
