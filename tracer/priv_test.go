@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rsttrace/rsttrace/events"
 	"github.com/rsttrace/rsttrace/internal/probe"
@@ -308,5 +309,34 @@ func TestPrivRefusalHooks(t *testing.T) {
 				mustRefuse(t, s, n, netip.AddrPortFrom(lo, 2089), events.CauseNoListener)
 			})
 		})
+	}
+}
+
+// A metrics scrape asks how full the ring is from its own goroutine, also
+// while the tracer shuts down: RingFill during and after Close answers
+// instead of reading the ring Close unmapped.
+func TestPrivRingFillDuringClose(t *testing.T) {
+	s := startTracer(t, Config{})
+	tr := s.tr
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				if f := tr.RingFill(); f < 0 || f > 1 {
+					t.Errorf("RingFill = %v, want a fraction", f)
+				}
+			}
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	s.stop()
+	close(stop)
+	<-done
+	if f := tr.RingFill(); f != 0 {
+		t.Errorf("RingFill after Close = %v, want 0", f)
 	}
 }

@@ -90,13 +90,16 @@ type Tracer struct {
 	maps   bpfobj.RsttraceMaps
 	links  []link.Link
 	reader *ringbuf.Reader
-	plan   probe.Plan
-	kernel string
-	corr   *correlate.Correlator
-	ovf    *correlate.OverflowPoller
-	sum    *correlate.Summarizer
-	sumr   summaryReader
-	enr    enricher
+	// readerMu: RingFill (a metrics scrape, any goroutine) against Close,
+	// which unmaps the ring; Run and Close never overlap.
+	readerMu sync.Mutex
+	plan     probe.Plan
+	kernel   string
+	corr     *correlate.Correlator
+	ovf      *correlate.OverflowPoller
+	sum      *correlate.Summarizer
+	sumr     summaryReader
+	enr      enricher
 	// snap is the start-up snapshot, written as listen records when Run
 	// starts.
 	snap []host.SnapshotListener
@@ -498,6 +501,8 @@ func (t *Tracer) finish(emit func(*events.Event) error, out events.Encoder) erro
 
 // RingFill is how full the ring buffer is now, from 0 to 1.
 func (t *Tracer) RingFill() float64 {
+	t.readerMu.Lock()
+	defer t.readerMu.Unlock()
 	if t.reader == nil {
 		return 0
 	}
@@ -572,10 +577,12 @@ func (t *Tracer) Close() error {
 		t.ovf.Close()
 		t.ovf = nil
 	}
+	t.readerMu.Lock()
 	if t.reader != nil {
 		errs = append(errs, t.reader.Close())
 		t.reader = nil
 	}
+	t.readerMu.Unlock()
 	if t.coll != nil {
 		t.coll.Close()
 		t.coll = nil
