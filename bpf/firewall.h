@@ -27,6 +27,18 @@ struct {
 
 #define FW_STACK_DEPTH 20
 
+/* Whether skb was answered with ICMP (fw_icmp_skbs), forgetting it. Looked
+ * up before deleted: a delete takes the bucket lock with interrupts off
+ * even when the key is absent, and almost every dropped packet has no
+ * entry (a host whose input chain drops by default drops many). */
+static __always_inline bool fw_icmp_take(__u64 key)
+{
+	if (!bpf_map_lookup_elem(&fw_icmp_skbs, &key))
+		return false;
+	bpf_map_delete_elem(&fw_icmp_skbs, &key);
+	return true;
+}
+
 /* Network namespace of an skb: its socket's, its device's, or (locally
  * generated, before the output device is set) its route's device's. */
 static __always_inline struct net *skb_net(const struct sk_buff *skb)
@@ -90,7 +102,7 @@ static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 	long n;
 
 	if (skb_parse(skb, true, &p) || !pkt_is_syn(&p) || !port_traced(p.dport)) {
-		bpf_map_delete_elem(&fw_icmp_skbs, &key);
+		fw_icmp_take(key);
 		return 0;
 	}
 	net = skb_net(skb);
@@ -107,22 +119,20 @@ static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 		summary_count(&sk_key, SIDE_SERVER);
 		if (c)
 			c->fw |= CONN_FW_SUMMARIZED;
-		bpf_map_delete_elem(&fw_icmp_skbs, &key);
+		fw_icmp_take(key);
 		return 0;
 	}
 	e = reserve(RECORD_FW_DROP);
 	if (!e) {
 		if (c)
 			c->fw |= CONN_FW_SUMMARIZED;
-		bpf_map_delete_elem(&fw_icmp_skbs, &key);
+		fw_icmp_take(key);
 		return 0;
 	}
 	pkt_to_event(&p, e);
 	record_net(e, net, false);
-	if (bpf_map_lookup_elem(&fw_icmp_skbs, &key)) {
+	if (fw_icmp_take(key))
 		e->flags |= RECORD_F_FW_ICMP;
-		bpf_map_delete_elem(&fw_icmp_skbs, &key);
-	}
 	if (nf_range_of((__u64)location) == NF_HOOK_ID_NFT)
 		e->flags |= RECORD_F_FW_NFT;
 	n = bpf_get_stack(ctx, stack, sizeof(stack), 0);
