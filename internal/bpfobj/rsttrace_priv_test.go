@@ -569,8 +569,11 @@ func TestPrivRefusalDecidedInPlace(t *testing.T) {
 
 	const n = 20
 	const port = 5356
-	// refuse connects n times to dst from a thread pinned to CPU 0.
-	refuse := func(t *testing.T, ns *netns, dst string) {
+	// refuse connects n times to dst from a thread pinned to CPU 0 and
+	// returns CPU 0's SYN slot as the last refusal left it (read at once:
+	// any other connect on CPU 0 replaces it).
+	refuse := func(t *testing.T, ns *netns, dst string) RsttraceSynSlot {
+		var slots []RsttraceSynSlot
 		ns.do(t, func() error {
 			var all, one unix.CPUSet
 			if err := unix.SchedGetaffinity(0, &all); err != nil {
@@ -591,14 +594,15 @@ func TestPrivRefusalDecidedInPlace(t *testing.T) {
 					return fmt.Errorf("connect to %s:%d: %v, want ECONNREFUSED", dst, port, err)
 				}
 			}
-			return nil
+			return l.coll.Maps["last_syn"].Lookup(uint32(0), &slots)
 		})
+		return slots[0]
 	}
 	// check: n refusals, each written once by each side (the server's
 	// in server, the client's in client), the client's saying the sender
 	// was seen; the decisions map empty; CPU 0's slot consumed (the
 	// sender found it) or not.
-	check := func(t *testing.T, client, server *netns, wantConsumed bool) {
+	check := func(t *testing.T, client, server *netns, slot RsttraceSynSlot, wantConsumed bool) {
 		t.Helper()
 		sent, refused := 0, 0
 		for _, r := range l.drain(t, 500*time.Millisecond, 5*time.Second) {
@@ -628,22 +632,18 @@ func TestPrivRefusalDecidedInPlace(t *testing.T) {
 		if it := l.coll.Maps["decisions"].Iterate(); it.Next(&k, &d) {
 			t.Errorf("a decision was left behind: %+v -> %d", k, d)
 		}
-		var slots []RsttraceSynSlot
-		if err := l.coll.Maps["last_syn"].Lookup(uint32(0), &slots); err != nil {
-			t.Fatal(err)
+		if slot.Ck.Rport != port || slot.Sk == 0 {
+			t.Fatalf("CPU 0's SYN slot holds %+v, not the test's last SYN to port %d", slot, port)
 		}
-		if slots[0].Sk == 0 {
-			t.Fatal("CPU 0 never kept a SYN: net_dev_queue did not see the client's SYNs there")
-		}
-		if consumed := slots[0].Skb == 0; consumed != wantConsumed {
-			t.Errorf("CPU 0's SYN slot consumed: %v, want %v", consumed, wantConsumed)
+		if consumed := slot.Skb == 0; consumed != wantConsumed {
+			t.Errorf("CPU 0's SYN slot consumed by the refusing side: %v, want %v", consumed, wantConsumed)
 		}
 	}
 
 	t.Run("same CPU", func(t *testing.T) {
 		ns := newNetns(t)
-		refuse(t, ns, "127.0.0.1")
-		check(t, ns, ns, true)
+		slot := refuse(t, ns, "127.0.0.1")
+		check(t, ns, ns, slot, true)
 	})
 	t.Run("server on another CPU", func(t *testing.T) {
 		client, server := newNetns(t), newNetns(t)
@@ -654,7 +654,7 @@ func TestPrivRefusalDecidedInPlace(t *testing.T) {
 		run(t, "ip", "-n", server.name, "link", "set", "rts0", "up")
 		// CPU 1 takes everything rts0 receives (netif_rx -> get_rps_cpu).
 		run(t, "ip", "netns", "exec", server.name, "sh", "-c", "echo 2 > /sys/class/net/rts0/queues/rx-0/rps_cpus")
-		refuse(t, client, "10.211.7.2")
-		check(t, client, server, false)
+		slot := refuse(t, client, "10.211.7.2")
+		check(t, client, server, slot, false)
 	})
 }
