@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -569,10 +570,20 @@ func TestPrivRefusalDecidedInPlace(t *testing.T) {
 
 	const n = 20
 	const port = 5356
-	// refuse connects n times to dst from a thread pinned to CPU 0 and
-	// returns CPU 0's SYN slot as the last refusal left it (read at once:
-	// any other connect on CPU 0 replaces it).
-	refuse := func(t *testing.T, ns *netns, dst string) RsttraceSynSlot {
+	// dialTo connects to dst:port with the Go resolver's choice of socket.
+	dialTo := func(dst string) func() error {
+		return func() error {
+			c, err := net.DialTimeout("tcp", net.JoinHostPort(dst, strconv.Itoa(port)), 2*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}
+	}
+	// refuse dials n times from a thread pinned to CPU 0 and returns CPU
+	// 0's SYN slot as the last refusal left it (read at once: any other
+	// connect on CPU 0 replaces it).
+	refuse := func(t *testing.T, ns *netns, dial func() error) RsttraceSynSlot {
 		var slots []RsttraceSynSlot
 		ns.do(t, func() error {
 			var all, one unix.CPUSet
@@ -585,13 +596,12 @@ func TestPrivRefusalDecidedInPlace(t *testing.T) {
 			}
 			defer unix.SchedSetaffinity(0, &all)
 			for i := 0; i < n; i++ {
-				c, err := net.DialTimeout("tcp", net.JoinHostPort(dst, strconv.Itoa(port)), 2*time.Second)
+				err := dial()
 				if err == nil {
-					c.Close()
-					return fmt.Errorf("connect to %s:%d succeeded: something listens", dst, port)
+					return fmt.Errorf("connect to port %d succeeded: something listens", port)
 				}
 				if !errors.Is(err, unix.ECONNREFUSED) {
-					return fmt.Errorf("connect to %s:%d: %v, want ECONNREFUSED", dst, port, err)
+					return fmt.Errorf("connect to port %d: %v, want ECONNREFUSED", port, err)
 				}
 			}
 			return l.coll.Maps["last_syn"].Lookup(uint32(0), &slots)
@@ -642,7 +652,22 @@ func TestPrivRefusalDecidedInPlace(t *testing.T) {
 
 	t.Run("same CPU", func(t *testing.T) {
 		ns := newNetns(t)
-		slot := refuse(t, ns, "127.0.0.1")
+		slot := refuse(t, ns, dialTo("127.0.0.1"))
+		check(t, ns, ns, slot, true)
+	})
+	// An AF_INET6 socket connecting to a v4-mapped address sends IPv4: its
+	// socket's tuple (v4-mapped) and the packet's (IPv4) are one key.
+	t.Run("v4-mapped client", func(t *testing.T) {
+		ns := newNetns(t)
+		slot := refuse(t, ns, func() error {
+			fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			sa := &unix.SockaddrInet6{Port: port, Addr: netip.MustParseAddr("::ffff:127.0.0.1").As16()}
+			return unix.Connect(fd, sa)
+		})
 		check(t, ns, ns, slot, true)
 	})
 	t.Run("server on another CPU", func(t *testing.T) {
@@ -654,7 +679,7 @@ func TestPrivRefusalDecidedInPlace(t *testing.T) {
 		run(t, "ip", "-n", server.name, "link", "set", "rts0", "up")
 		// CPU 1 takes everything rts0 receives (netif_rx -> get_rps_cpu).
 		run(t, "ip", "netns", "exec", server.name, "sh", "-c", "echo 2 > /sys/class/net/rts0/queues/rx-0/rps_cpus")
-		slot := refuse(t, client, "10.211.7.2")
+		slot := refuse(t, client, dialTo("10.211.7.2"))
 		check(t, client, server, slot, false)
 	})
 }
