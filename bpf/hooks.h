@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * One handler per hook that several capabilities share (tcp_send_reset,
- * inet_sock_set_state, tcp_receive_reset, kfree_skb, net_dev_queue): it does the work of
- * all of them, dispatching on what the hook saw and on `caps`. A second
- * program on the same hook would pay the tracepoint's dispatch, the
- * argument reads and the packet parse again on every event; under a
- * refusal storm that was most of the cost.
+ * inet_sock_set_state, tcp_receive_reset, kfree_skb, net_dev_queue): it
+ * does the work of all of them, dispatching on what the hook saw and on
+ * `caps`. A second program on the same hook would pay the tracepoint's
+ * dispatch, the argument reads and the packet parse again on every event;
+ * under a refusal storm that was most of the cost.
  */
 #ifndef RSTTRACE_HOOKS_H
 #define RSTTRACE_HOOKS_H
