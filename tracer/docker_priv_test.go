@@ -729,6 +729,22 @@ func onlyEvent(t *testing.T, ctx context.Context, s *session, mark int, a attemp
 	return first
 }
 
+// refusedCurl runs curl to target, which must be refused (exit 7), and
+// returns the one event about it, checked as checkRefusal does for cause
+// with c's backend.
+func refusedCurl(t *testing.T, ctx context.Context, s *session, c container, target netip.AddrPort, cause events.Cause) *events.Event {
+	t.Helper()
+	mark := s.mark()
+	a := attempt{published: target, backend: c.backend()}
+	a.curl = curl(t, ctx, "http://"+target.String()+"/")
+	if a.curl.exit != 7 {
+		t.Errorf("curl exit %d, want 7 (connection refused)", a.curl.exit)
+	}
+	e := onlyEvent(t, ctx, s, mark, a)
+	checkRefusal(t, e, a, cause)
+	return e
+}
+
 // checkRefusal checks the fields every Docker scenario names: a refused
 // event for curl, the container's address and port, the published port,
 // and the cause.
@@ -811,14 +827,7 @@ func TestPrivDockerNAT(t *testing.T) {
 			s.waitSince(ctx, markListen, "listen_close of httpd", func(e *events.Event) bool {
 				return e.Type == events.TypeListenClose && e.Netns == c.netns && e.Listener != nil && e.Listener.Port == 80
 			})
-			mark := s.mark()
-			a := attempt{published: published, backend: c.backend()}
-			a.curl = curl(t, ctx, "http://"+published.String()+"/")
-			if a.curl.exit != 7 {
-				t.Errorf("curl exit %d, want 7 (connection refused)", a.curl.exit)
-			}
-			e := onlyEvent(t, ctx, s, mark, a)
-			checkRefusal(t, e, a, events.CauseListenerClosed)
+			e := refusedCurl(t, ctx, s, c, published, events.CauseListenerClosed)
 			l := e.Listener
 			if l == nil {
 				t.Fatal("no listener named")
@@ -860,14 +869,7 @@ func TestPrivDockerNAT(t *testing.T) {
 			}
 			t.Logf("old container netns %d %v, new %d %v (inode reused: %v)", old.netns, old.addr, c.netns, c.addr, c.netns == old.netns)
 			s.watchNetns(c.netns)
-			mark := s.mark()
-			a := attempt{published: published, backend: c.backend()}
-			a.curl = curl(t, ctx, "http://"+published.String()+"/")
-			if a.curl.exit != 7 {
-				t.Errorf("curl exit %d, want 7 (connection refused)", a.curl.exit)
-			}
-			e := onlyEvent(t, ctx, s, mark, a)
-			checkRefusal(t, e, a, events.CauseNoListener)
+			e := refusedCurl(t, ctx, s, c, published, events.CauseNoListener)
 			if e.Listener != nil {
 				t.Errorf("refusal blamed on listener %+v (pid %d %s), want none", *e.Listener, e.Listener.Pid, e.Listener.Comm)
 			}
@@ -932,14 +934,7 @@ func noListenerScenario(container, pub string, target netip.AddrPort) func(*test
 	return func(t *testing.T, ctx context.Context, d *dockerd, s *session) {
 		c := d.run(t, ctx, container, pub, "sleep", "300")
 		s.watchNetns(c.netns)
-		mark := s.mark()
-		a := attempt{published: target, backend: c.backend()}
-		a.curl = curl(t, ctx, "http://"+target.String()+"/")
-		if a.curl.exit != 7 {
-			t.Errorf("curl exit %d, want 7 (connection refused)", a.curl.exit)
-		}
-		e := onlyEvent(t, ctx, s, mark, a)
-		checkRefusal(t, e, a, events.CauseNoListener)
+		e := refusedCurl(t, ctx, s, c, target, events.CauseNoListener)
 		if e.Proxy != nil || e.Listener != nil {
 			t.Errorf("proxy %+v listener %+v, want neither", e.Proxy, e.Listener)
 		}
