@@ -7,6 +7,57 @@
 #define RSTTRACE_RESETS_H
 
 /*
+ * What rst_in last did on this CPU with a reset no local sender had decided
+ * for, when it counted instead of writing. tcp_reset() fires
+ * tcp:tcp_receive_reset also when no RST came: data reaching a socket its
+ * application closed (tcp_rcv_state_process in FIN_WAIT1/FIN_WAIT2 with
+ * RCV_SHUTDOWN, TCP_ABORT_ON_DATA) kills it, and the tracepoint gives no
+ * segment to tell the two apart. The kernel answers that data with a RST
+ * right after, on this CPU, from the same socket (tcp_v4_do_rcv's reset:
+ * label); rst_out_nosock then takes back the count through this note, as it
+ * drops a written RECORD_RST_IN through RECORD_F_SELF_ABORT.
+ */
+struct rst_in_counted {
+	__u64 sk;
+	struct summary_key key;
+	__u32 where; /* enum summary_counted */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rst_in_counted);
+} rst_in_note SEC(".maps");
+
+static __always_inline void rst_in_noted(const struct sock *sk,
+					 const struct summary_key *k,
+					 enum summary_counted where)
+{
+	__u32 zero = 0;
+	struct rst_in_counted *n = bpf_map_lookup_elem(&rst_in_note, &zero);
+
+	if (!n)
+		return;
+	n->sk = (__u64)sk;
+	n->key = *k;
+	n->where = where;
+}
+
+/* sk killed itself (self-abort) and rst_in counted that as a reset received:
+ * the count goes. */
+static __always_inline void rst_in_uncount(const struct sock *sk)
+{
+	__u32 zero = 0;
+	struct rst_in_counted *n = bpf_map_lookup_elem(&rst_in_note, &zero);
+
+	if (!n || n->sk != (__u64)sk)
+		return;
+	n->sk = 0;
+	summary_uncount_client(&n->key, n->where);
+}
+
+/*
  * A RST answering a non-SYN segment for which no socket exists (the
  * connection is gone here): the sender is the local side, daddr of the
  * answered segment. sk: the listener that answered it, if one did (its
@@ -38,6 +89,9 @@ static __always_inline void rst_out_nosock(const struct sock *sk,
 		conn_key_of(&self, p->family, p->daddr, p->dport, p->saddr, p->sport);
 		sd = decided(&self);
 		self_abort = sd == (DECIDED_BY_RECEIVER | DECIDED_WRITTEN);
+		if (sd == (DECIDED_BY_RECEIVER | DECIDED_SUMMARIZED) ||
+		    sd == (DECIDED_BY_RECEIVER | DECIDED_LOST))
+			rst_in_uncount(sk);
 	}
 	/* Sent by daddr/dport of the answered segment, to saddr/sport. */
 	conn_key_of(&ck, p->family, p->saddr, p->sport, p->daddr, p->dport);
@@ -175,12 +229,13 @@ static __always_inline void rst_in(const struct sock *sk, __u8 state)
 		/* No local sender decided (yet): a remote sender, or a local
 		 * active reset, whose sender runs after this. */
 		if (summarize(&sk_key)) {
-			summary_count(&sk_key, SIDE_CLIENT);
+			rst_in_noted(sk, &sk_key, summary_count(&sk_key, SIDE_CLIENT));
 			decide(&ck, DECIDED_BY_RECEIVER | DECIDED_SUMMARIZED);
 			return;
 		}
 		e = reserve(RECORD_RST_IN);
 		if (!e) {
+			rst_in_noted(sk, &sk_key, COUNTED_LOST);
 			decide(&ck, DECIDED_BY_RECEIVER | DECIDED_LOST);
 			return;
 		}

@@ -133,16 +133,26 @@ enum summary_side {
 	SIDE_CLIENT_LOCAL,
 };
 
-/* Counts one event to k (or, if the table is full, as lost). */
-static __always_inline void summary_count(const struct summary_key *k,
-					  enum summary_side side)
+/* Which summary map counted an event (summary_count's answer). */
+enum summary_counted {
+	COUNTED_LOST = 0, /* the table was full: counted lost instead */
+	COUNTED_A = 1,
+	COUNTED_B = 2,
+};
+
+/* Counts one event to k (or, if the table is full, as lost); says where. */
+static __always_inline enum summary_counted summary_count(const struct summary_key *k,
+							  enum summary_side side)
 {
 	__u32 zero = 0, *slot = bpf_map_lookup_elem(&summary_slot, &zero);
+	enum summary_counted where = COUNTED_A;
 	struct summary_val *v;
 	void *m = &summary_a;
 
-	if (slot && *slot)
+	if (slot && *slot) {
 		m = &summary_b;
+		where = COUNTED_B;
+	}
 	v = bpf_map_lookup_elem(m, k);
 	if (!v) {
 		struct summary_val nil = {};
@@ -151,7 +161,7 @@ static __always_inline void summary_count(const struct summary_key *k,
 		v = bpf_map_lookup_elem(m, k);
 		if (!v) {
 			count_lost();
-			return;
+			return COUNTED_LOST;
 		}
 	}
 	if (side == SIDE_SERVER)
@@ -160,6 +170,36 @@ static __always_inline void summary_count(const struct summary_key *k,
 		__sync_fetch_and_add(&v->client, 1);
 	else
 		__sync_fetch_and_add(&v->client_local, 1);
+	return where;
+}
+
+/*
+ * Takes back a SIDE_CLIENT count summary_count made to k in the map
+ * `where` named, microseconds before in the same softirq: userspace empties
+ * a map only an interval after it retired it, so the count is still there.
+ */
+static __always_inline void summary_uncount_client(const struct summary_key *k,
+						   enum summary_counted where)
+{
+	struct summary_val *v;
+	__u32 zero = 0;
+	__u64 *n;
+
+	switch (where) {
+	case COUNTED_A:
+		v = bpf_map_lookup_elem(&summary_a, k);
+		break;
+	case COUNTED_B:
+		v = bpf_map_lookup_elem(&summary_b, k);
+		break;
+	default:
+		n = bpf_map_lookup_elem(&lost, &zero);
+		if (n && *n)
+			*n -= 1;
+		return;
+	}
+	if (v)
+		__sync_fetch_and_add(&v->client, -1);
 }
 
 /*

@@ -454,6 +454,48 @@ func TestPrivAbortOnData(t *testing.T) {
 	s := startTracer(t, Config{}, n)
 	requireCap(t, s, probe.CapResets)
 	srv := netip.MustParseAddrPort("127.0.0.1:2099")
+	client := n.abortOnData(t, srv)
+	oneReset(t, s, n, client, srv, "TCP_ABORT_ON_DATA")
+}
+
+// The same where every reset is counted (--summary): the killed socket's
+// tcp:tcp_receive_reset is counted first, as a reset received from the
+// server; the RST the kernel then sends from that socket takes it back. The
+// summaries add up to the one RST sent.
+func TestPrivAbortOnDataSummarized(t *testing.T) {
+	n := newNetns(t)
+	s := startTracer(t, Config{Summary: true}, n)
+	requireCap(t, s, probe.CapResets)
+	srv := netip.MustParseAddrPort("127.0.0.1:2099")
+	client := n.abortOnData(t, srv)
+	if lost, err := s.tr.Lost(); err != nil || lost != 0 {
+		t.Errorf("lost %d (%v), want 0", lost, err)
+	}
+	s.stop() // the last poll writes what the kernel counted
+	var total uint64
+	for _, e := range s.all(func(e *events.Event) bool { return e.Netns == n.ino }) {
+		switch {
+		case e.Type == events.TypeReset:
+			t.Errorf("reset event in summary mode: %+v", e)
+		case e.Type == events.TypeSummary && e.SummaryOf == "reset":
+			t.Logf("summary: %d to %v", e.Refusals, e.Dst)
+			if e.Dst.AddrPort() != client {
+				t.Errorf("reset summary to %v, want %v (the side that sent the RST)", e.Dst, client)
+			}
+			total += e.Refusals
+		}
+	}
+	if total != 1 {
+		t.Errorf("summarized resets = %d, want 1 (the RST %v sent)", total, client)
+	}
+}
+
+// abortOnData connects to a listener on srv in n, shuts the client down and
+// writes to it from the accepted side until the kernel kills the client
+// socket (TCP_ABORT_ON_DATA) and the write fails; returns the client's
+// address.
+func (n *netns) abortOnData(t *testing.T, srv netip.AddrPort) netip.AddrPort {
+	t.Helper()
 	var client netip.AddrPort
 	var werr error
 	n.run(func() {
@@ -503,7 +545,7 @@ func TestPrivAbortOnData(t *testing.T) {
 	if werr != nil {
 		t.Fatal(werr)
 	}
-	oneReset(t, s, n, client, srv, "TCP_ABORT_ON_DATA")
+	return client
 }
 
 // oneReset waits for the reset from src to dst in n, checks its kernel

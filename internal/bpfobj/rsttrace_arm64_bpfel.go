@@ -196,6 +196,14 @@ const (
 	RsttraceRecordTypeRECORD_RST_IN         RsttraceRecordType = 14
 )
 
+type RsttraceRstInCounted struct {
+	_     structs.HostLayout
+	Sk    uint64
+	Key   RsttraceSummaryKey
+	Where uint32
+	_     [4]byte
+}
+
 type RsttraceSummaryKey struct {
 	_      structs.HostLayout
 	Netns  uint32
@@ -316,6 +324,7 @@ type RsttraceMapSpecs struct {
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
 	Rates         *ebpf.MapSpec `ebpf:"rates"`
 	Records       *ebpf.MapSpec `ebpf:"records"`
+	RstInNote     *ebpf.MapSpec `ebpf:"rst_in_note"`
 	SummaryA      *ebpf.MapSpec `ebpf:"summary_a"`
 	SummaryB      *ebpf.MapSpec `ebpf:"summary_b"`
 	SummarySlot   *ebpf.MapSpec `ebpf:"summary_slot"`
@@ -380,6 +389,7 @@ type RsttraceMaps struct {
 	Ports         *ebpf.Map `ebpf:"ports"`
 	Rates         *ebpf.Map `ebpf:"rates"`
 	Records       *ebpf.Map `ebpf:"records"`
+	RstInNote     *ebpf.Map `ebpf:"rst_in_note"`
 	SummaryA      *ebpf.Map `ebpf:"summary_a"`
 	SummaryB      *ebpf.Map `ebpf:"summary_b"`
 	SummarySlot   *ebpf.Map `ebpf:"summary_slot"`
@@ -401,6 +411,7 @@ func (m *RsttraceMaps) Close() error {
 		m.Ports,
 		m.Rates,
 		m.Records,
+		m.RstInNote,
 		m.SummaryA,
 		m.SummaryB,
 		m.SummarySlot,
