@@ -320,6 +320,7 @@ type RsttraceMapSpecs struct {
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
 	NatFlows      *ebpf.MapSpec `ebpf:"nat_flows"`
 	NatPorts      *ebpf.MapSpec `ebpf:"nat_ports"`
+	NetnsMemo     *ebpf.MapSpec `ebpf:"netns_memo"`
 	Owners        *ebpf.MapSpec `ebpf:"owners"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
 	Rates         *ebpf.MapSpec `ebpf:"rates"`
@@ -385,6 +386,7 @@ type RsttraceMaps struct {
 	Lost          *ebpf.Map `ebpf:"lost"`
 	NatFlows      *ebpf.Map `ebpf:"nat_flows"`
 	NatPorts      *ebpf.Map `ebpf:"nat_ports"`
+	NetnsMemo     *ebpf.Map `ebpf:"netns_memo"`
 	Owners        *ebpf.Map `ebpf:"owners"`
 	Ports         *ebpf.Map `ebpf:"ports"`
 	Rates         *ebpf.Map `ebpf:"rates"`
@@ -407,6 +409,7 @@ func (m *RsttraceMaps) Close() error {
 		m.Lost,
 		m.NatFlows,
 		m.NatPorts,
+		m.NetnsMemo,
 		m.Owners,
 		m.Ports,
 		m.Rates,
