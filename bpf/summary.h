@@ -82,33 +82,6 @@ struct {
 	__type(value, struct rate_val);
 } rates SEC(".maps");
 
-/* Whether one more full record to k would pass the rate. */
-static __always_inline bool over_rate(const struct summary_key *k)
-{
-	struct rate_key rk = { .dest = *k, .cpu = bpf_get_smp_processor_id() };
-	struct rate_val *v;
-	__u64 sec;
-
-	if (!rate_limit)
-		return false;
-	sec = bpf_ktime_get_ns() / 1000000000ULL;
-	v = bpf_map_lookup_elem(&rates, &rk);
-	if (!v) {
-		struct rate_val first = { .second = sec, .n = 1 };
-
-		bpf_map_update_elem(&rates, &rk, &first, BPF_ANY);
-		return false;
-	}
-	if (v->second != sec) {
-		v->second = sec;
-		v->n = 0;
-	}
-	if (v->n >= rate_limit)
-		return true;
-	v->n++;
-	return false;
-}
-
 static __always_inline void summary_key_of(struct summary_key *k, __u8 kind,
 					   __u32 netns, __u8 family,
 					   const __u8 *addr, __u16 port)
@@ -120,10 +93,44 @@ static __always_inline void summary_key_of(struct summary_key *k, __u8 kind,
 	__builtin_memcpy(k->daddr, addr, 16);
 }
 
-/* Count instead of writing: summary mode, or past the rate. */
+/*
+ * Count instead of writing: summary mode, past the rate, or while the ring
+ * buffer is filling. The rate is looked at first: a destination past it
+ * (a storm) is counted without asking the ring buffer how full it is
+ * (bpf_ringbuf_query reads the producer and consumer positions, lines the
+ * writers on every CPU and the reader change). One more full record is
+ * taken from this second's quota only when it will be written.
+ */
 static __always_inline bool summarize(const struct summary_key *k)
 {
-	return summary_due() || over_rate(k);
+	struct rate_key rk = { .dest = *k, .cpu = bpf_get_smp_processor_id() };
+	struct rate_val *v = NULL;
+	__u64 sec = 0;
+
+	if (summary_always)
+		return true;
+	if (rate_limit) {
+		sec = bpf_ktime_get_ns() / 1000000000ULL;
+		v = bpf_map_lookup_elem(&rates, &rk);
+		if (v && v->second == sec && v->n >= rate_limit)
+			return true;
+	}
+	if (summary_due())
+		return true;
+	if (!rate_limit)
+		return false;
+	if (!v) {
+		struct rate_val first = { .second = sec, .n = 1 };
+
+		bpf_map_update_elem(&rates, &rk, &first, BPF_ANY);
+		return false;
+	}
+	if (v->second != sec) {
+		v->second = sec;
+		v->n = 0;
+	}
+	v->n++;
+	return false;
 }
 
 /* Which side of summary_val a count goes to. */
