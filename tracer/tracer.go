@@ -316,8 +316,13 @@ const lostEvery = time.Second
 // woken for every few records (each wakeup an interrupt-work item on the
 // CPU running the load, a context switch, and a tiny batch); pausing
 // bounds that to 1/gather batches a second. It is also the most an event
-// waits in the ring once the tracer is busy.
-const gather = time.Millisecond
+// waits in the ring once the tracer is busy. 10 ms: next to a busy web
+// server (bench/busy.sh: a few hundred events a second, each arriving to an
+// empty ring) 1 ms meant up to a thousand wakeups a second, 6.5-6.9% of a
+// core against 4.0-5.1% at 10 ms; the 8 MiB ring (~37,000 records before
+// its half, where counting starts) would fill that far in 10 ms only at
+// several million records a second, beyond what the kernel side writes.
+const gather = 10 * time.Millisecond
 
 // Run reads records until ctx is cancelled or the reader is closed, and
 // writes events to out. It flushes out whenever the ring buffer is empty.
