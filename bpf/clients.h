@@ -128,15 +128,17 @@ static __always_inline void client_refused(const struct sock *sk)
 	c = bpf_map_lookup_elem(&connecting, &key);
 	if (!c && filter_ports)
 		return; /* not traced at connect() */
+	/* The server side decided for both when it ran on this host: in
+	 * this entry when it found it by the SYN (syn_client), else in the
+	 * decisions map. Counted for both already: nothing to read. */
+	d = c ? c->decided : 0;
+	if (d == DECIDED_COUNTED_BOTH)
+		goto out;
 	sk_pkt(sk, &p);
 	netns = sk_netns_of(sk, true);
 	summary_key_of(&sk_key, SUMMARY_REFUSED, netns, p.family, p.daddr,
 		       p.dport);
 	conn_key_of(&ck, p.family, p.saddr, p.sport, p.daddr, p.dport);
-	/* The server side decided for both when it ran on this host: in
-	 * this entry when it found it by the SYN (syn_client), else in the
-	 * decisions map. */
-	d = c ? c->decided : 0;
 	if (!d)
 		d = decided(&ck);
 	switch (d) {

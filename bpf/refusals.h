@@ -48,8 +48,15 @@ static __always_inline void refusal_sent(const struct sock *sk,
 		summary_key_of(&sk_key, SUMMARY_REFUSED, netns, p->family,
 			       p->daddr, p->dport);
 		if (summarize(&sk_key)) {
-			summary_count(&sk_key, SIDE_SERVER);
-			decide_for(client, &ck, DECIDED_SUMMARIZED);
+			/* A client found here has its side counted too: its
+			 * tcp_receive_reset then only drops its entry. */
+			if (client) {
+				summary_count(&sk_key, SIDE_SERVER_AND_CLIENT_LOCAL);
+				client->decided = DECIDED_COUNTED_BOTH;
+			} else {
+				summary_count(&sk_key, SIDE_SERVER);
+				decide(&ck, DECIDED_SUMMARIZED);
+			}
 			if (nat)
 				bpf_map_delete_elem(&nat_flows, &nk);
 			return;

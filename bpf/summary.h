@@ -138,6 +138,9 @@ enum summary_side {
 	SIDE_SERVER,
 	SIDE_CLIENT,
 	SIDE_CLIENT_LOCAL,
+	/* SIDE_SERVER and SIDE_CLIENT_LOCAL in one, when the sending side
+	 * knows its client is on this host. */
+	SIDE_SERVER_AND_CLIENT_LOCAL,
 };
 
 /* Which summary map counted an event (summary_count's answer). */
@@ -171,12 +174,20 @@ static __always_inline enum summary_counted summary_count(const struct summary_k
 			return COUNTED_LOST;
 		}
 	}
-	if (side == SIDE_SERVER)
-		__sync_fetch_and_add(&v->server, 1);
-	else if (side == SIDE_CLIENT)
-		__sync_fetch_and_add(&v->client, 1);
-	else
+	switch (side) {
+	case SIDE_SERVER_AND_CLIENT_LOCAL:
 		__sync_fetch_and_add(&v->client_local, 1);
+		__sync_fetch_and_add(&v->server, 1);
+		break;
+	case SIDE_SERVER:
+		__sync_fetch_and_add(&v->server, 1);
+		break;
+	case SIDE_CLIENT:
+		__sync_fetch_and_add(&v->client, 1);
+		break;
+	default:
+		__sync_fetch_and_add(&v->client_local, 1);
+	}
 	return where;
 }
 
@@ -223,6 +234,10 @@ enum decision {
 	DECIDED_WRITTEN = 1,	/* the sender's record was written */
 	DECIDED_SUMMARIZED = 2,	/* counted in the summary */
 	DECIDED_LOST = 3,	/* its record did not fit: counted lost */
+	/* Counted in the summary with the receiving side's count too: the
+	 * sender found its local client (syn_client), so the client has
+	 * nothing left to count. */
+	DECIDED_COUNTED_BOTH = 4,
 	/* Or'ed in: the receiving side ran first and decided. An active
 	 * reset's RST (tcp_send_active_reset) is transmitted before
 	 * tcp:tcp_send_reset fires, and on loopback the receiver handles it
