@@ -1,9 +1,12 @@
 #!/bin/sh
-# make bench: every issue-6 measurement in one command, one table.
+# make bench: every refusal-storm measurement in one command, one table.
 #
 #   1. user space alone: decode + correlate + encode JSON on one core
 #      (BenchmarkPipeline, realistic records), events/s;
-#   2. interleaved A/B rounds (bench/run.sh) for several loads:
+#   2. interleaved A/B rounds (bench/run.sh) for several loads; storm,
+#      floor and floor-hooks take turns, one pair each, ROUNDS times, so
+#      the target (storm against its floors) is measured over the same
+#      stretch of this machine's drifting speed:
 #      storm      socket/connect/close on 2 threads, as fast as they go
 #      storm-60k  the same paced at 60,000 refusals/s
 #      scan       every port 1-65535, 20 sweeps
@@ -16,7 +19,7 @@
 #                 the hooks cost before any of rsttrace's work
 #   3. the table (abrun -table) the README carries.
 #
-# Environment: ROUNDS (storm, default 5), ROUNDS_OTHER (default 2),
+# Environment: ROUNDS (storm and floors, default 5), ROUNDS_OTHER (default 2),
 # DURATION (default 5s), OUT (default a new directory under /tmp).
 # Needs root, and ./rsttrace built (make bench builds it).
 set -eu
@@ -40,20 +43,28 @@ scenario() { # name rounds tracer-cmd loadgen-args bpf-stats
 }
 # kernel.bpf_stats_enabled adds two clock reads to every program run: the
 # ratios are measured without it, the per-program cost in a round of its own.
-scenario storm "$ROUNDS" "./rsttrace -o json" "" 0
+# The storm and its two floors in turn, one pair each per turn.
+storms="" floors="" hooks=""
+for r in $(seq "$ROUNDS"); do
+	scenario "storm-$r" 1 "./rsttrace -o json" "" 0
+	scenario "floor-$r" 1 "bench/bin/mintracer" "" 0
+	scenario "floor-hooks-$r" 1 "bench/bin/mintracer -hooks=rsttrace" "" 0
+	storms="$storms${storms:+,}$OUT/storm-$r/summary.json"
+	floors="$floors${floors:+,}$OUT/floor-$r/summary.json"
+	hooks="$hooks${hooks:+,}$OUT/floor-hooks-$r/summary.json"
+done
 scenario bpf-cost 1 "./rsttrace -o json" "" 1
 scenario storm-60k "$ROUNDS_OTHER" "./rsttrace -o json" "-rate 60000" 0
 scenario scan "$ROUNDS_OTHER" "./rsttrace -o json" "-scan -passes 20" 0
 scenario summary "$ROUNDS_OTHER" "./rsttrace -o json --summary" "" 0
-scenario floor "$ROUNDS_OTHER" "bench/bin/mintracer" "" 0
-scenario floor-hooks "$ROUNDS_OTHER" "bench/bin/mintracer -hooks=rsttrace" "" 0
 
 echo
 echo "Pipeline (user space, one core): $(awk '/BenchmarkPipeline\/json/ {for (i=1;i<=NF;i++) if ($(i+1)=="events/s") print $i}' "$OUT/pipeline.txt" | sort -n | sed -n 2p) events/s (median of 3)"
 echo
-args=""
-for s in storm bpf-cost storm-60k scan summary floor floor-hooks; do
+args="storm=$storms"
+for s in bpf-cost storm-60k scan summary; do
 	[ -f "$OUT/$s/summary.json" ] && args="$args $s=$OUT/$s/summary.json"
 done
+args="$args floor=$floors floor-hooks=$hooks"
 # shellcheck disable=SC2086
 bench/bin/abrun -table $args | tee "$OUT/table.md"

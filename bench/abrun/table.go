@@ -12,7 +12,10 @@ import (
 // printTable reads the summary.json of several runs, given as
 // "label=path" arguments, and prints one Markdown table with a row per run
 // and the per-program BPF cost of the first run that has it: the table the
-// README carries.
+// README carries. A label may name several runs ("label=p1,p2,..."): their
+// rounds make one row, so that scenarios run in turn, one pair each (the
+// storm and its floors, see bench/all.sh), are compared over the same
+// stretch of the machine's drifting speed.
 func printTable(w io.Writer, args []string) error {
 	fmt.Fprintln(w, "| scenario | A refusals/s | B/A (median) | reported + lost | lost | summarized | tracer CPU (% of a core) | tracer CPU per refusal | max RSS | start-up |")
 	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -23,13 +26,19 @@ func printTable(w io.Writer, args []string) error {
 		if !ok {
 			return fmt.Errorf("-table: want label=path/summary.json, got %q", arg)
 		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
 		var rounds []round
-		if err := json.Unmarshal(data, &rounds); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+		var firsts []int // where each run's rounds start: no B pairs with another run's A
+		for _, path := range strings.Split(path, ",") {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			var rs []round
+			if err := json.Unmarshal(data, &rs); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			firsts = append(firsts, len(rounds))
+			rounds = append(rounds, rs...)
 		}
 		var aRates, ratios, starts []float64
 		var cover = 2.0    // the worst round's (events+summarized+lost)/refusals
@@ -39,6 +48,9 @@ func printTable(w io.Writer, args []string) error {
 		var a *round
 		for i := range rounds {
 			r := &rounds[i]
+			if slices.Contains(firsts, i) {
+				a = nil
+			}
 			if r.Arm == "A" {
 				a = r
 				aRates = append(aRates, r.Load.RefusalsPerSec)
