@@ -87,7 +87,7 @@ static __always_inline void rst_out_nosock(const struct sock *sk,
 		__u8 sd;
 
 		conn_key_of(&self, p->family, p->daddr, p->dport, p->saddr, p->sport);
-		sd = decided(&self);
+		sd = decided(&self) & ~DECIDED_ACTIVE;
 		self_abort = sd == (DECIDED_BY_RECEIVER | DECIDED_WRITTEN);
 		if (sd == (DECIDED_BY_RECEIVER | DECIDED_SUMMARIZED) ||
 		    sd == (DECIDED_BY_RECEIVER | DECIDED_LOST))
@@ -98,6 +98,12 @@ static __always_inline void rst_out_nosock(const struct sock *sk,
 	summary_key_of(&sk_key, SUMMARY_RESET, net_inum(net, btf), p->family,
 		       p->daddr, p->dport);
 	d = decided(&ck);
+	if (d & DECIDED_ACTIVE) {
+		/* This host reset the connection already and its receiver has
+		 * not seen that RST yet: left for it, as decided. */
+		decide(&ck, d & ~DECIDED_ACTIVE);
+		return;
+	}
 	if (d & DECIDED_BY_RECEIVER) {
 		/* The receiver ran first: the connection is written or
 		 * counted as it said, once. */
@@ -156,7 +162,7 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 	conn_key_of(&ck, p.family, p.daddr, p.dport, p.saddr, p.sport);
 	summary_key_of(&sk_key, SUMMARY_RESET, netns, p.family, p.saddr,
 		       p.sport);
-	d = decided(&ck);
+	d = decided(&ck) & ~DECIDED_ACTIVE;
 	if (d & DECIDED_BY_RECEIVER) {
 		/* The receiver ran first: the connection is written or
 		 * counted as it said, once. */
@@ -167,12 +173,12 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 			return;
 	} else if (summarize(&sk_key)) {
 		summary_count(&sk_key, SIDE_SERVER);
-		decide(&ck, DECIDED_SUMMARIZED);
+		decide(&ck, DECIDED_ACTIVE | DECIDED_SUMMARIZED);
 		return;
 	} else {
 		e = reserve(RECORD_RST_OUT);
 		if (!e) {
-			decide(&ck, DECIDED_LOST);
+			decide(&ck, DECIDED_ACTIVE | DECIDED_LOST);
 			return;
 		}
 	}
@@ -195,7 +201,7 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 	}
 	bpf_ringbuf_submit(e, 0);
 	if (!(d & DECIDED_BY_RECEIVER))
-		decide(&ck, DECIDED_WRITTEN);
+		decide(&ck, DECIDED_ACTIVE | DECIDED_WRITTEN);
 }
 
 /* Past the handshake (tcp_reset()): the owner sees ECONNRESET (or EPIPE). */
@@ -215,7 +221,7 @@ static __always_inline void rst_in(const struct sock *sk, __u8 state)
 		       p.daddr, p.dport);
 	conn_key_of(&ck, p.family, p.saddr, p.sport, p.daddr, p.dport);
 	/* A local sender decided for both sides of the connection. */
-	d = decided(&ck);
+	d = decided(&ck) & ~DECIDED_ACTIVE;
 	switch (d) {
 	case DECIDED_SUMMARIZED:
 		summary_count(&sk_key, SIDE_CLIENT_LOCAL);

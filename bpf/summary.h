@@ -243,6 +243,14 @@ enum decision {
 	 * tcp:tcp_send_reset fires, and on loopback the receiver handles it
 	 * inside that transmit; the sender then follows the receiver. */
 	DECIDED_BY_RECEIVER = 0x10,
+	/* Or'ed in by an active reset's sender (tcp_send_active_reset).
+	 * What its peer sent before the RST reached it (the FIN of its own
+	 * close(), data) meets no socket here and is answered with a second
+	 * RST on the same connection (tcp_v4_send_reset from the listener or
+	 * with no socket): the same reset, not counted again. Seen once, the
+	 * flag goes, so an entry left for a remote peer silences at most one
+	 * later RST on its 4-tuple. */
+	DECIDED_ACTIVE = 0x20,
 };
 
 struct conn_key {

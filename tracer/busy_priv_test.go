@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -419,5 +420,95 @@ func TestPrivResetFlood(t *testing.T) {
 	}
 	if full+summarized != total {
 		t.Errorf("full %d + summarized %d = %d, want %d: every reset once", full, summarized, full+summarized, total)
+	}
+}
+
+// A server's reset that crosses its client's FIN: the server aborts
+// (SO_LINGER {1,0}, close), and the client closes before that RST reaches
+// it (here an output rule drops the RST; on a busy host the RST waits in
+// another CPU's backlog). The FIN meets only the listener, which answers
+// with a second RST, and that one resets the client. One connection reset,
+// one reset counted: full events and summarized alike.
+func TestPrivResetCrossedByFIN(t *testing.T) {
+	n := newNetns(t)
+	srv := netip.MustParseAddrPort("127.0.0.1:2102")
+	const rate, total = 5, 20
+	s := startTracer(t, Config{RatePerSecond: rate}, n)
+	requireCap(t, s, "resets")
+	var ferr error
+	n.run(func() {
+		lfd, err := bindSocket(srv)
+		if err == nil {
+			err = unix.Listen(lfd, total)
+		}
+		if err != nil {
+			ferr = err
+			return
+		}
+		defer unix.Close(lfd)
+		var clients, conns []int
+		defer func() {
+			for _, fd := range append(clients, conns...) {
+				unix.Close(fd)
+			}
+		}()
+		for range total {
+			fd, err := connectFrom(netip.AddrPortFrom(srv.Addr(), 0), srv, false)
+			if err != nil {
+				ferr = fmt.Errorf("connect: %w", err)
+				return
+			}
+			clients = append(clients, fd)
+			c, _, err := unix.Accept(lfd)
+			if err != nil {
+				ferr = fmt.Errorf("accept: %w", err)
+				return
+			}
+			conns = append(conns, c)
+		}
+		nft := func(ruleset string) error {
+			cmd := exec.Command("nft", "-f", "-")
+			cmd.Stdin = strings.NewReader(ruleset)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("nft: %v: %s", err, out)
+			}
+			return nil
+		}
+		if ferr = nft(rule("output", "tcp sport 2102 tcp flags & rst == rst counter drop")); ferr != nil {
+			return
+		}
+		for _, c := range conns {
+			unix.SetsockoptLinger(c, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+			unix.Close(c)
+		}
+		conns = nil
+		if ferr = nft("delete table inet rsttrace_test\n"); ferr != nil {
+			return
+		}
+		for _, c := range clients {
+			unix.Close(c)
+		}
+		clients = nil
+	})
+	if ferr != nil {
+		t.Fatal(ferr)
+	}
+	time.Sleep(200 * time.Millisecond)
+	s.stop()
+	var full, summarized uint64
+	for _, e := range s.all(func(e *events.Event) bool { return e.Netns == n.ino }) {
+		switch {
+		case e.Type == events.TypeReset:
+			full++
+			if e.Src == nil || e.Src.AddrPort() != srv {
+				t.Errorf("reset from %+v, want the server %v", e.Src, srv)
+			}
+		case e.Type == events.TypeSummary && e.SummaryOf == "reset":
+			summarized += e.Refusals
+		}
+	}
+	t.Logf("%d connections reset (first RST dropped, FIN answered): %d full events, %d summarized", total, full, summarized)
+	if full+summarized != total {
+		t.Errorf("full %d + summarized %d = %d, want %d: one reset per connection", full, summarized, full+summarized, total)
 	}
 }
