@@ -14,8 +14,14 @@
 // loopback refusal passes that rsttrace's default plan attaches to: the
 // cost of the hooks alone, before any of rsttrace's work.
 //
+// -syscalls also attaches it to the syscall tracepoints rsttrace uses
+// (bind, listen, accept, accept4; entry and exit): while any syscall
+// tracepoint is attached, every syscall of every task takes the kernel's
+// traced entry and exit path, whichever syscall it is.
+//
 //	TRACER_CMD=bench/bin/mintracer bench/run.sh
 //	TRACER_CMD="bench/bin/mintracer -hooks=rsttrace" bench/run.sh
+//	TRACER_CMD="bench/bin/mintracer -hooks=rsttrace -syscalls" bench/busy.sh
 package main
 
 import (
@@ -45,8 +51,13 @@ func main() {
 // lo, the RST sent and received, the refused SYN freed).
 var rsttraceHooks = []string{"inet_sock_set_state", "net_dev_queue", "tcp_send_reset", "tcp_receive_reset", "kfree_skb"}
 
+// rsttraceSyscalls: the syscalls rsttrace traces on entry and exit (bind
+// failures, listen(), the owners of accepted sockets).
+var rsttraceSyscalls = []string{"bind", "listen", "accept", "accept4"}
+
 func run() error {
 	hooks := flag.String("hooks", "reset", "reset: tcp:tcp_send_reset and tcp:tcp_receive_reset (tracepoint programs); rsttrace: a raw tracepoint program on each of "+fmt.Sprint(rsttraceHooks))
+	syscalls := flag.Bool("syscalls", false, "also attach to the syscall tracepoints rsttrace uses: "+fmt.Sprint(rsttraceSyscalls))
 	flag.Parse()
 	if *hooks != "reset" && *hooks != "rsttrace" {
 		return fmt.Errorf("-hooks %q: want reset or rsttrace", *hooks)
@@ -77,28 +88,30 @@ func run() error {
 	if *hooks == "rsttrace" {
 		typ = ebpf.RawTracepoint
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:    "mint_count",
-		Type:    typ,
-		License: "GPL",
-		Instructions: asm.Instructions{
-			asm.StoreImm(asm.RFP, -4, 0, asm.Word),
-			asm.Mov.Reg(asm.R2, asm.RFP),
-			asm.Add.Imm(asm.R2, -4),
-			asm.LoadMapPtr(asm.R1, counts.FD()),
-			asm.FnMapLookupElem.Call(),
-			asm.JEq.Imm(asm.R0, 0, "out"),
-			asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
-			asm.Add.Imm(asm.R1, 1),
-			asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-			asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
-			asm.Return(),
-		},
-	})
+	prog, err := countingProgram(typ, counts)
 	if err != nil {
 		return fmt.Errorf("loading program: %w", err)
 	}
 	defer prog.Close()
+
+	if *syscalls {
+		sysProg := prog
+		if typ != ebpf.TracePoint {
+			if sysProg, err = countingProgram(ebpf.TracePoint, counts); err != nil {
+				return fmt.Errorf("loading program: %w", err)
+			}
+			defer sysProg.Close()
+		}
+		for _, sc := range rsttraceSyscalls {
+			for _, dir := range []string{"enter", "exit"} {
+				l, err := link.Tracepoint("syscalls", "sys_"+dir+"_"+sc, sysProg, nil)
+				if err != nil {
+					return fmt.Errorf("attaching to syscalls:sys_%s_%s: %w", dir, sc, err)
+				}
+				defer l.Close()
+			}
+		}
+	}
 
 	if *hooks == "rsttrace" {
 		for _, tp := range rsttraceHooks {
@@ -133,4 +146,26 @@ func run() error {
 		total += n
 	}
 	return out.Encode(map[string]any{"type": "stop", "lost": 0, "hits": total})
+}
+
+// countingProgram adds one to counts' per-CPU slot on every run.
+func countingProgram(typ ebpf.ProgramType, counts *ebpf.Map) (*ebpf.Program, error) {
+	return ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:    "mint_count",
+		Type:    typ,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -4),
+			asm.LoadMapPtr(asm.R1, counts.FD()),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "out"),
+			asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+			asm.Add.Imm(asm.R1, 1),
+			asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+			asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+			asm.Return(),
+		},
+	})
 }
