@@ -382,20 +382,11 @@ func TestPrivResetFlood(t *testing.T) {
 		}
 		defer unix.Close(lfd)
 		for done := 0; done < total && ferr == nil; done += batch {
-			var clients, conns []int
-			for range batch {
-				fd, err := connectFrom(netip.AddrPortFrom(srv.Addr(), 0), srv, false)
-				if err != nil {
-					ferr = fmt.Errorf("connect: %w", err)
-					return
-				}
-				clients = append(clients, fd)
-				c, _, err := unix.Accept(lfd)
-				if err != nil {
-					ferr = fmt.Errorf("accept: %w", err)
-					return
-				}
-				conns = append(conns, c)
+			clients, conns, err := acceptedPairs(lfd, srv, batch)
+			if err != nil {
+				closeAll(append(clients, conns...))
+				ferr = err
+				return
 			}
 			for _, c := range conns {
 				unix.SetsockoptLinger(c, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
@@ -456,25 +447,11 @@ func TestPrivResetCrossedByFIN(t *testing.T) {
 			return
 		}
 		defer unix.Close(lfd)
-		var clients, conns []int
-		defer func() {
-			for _, fd := range append(clients, conns...) {
-				unix.Close(fd)
-			}
-		}()
-		for range total {
-			fd, err := connectFrom(netip.AddrPortFrom(srv.Addr(), 0), srv, false)
-			if err != nil {
-				ferr = fmt.Errorf("connect: %w", err)
-				return
-			}
-			clients = append(clients, fd)
-			c, _, err := unix.Accept(lfd)
-			if err != nil {
-				ferr = fmt.Errorf("accept: %w", err)
-				return
-			}
-			conns = append(conns, c)
+		clients, conns, err := acceptedPairs(lfd, srv, total)
+		defer func() { closeAll(append(clients, conns...)) }()
+		if err != nil {
+			ferr = err
+			return
 		}
 		nft := func(ruleset string) error {
 			cmd := exec.Command("nft", "-f", "-")
@@ -521,4 +498,23 @@ func TestPrivResetCrossedByFIN(t *testing.T) {
 	if full+summarized != total {
 		t.Errorf("full %d + summarized %d = %d, want %d: one reset per connection", full, summarized, full+summarized, total)
 	}
+}
+
+// acceptedPairs makes n loopback connections to the listener lfd on srv,
+// each accepted: the clients' and the server's sockets (those made so far
+// when it fails).
+func acceptedPairs(lfd int, srv netip.AddrPort, n int) (clients, conns []int, err error) {
+	for range n {
+		fd, err := connectFrom(netip.AddrPortFrom(srv.Addr(), 0), srv, false)
+		if err != nil {
+			return clients, conns, fmt.Errorf("connect: %w", err)
+		}
+		clients = append(clients, fd)
+		c, _, err := unix.Accept(lfd)
+		if err != nil {
+			return clients, conns, fmt.Errorf("accept: %w", err)
+		}
+		conns = append(conns, c)
+	}
+	return clients, conns, nil
 }
