@@ -19,7 +19,6 @@ static __always_inline __u8 syn_retransmits(const struct sock *sk)
  */
 static __always_inline void connect_started(const struct sock *sk)
 {
-	struct storm_note *storm;
 	__u64 key = (__u64)sk;
 	struct conn v = {};
 	__u16 family;
@@ -31,25 +30,11 @@ static __always_inline void connect_started(const struct sock *sk)
 		return;
 	if (!port_traced(bpf_ntohs(sk->__sk_common.skc_dport)))
 		return;
-	v.ts = bpf_ktime_get_ns();
-	storm = storm_note();
-	if (storm && storm->second == v.ts / 1000000000ULL) {
-		struct pkt p = {};
-
-		sk_pkt(sk, &p);
-		if (storm_destination(storm, sk_net_of(sk, true), &p, storm->second)) {
-			storm->unrecorded = key;
-			return;
-		}
-	}
-	/* A socket left out before at this address is gone. */
-	if (storm && storm->unrecorded == key)
-		storm->unrecorded = 0;
 	current_proc_of(&v.proc, true);
 	/* The entry is also the socket's owner record (owner_fill reads it)
 	 * until it closes: one map update per connection. */
-	if (!(caps & CAP_F_CONNECT_FAILURES))
-		v.ts = 0;
+	if (caps & CAP_F_CONNECT_FAILURES)
+		v.ts = bpf_ktime_get_ns();
 	bpf_map_update_elem(&connecting, &key, &v, BPF_ANY);
 }
 
@@ -133,7 +118,6 @@ static __always_inline void client_refused(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct summary_key sk_key = {};
-	struct storm_note *storm;
 	struct conn_key ck = {};
 	struct pkt p = {};
 	struct conn *c;
@@ -141,14 +125,6 @@ static __always_inline void client_refused(const struct sock *sk)
 	__u32 netns;
 	__u8 d;
 
-	/* Counted with its refusal, no entry (storm_counted): its
-	 * SYN_SENT->CLOSE comes next, with nothing to look up either. */
-	storm = storm_note();
-	if (storm && storm->counted == key) {
-		storm->counted = 0;
-		storm->closing = key;
-		return;
-	}
 	c = bpf_map_lookup_elem(&connecting, &key);
 	if (!c && filter_ports)
 		return; /* not traced at connect() */
@@ -166,8 +142,6 @@ static __always_inline void client_refused(const struct sock *sk)
 	if (!d)
 		d = decided(&ck) & ~DECIDED_ACTIVE;
 	switch (d) {
-	case DECIDED_COUNTED_BOTH:
-		goto out; /* storm_counted, for a client behind another */
 	case DECIDED_SUMMARIZED:
 		summary_count(&sk_key, SIDE_CLIENT_LOCAL);
 		goto out;

@@ -139,15 +139,6 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 		 * (owner_forget deletes it at close). */
 		if ((caps & CAP_F_OWNERS) && newstate != TCP_CLOSE)
 			return 0;
-		if (newstate == TCP_CLOSE) {
-			/* Refused and counted with no entry (storm_counted). */
-			struct storm_note *storm = storm_note();
-
-			if (storm && storm->closing == key) {
-				storm->closing = 0;
-				return 0;
-			}
-		}
 		/* No entry (refused by a RST, or not traced): nothing to delete. */
 		if ((caps & CAP_F_CONNECT_FAILURES) && newstate == TCP_CLOSE &&
 		    !connect_failed(sk))

@@ -21,9 +21,6 @@ static __always_inline void refusal_sent(const struct sock *sk,
 	struct nat_key nk = {};
 	struct nat_flow *nat;
 	struct conn *client = NULL;
-	struct storm_note *storm = NULL;
-	__u64 client_sk = 0, sec;
-	enum summarized why;
 	struct record *e;
 	struct net *net;
 	__u32 netns;
@@ -39,8 +36,6 @@ static __always_inline void refusal_sent(const struct sock *sk,
 	 * left under that tuple. The entry goes: a refusal ends the flow. */
 	nat = nat_lookup(p, &nk);
 	if (!sk) {
-		bool unrecorded = false;
-
 		/* The client's side of this connection: saddr/sport. */
 		if (nat)
 			conn_key_of(&ck, p->family, nat->saddr, nat->sport,
@@ -49,35 +44,19 @@ static __always_inline void refusal_sent(const struct sock *sk,
 			conn_key_of(&ck, p->family, p->saddr, p->sport,
 				    p->daddr, p->dport);
 		if (!nat && (caps & CAP_F_CLIENTS))
-			client_sk = syn_client(skb, &ck);
-		if (client_sk) {
-			storm = storm_note();
-			unrecorded = storm && storm->unrecorded == client_sk;
-			if (unrecorded)
-				storm->unrecorded = 0;
-			else
-				client = bpf_map_lookup_elem(&connecting, &client_sk);
-		}
+			client = syn_client(skb, &ck);
 		summary_key_of(&sk_key, SUMMARY_REFUSED, netns, p->family,
 			       p->daddr, p->dport);
-		why = summarize_at(&sk_key, &sec);
-		/* A client connect_started left out has no process to name:
-		 * counted even when its second's quota is not used up. */
-		if (why != SUMMARIZED_NO || unrecorded) {
+		if (summarize(&sk_key)) {
 			/* A client found here has its side counted too: its
 			 * tcp_receive_reset then only drops its entry. */
 			if (client) {
 				summary_count(&sk_key, SIDE_SERVER_AND_CLIENT_LOCAL);
 				client->decided = DECIDED_COUNTED_BOTH;
-			} else if (storm) {
-				summary_count(&sk_key, SIDE_SERVER_AND_CLIENT_LOCAL);
-				storm_counted(storm, client_sk, &ck);
 			} else {
 				summary_count(&sk_key, SIDE_SERVER);
 				decide(&ck, DECIDED_SUMMARIZED);
 			}
-			if (why == SUMMARIZED_PAST_RATE && storm)
-				storm_past_rate(storm, net, p, sec);
 			if (nat)
 				bpf_map_delete_elem(&nat_flows, &nk);
 			return;

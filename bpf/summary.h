@@ -93,61 +93,44 @@ static __always_inline void summary_key_of(struct summary_key *k, __u8 kind,
 	__builtin_memcpy(k->daddr, addr, 16);
 }
 
-/* Why summarize() counts: past the rate (or --summary), or while the ring
- * buffer fills. */
-enum summarized {
-	SUMMARIZED_NO = 0,
-	SUMMARIZED_PAST_RATE,
-	SUMMARIZED_FILLING,
-};
-
 /*
  * Count instead of writing: summary mode, past the rate, or while the ring
  * buffer is filling. The rate is looked at first: a destination past it
  * (a storm) is counted without asking the ring buffer how full it is
  * (bpf_ringbuf_query reads the producer and consumer positions, lines the
  * writers on every CPU and the reader change). One more full record is
- * taken from this second's quota only when it will be written. *sec: the
- * second it looked at (0 when it did not need one).
+ * taken from this second's quota only when it will be written.
  */
-static __always_inline enum summarized summarize_at(const struct summary_key *k,
-						    __u64 *sec)
+static __always_inline bool summarize(const struct summary_key *k)
 {
 	struct rate_key rk = { .dest = *k, .cpu = bpf_get_smp_processor_id() };
 	struct rate_val *v = NULL;
+	__u64 sec = 0;
 
-	*sec = 0;
 	if (summary_always)
-		return SUMMARIZED_PAST_RATE;
+		return true;
 	if (rate_limit) {
-		*sec = bpf_ktime_get_ns() / 1000000000ULL;
+		sec = bpf_ktime_get_ns() / 1000000000ULL;
 		v = bpf_map_lookup_elem(&rates, &rk);
-		if (v && v->second == *sec && v->n >= rate_limit)
-			return SUMMARIZED_PAST_RATE;
+		if (v && v->second == sec && v->n >= rate_limit)
+			return true;
 	}
 	if (summary_due())
-		return SUMMARIZED_FILLING;
+		return true;
 	if (!rate_limit)
-		return SUMMARIZED_NO;
+		return false;
 	if (!v) {
-		struct rate_val first = { .second = *sec, .n = 1 };
+		struct rate_val first = { .second = sec, .n = 1 };
 
 		bpf_map_update_elem(&rates, &rk, &first, BPF_ANY);
-		return SUMMARIZED_NO;
+		return false;
 	}
-	if (v->second != *sec) {
-		v->second = *sec;
+	if (v->second != sec) {
+		v->second = sec;
 		v->n = 0;
 	}
 	v->n++;
-	return SUMMARIZED_NO;
-}
-
-static __always_inline bool summarize(const struct summary_key *k)
-{
-	__u64 sec;
-
-	return summarize_at(k, &sec) != SUMMARIZED_NO;
+	return false;
 }
 
 /* Which side of summary_val a count goes to. */
@@ -394,21 +377,23 @@ static __always_inline bool conn_key_eq(const struct conn_key *a,
 }
 
 /*
- * The socket of the local client whose SYN skb is, the connection being
- * k; 0 if this CPU did not just send it. The address
+ * The `connecting` entry of the local client whose SYN skb is, the
+ * connection being k; NULL if this CPU did not just send it. The address
  * alone is not proof: an skb freed and reused for a packet received from
  * elsewhere can have it, hence the tuple too. The slot is emptied.
  */
-static __always_inline __u64 syn_client(const struct sk_buff *skb,
-					const struct conn_key *k)
+static __always_inline struct conn *syn_client(const struct sk_buff *skb,
+					       const struct conn_key *k)
 {
 	__u32 zero = 0;
 	struct syn_slot *s = bpf_map_lookup_elem(&last_syn, &zero);
+	__u64 key;
 
 	if (!s || s->skb != (__u64)skb || !conn_key_eq(&s->ck, k))
-		return 0;
+		return NULL;
+	key = s->sk;
 	s->skb = 0;
-	return s->sk;
+	return bpf_map_lookup_elem(&connecting, &key);
 }
 
 /* The sender's decision d for connection k: in its client's entry when
@@ -420,89 +405,6 @@ static __always_inline void decide_for(struct conn *client,
 		client->decided = d;
 	else
 		decide(k, d);
-}
-
-/*
- * A refusal storm from local clients (a crash-looping client, a health
- * checker hammering a port nothing listens on): every refusal past the
- * rate is only counted, yet each connect() paid for its `connecting` entry
- * (who connects: cgroup, mount namespace, task; an LRU update) and its
- * delete, most of what the storm cost. This CPU's note of the destination
- * it last counted past the rate lets connect_started leave out a connect()
- * to it in the same second: its refusal is counted, with no client to name.
- * The refusing side then counts the client's side too (it finds the client
- * by the SYN slot) and leaves the client socket here for its
- * tcp_receive_reset and SYN_SENT->CLOSE, right after on this CPU (the RST
- * is delivered through this CPU's backlog), instead of a decisions entry.
- * The cost of this: a connect() left out whose attempt ends otherwise in
- * that second (it connects, it times out) has no owner or attempt record.
- */
-struct storm_note {
-	/* The destination past the rate: namespace (struct net *), second,
-	 * address and port as the refusing side parsed them. */
-	__u64 net;
-	__u64 second;
-	__u8 daddr[16];
-	__u16 dport;
-	__u8 family;
-	__u8 pad[5];
-	__u64 unrecorded; /* the last socket connect_started left out */
-	__u64 counted;	  /* the last client counted with its refusal */
-	__u64 closing;	  /* that client, refused: its SYN_SENT->CLOSE is next */
-	struct conn_key counted_ck;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct storm_note);
-} storm SEC(".maps");
-
-static __always_inline struct storm_note *storm_note(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&storm, &zero);
-}
-
-/* The refusing side counted a refusal from net to p's destination past the
- * rate in second sec (0: not read yet). */
-static __always_inline void storm_past_rate(struct storm_note *n, const struct net *net,
-					    const struct pkt *p, __u64 sec)
-{
-	if (!sec)
-		sec = bpf_ktime_get_ns() / 1000000000ULL;
-	n->net = (__u64)net;
-	n->second = sec;
-	__builtin_memcpy(n->daddr, p->daddr, 16);
-	n->dport = p->dport;
-	n->family = p->family;
-}
-
-/* Whether a connect() from net to p's destination at second sec goes to
- * the destination this CPU counts past its rate. */
-static __always_inline bool storm_destination(const struct storm_note *n,
-					      const struct net *net,
-					      const struct pkt *p, __u64 sec)
-{
-	const __u64 *a = (const __u64 *)n->daddr, *b = (const __u64 *)p->daddr;
-
-	return n->net == (__u64)net && n->second == sec && n->dport == p->dport &&
-	       n->family == p->family && a[0] == b[0] && a[1] == b[1];
-}
-
-/* The client socket sk (connection k) was counted with its refusal: its
- * tcp_receive_reset finds it here. A client before it not yet come (its
- * RST still behind this one in the backlog) reads it in the decisions
- * map. */
-static __always_inline void storm_counted(struct storm_note *n, __u64 sk,
-					  const struct conn_key *k)
-{
-	if (n->counted)
-		decide(&n->counted_ck, DECIDED_COUNTED_BOTH);
-	n->counted = sk;
-	n->counted_ck = *k;
 }
 
 /* A record the receiving side writes for a connection whose sender's

@@ -204,21 +204,6 @@ type RsttraceRstInCounted struct {
 	_     [4]byte
 }
 
-type RsttraceStormNote struct {
-	_          structs.HostLayout
-	Net        uint64
-	Second     uint64
-	Daddr      [16]uint8
-	Dport      uint16
-	Family     uint8
-	Pad        [5]uint8
-	Unrecorded uint64
-	Counted    uint64
-	Closing    uint64
-	CountedCk  RsttraceConnKey
-	_          [4]byte
-}
-
 type RsttraceSummaryKey struct {
 	_      structs.HostLayout
 	Netns  uint32
@@ -341,7 +326,6 @@ type RsttraceMapSpecs struct {
 	Rates         *ebpf.MapSpec `ebpf:"rates"`
 	Records       *ebpf.MapSpec `ebpf:"records"`
 	RstInNote     *ebpf.MapSpec `ebpf:"rst_in_note"`
-	Storm         *ebpf.MapSpec `ebpf:"storm"`
 	SummaryA      *ebpf.MapSpec `ebpf:"summary_a"`
 	SummaryB      *ebpf.MapSpec `ebpf:"summary_b"`
 	SummarySlot   *ebpf.MapSpec `ebpf:"summary_slot"`
@@ -408,7 +392,6 @@ type RsttraceMaps struct {
 	Rates         *ebpf.Map `ebpf:"rates"`
 	Records       *ebpf.Map `ebpf:"records"`
 	RstInNote     *ebpf.Map `ebpf:"rst_in_note"`
-	Storm         *ebpf.Map `ebpf:"storm"`
 	SummaryA      *ebpf.Map `ebpf:"summary_a"`
 	SummaryB      *ebpf.Map `ebpf:"summary_b"`
 	SummarySlot   *ebpf.Map `ebpf:"summary_slot"`
@@ -432,7 +415,6 @@ func (m *RsttraceMaps) Close() error {
 		m.Rates,
 		m.Records,
 		m.RstInNote,
-		m.Storm,
 		m.SummaryA,
 		m.SummaryB,
 		m.SummarySlot,
