@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -393,18 +392,7 @@ func TestPrivResetFlood(t *testing.T) {
 	took := time.Since(start)
 	time.Sleep(200 * time.Millisecond)
 	s.stop()
-	var full, summarized uint64
-	for _, e := range s.all(func(e *events.Event) bool { return e.Netns == n.ino }) {
-		switch {
-		case e.Type == events.TypeReset:
-			full++
-		case e.Type == events.TypeSummary && e.SummaryOf == "reset":
-			summarized += e.Refusals
-			if e.Dst.AddrPort() != srv {
-				t.Errorf("reset summary keyed by %v, want the sender %v", e.Dst, srv)
-			}
-		}
-	}
+	full, summarized := resetCounts(t, s, n, srv)
 	t.Logf("%d resets in %v: %d full events, %d summarized", total, took, full, summarized)
 	if max := rateBound(took, rate); full > max {
 		t.Errorf("%d full reset events in %v, want at most %d", full, took, max)
@@ -426,6 +414,7 @@ func TestPrivResetCrossedByFIN(t *testing.T) {
 	const rate, total = 5, 20
 	s := startTracer(t, Config{RatePerSecond: rate}, n)
 	requireCap(t, s, "resets")
+	var clients, conns []int
 	var ferr error
 	n.run(func() {
 		lfd, err := bindSocket(srv)
@@ -436,43 +425,35 @@ func TestPrivResetCrossedByFIN(t *testing.T) {
 			ferr = err
 			return
 		}
-		defer unix.Close(lfd)
-		clients, conns, err := acceptedPairs(lfd, srv, total)
-		defer func() { closeAll(append(clients, conns...)) }()
-		if err != nil {
-			ferr = err
-			return
-		}
-		nft := func(ruleset string) error {
-			cmd := exec.Command("nft", "-f", "-")
-			cmd.Stdin = strings.NewReader(ruleset)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("nft: %v: %s", err, out)
-			}
-			return nil
-		}
-		if ferr = nft(rule("output", "tcp sport 2102 tcp flags & rst == rst counter drop")); ferr != nil {
-			return
-		}
-		for _, c := range conns {
-			unix.SetsockoptLinger(c, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-			unix.Close(c)
-		}
-		conns = nil
-		if ferr = nft("delete table inet rsttrace_test\n"); ferr != nil {
-			return
-		}
-		for _, c := range clients {
-			unix.Close(c)
-		}
-		clients = nil
+		t.Cleanup(func() { unix.Close(lfd) })
+		clients, conns, ferr = acceptedPairs(lfd, srv, total)
 	})
+	t.Cleanup(func() { closeAll(append(clients, conns...)) })
 	if ferr != nil {
 		t.Fatal(ferr)
 	}
+	n.nft(t, rule("output", "tcp sport 2102 tcp flags & rst == rst counter drop"))
+	for _, c := range conns {
+		unix.SetsockoptLinger(c, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		unix.Close(c)
+	}
+	conns = nil
+	n.nft(t, "delete table inet rsttrace_test\n")
+	closeAll(clients)
+	clients = nil
 	time.Sleep(200 * time.Millisecond)
 	s.stop()
-	var full, summarized uint64
+	full, summarized := resetCounts(t, s, n, srv)
+	t.Logf("%d connections reset (first RST dropped, FIN answered): %d full events, %d summarized", total, full, summarized)
+	if full+summarized != total {
+		t.Errorf("full %d + summarized %d = %d, want %d: one reset per connection", full, summarized, full+summarized, total)
+	}
+}
+
+// resetCounts is the number of reset events in n and of resets counted in
+// its summaries, each checked to name srv as the sender.
+func resetCounts(t *testing.T, s *session, n *netns, srv netip.AddrPort) (full, summarized uint64) {
+	t.Helper()
 	for _, e := range s.all(func(e *events.Event) bool { return e.Netns == n.ino }) {
 		switch {
 		case e.Type == events.TypeReset:
@@ -482,12 +463,12 @@ func TestPrivResetCrossedByFIN(t *testing.T) {
 			}
 		case e.Type == events.TypeSummary && e.SummaryOf == "reset":
 			summarized += e.Refusals
+			if e.Dst.AddrPort() != srv {
+				t.Errorf("reset summary keyed by %v, want the sender %v", e.Dst, srv)
+			}
 		}
 	}
-	t.Logf("%d connections reset (first RST dropped, FIN answered): %d full events, %d summarized", total, full, summarized)
-	if full+summarized != total {
-		t.Errorf("full %d + summarized %d = %d, want %d: one reset per connection", full, summarized, full+summarized, total)
-	}
+	return full, summarized
 }
 
 // acceptedPairs makes n loopback connections to the listener lfd on srv,
