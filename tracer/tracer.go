@@ -298,9 +298,26 @@ func (t *Tracer) Written() uint64 {
 	return t.written
 }
 
-// How often the read loop wakes up while the correlator holds something
-// for a moment (a refusal waiting for its client): to write it on time.
-const tick = 10 * time.Millisecond
+// gather is how long Run lets records pile up after it emptied the ring,
+// and the longest it waits in epoll while the correlator holds something
+// (a refusal waiting up to correlate.DefaultHold for its client, a reset for
+// its receiver): the read loop wakes at most about 1/gather times a second
+// under steady traffic. The kernel wakes the reader for the first record
+// after it caught up; a reader that went back to epoll at once was woken for
+// every few records. Each wakeup is a context switch onto a CPU the busy
+// server is using, and on a virtual machine a switch between address spaces
+// costs far more than the tracer's own CPU time shows. Next to nginx
+// resetting ~350 connections a second (bench/busy.sh's mix, keep-alive, two
+// CPUs, 6 interleaved pairs per run), 10 ms (with the held-record ticks,
+// ~470 context switches a second across the tracer's threads) left the
+// server 91-92% of its requests, 100 ms 95-98%; the tracer's CPU fell from
+// 2.2% to 0.3% of a core, its context switches to ~55 a second. 100 ms is
+// also the most an event waits in the ring once the tracer is busy; held
+// records are paired by record time, so the pause changes no pairing. The
+// 8 MiB ring (~37,000 records before its half, where the kernel starts
+// counting instead of writing) fills that far in 100 ms only at several
+// hundred thousand full records a second, beyond the per-destination rate.
+const gather = 100 * time.Millisecond
 
 // How often it wakes up when nothing is held: for the periodic work
 // (overflow and summary polls, loss reports, firewall claims that wait
@@ -309,20 +326,6 @@ const tick = 10 * time.Millisecond
 const idleTick = 250 * time.Millisecond
 
 const lostEvery = time.Second
-
-// gather is how long Run lets records pile up after it emptied the ring.
-// The kernel wakes the reader only for the first record after the reader
-// caught up, so under a flood a reader that returned to epoll at once was
-// woken for every few records (each wakeup an interrupt-work item on the
-// CPU running the load, a context switch, and a tiny batch); pausing
-// bounds that to 1/gather batches a second. It is also the most an event
-// waits in the ring once the tracer is busy. 10 ms: next to a busy web
-// server (bench/busy.sh: a few hundred events a second, each arriving to an
-// empty ring) 1 ms meant up to a thousand wakeups a second, 6.5-6.9% of a
-// core against 4.0-5.1% at 10 ms; the 8 MiB ring (~37,000 records before
-// its half, where counting starts) would fill that far in 10 ms only at
-// several million records a second, beyond what the kernel side writes.
-const gather = 10 * time.Millisecond
 
 // Run reads records until ctx is cancelled or the reader is closed, and
 // writes events to out. It flushes out whenever the ring buffer is empty.
@@ -366,17 +369,20 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 				if err := t.housekeep(count, out, &lastLost); err != nil {
 					return err
 				}
-				time.Sleep(gather)
+				select {
+				case <-ctx.Done():
+				case <-time.After(gather):
+				}
 				continue
 			}
 			if !batch {
-				// A read that may wait in epoll waits at most a tick
+				// A read that may wait in epoll waits at most gather
 				// while something is held; otherwise until the next
 				// periodic work. The ring is empty here: the kernel
 				// wakes the reader for the next record.
 				wait := min(idleTick, t.cfg.OverflowInterval)
 				if t.corr.Holding() {
-					wait = tick
+					wait = gather
 				}
 				t.reader.SetDeadline(time.Now().Add(wait))
 			}
@@ -399,7 +405,7 @@ func (t *Tracer) Run(ctx context.Context, out events.Encoder) error {
 			t.trackNetns(&r, true)
 			// A ring that never empties must not starve the periodic
 			// work (lost reports, overflow polls).
-			if n++; n%1024 == 0 && time.Since(lastHouse) >= tick {
+			if n++; n%1024 == 0 && time.Since(lastHouse) >= gather {
 				lastHouse = time.Now()
 				if err := t.housekeep(count, out, &lastLost); err != nil {
 					return err
