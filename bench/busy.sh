@@ -24,6 +24,9 @@
 #   UDP_RATE     UDP datagrams/s to the dropped port    (default 1000)
 #   IDLE         tracer CPU measured once without load  (default 5s)
 #   TRACER_CMD   the tracer, run directly, not by a shell (default ./rsttrace -o json)
+#   FLOOR_CMD    a third arm F each round: the hooks alone, a counting program
+#                on each (default bench/bin/mintracer -hooks=rsttrace -syscalls;
+#                empty: no F arm)
 #   OUT_DIR      per-round files                        (default a new dir under /tmp)
 #   RESULTS      where the table goes                   (default bench/results)
 #   BUSY_CMD     the command printed above the table    (default bench/busy.sh)
@@ -40,6 +43,8 @@ done
 mkdir -p bench/bin
 go build -o bench/bin/abrun ./bench/abrun
 go build -o bench/bin/busyload ./bench/busyload
+go build -o bench/bin/mintracer ./bench/mintracer
+export FLOOR_CMD=${FLOOR_CMD-bench/bin/mintracer -hooks=rsttrace -syscalls}
 
 NS_SRV=rsttrace-busy-srv-$$
 NS_CLI=rsttrace-busy-cli-$$

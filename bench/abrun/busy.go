@@ -35,7 +35,7 @@ type busyOptions struct {
 	httpPort, udpPort          int
 	wrkScript, resetLog        string
 	busyload, tableOut, outDir string
-	tracerCmd                  string
+	tracerCmd, floorCmd        string
 	rounds, conns, threads     int
 	scanRate, udpRate          int
 	duration, settle, idle     time.Duration
@@ -147,6 +147,7 @@ func runBusy(args []string) error {
 	fs.StringVar(&o.tableOut, "table-out", "", "also write the table here")
 	fs.StringVar(&o.outDir, "out", env("OUT_DIR", ""), "directory for tracer outputs and busy.json (env OUT_DIR)")
 	fs.StringVar(&o.tracerCmd, "tracer-cmd", env("TRACER_CMD", "./rsttrace -o json"), "tracer command, split on spaces and run directly (its pid is the one measured) (env TRACER_CMD)")
+	fs.StringVar(&o.floorCmd, "floor-cmd", env("FLOOR_CMD", ""), "the floor: a third arm F in every round with this command instead of the tracer (bench/bin/mintracer -hooks=rsttrace -syscalls: a counting program on each hook), its F/A in the table; empty: no F arm (env FLOOR_CMD)")
 	fs.IntVar(&o.rounds, "rounds", envInt("ROUNDS", 5), "A/B pairs (env ROUNDS)")
 	fs.DurationVar(&o.duration, "duration", envDuration("DURATION", 5*time.Second), "each wrk phase (env DURATION)")
 	fs.IntVar(&o.conns, "conns", envInt("CONNS", 64), "wrk connections (env CONNS)")
@@ -217,11 +218,14 @@ func runBusy(args []string) error {
 	fmt.Fprintf(os.Stderr, "idle tracer: %.2f s CPU in %v\n", idle, o.idle)
 	var arms []busyArm
 	for i := 1; i <= o.rounds; i++ {
-		// A B, then B A: a drift of the machine's speed across a round
-		// pair weighs on both arms alike.
+		// A B (F), then (F) B A: a drift of the machine's speed across
+		// a round pair weighs on every arm alike.
 		order := []string{"A", "B"}
+		if o.floorCmd != "" {
+			order = append(order, "F")
+		}
 		if i%2 == 0 {
-			order = []string{"B", "A"}
+			slices.Reverse(order)
 		}
 		for _, arm := range order {
 			if len(arms) > 0 {
@@ -261,8 +265,8 @@ func busyRound(o *busyOptions, n int, arm string, ns [2]uint64, setTracer func(i
 	var cmd *exec.Cmd
 	exited := make(chan struct{})
 	var waitErr error
-	if arm == "B" {
-		tr = &busyTracer{Output: filepath.Join(o.outDir, fmt.Sprintf("round-%02d-B.jsonl", n)), Types: map[string]uint64{}}
+	if arm == "B" || arm == "F" {
+		tr = &busyTracer{Output: filepath.Join(o.outDir, fmt.Sprintf("round-%02d-%s.jsonl", n, arm)), Types: map[string]uint64{}}
 		stdout, err := os.Create(tr.Output)
 		if err != nil {
 			return a, err
@@ -275,6 +279,9 @@ func busyRound(o *busyOptions, n int, arm string, ns [2]uint64, setTracer func(i
 		}
 		defer stderr.Close()
 		argv := strings.Fields(o.tracerCmd)
+		if arm == "F" {
+			argv = strings.Fields(o.floorCmd)
+		}
 		cmd = exec.Command(argv[0], argv[1:]...)
 		cmd.Stdout, cmd.Stderr = stdout, stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -386,7 +393,12 @@ func busyRound(o *busyOptions, n int, arm string, ns [2]uint64, setTracer func(i
 		if !errors.As(stopErr, &exitErr) {
 			return a, stopErr
 		}
-		fmt.Fprintf(os.Stderr, "abrun: round %dB: tracer (pid %d) exited: %v\n", n, pid, stopErr)
+		fmt.Fprintf(os.Stderr, "abrun: round %d%s: tracer (pid %d) exited: %v\n", n, arm, pid, stopErr)
+	}
+	if arm == "F" {
+		// The floor writes no events: only its run and its cost count.
+		a.Tracer = tr
+		return a, nil
 	}
 	if err := countBusy(tr, o, ns); err != nil {
 		return a, err
@@ -697,7 +709,7 @@ func countBusy(tr *busyTracer, o *busyOptions, ns [2]uint64) error {
 // busyTable prints the one table: throughput ratios, tracer cost, and each
 // count the benchmark knows next to what the tracer reported.
 func busyTable(w io.Writer, o *busyOptions, arms []busyArm, idle float64) {
-	var kaA, clA, kaRatio, clRatio, starts []float64
+	var kaA, clA, kaRatio, clRatio, kaFloor, clFloor, starts []float64
 	var cpuLoad, cpuTotal, loadSecs, rss float64
 	var conns, resets, n444, refusals, scanConns, udpSent, udpDropped uint64
 	var repResets, repRefusals, sumResets, sumRefusals, filtered, timeouts, remote, lost, foreign uint64
@@ -715,6 +727,11 @@ func busyTable(w io.Writer, o *busyOptions, arms []busyArm, idle float64) {
 	for i := range arms {
 		r := &arms[i]
 		a, t := armA[r.N], r.Tracer
+		if r.Arm == "F" && a != nil {
+			kaFloor = append(kaFloor, r.KeepAlive.RPS/a.KeepAlive.RPS)
+			clFloor = append(clFloor, r.Close.RPS/a.Close.RPS)
+			continue
+		}
 		if r.Arm != "B" || t == nil || a == nil {
 			continue
 		}
@@ -790,8 +807,14 @@ func busyTable(w io.Writer, o *busyOptions, arms []busyArm, idle float64) {
 	fmt.Fprintln(w, "| --- | ---: | ---: | --- |")
 	fmt.Fprintf(w, "| keep-alive: A requests/s (median) | %.0f | | |\n", median(kaA))
 	fmt.Fprintf(w, "| keep-alive: B/A requests/s (median of %d; pairs %s) | %.3f | >= 0.97 | %s |\n", len(kaRatio), spread(kaRatio), kaB, verdict(kaB >= 0.97))
+	if len(kaFloor) > 0 {
+		fmt.Fprintf(w, "| keep-alive: floor F/A (median of %d; pairs %s) | %.3f | | |\n", len(kaFloor), spread(kaFloor), median(kaFloor))
+	}
 	fmt.Fprintf(w, "| Connection: close: A requests/s (median) | %.0f | | |\n", median(clA))
 	fmt.Fprintf(w, "| Connection: close: B/A requests/s (median of %d; pairs %s) | %.3f | >= 0.97 | %s |\n", len(clRatio), spread(clRatio), clB, verdict(clB >= 0.97))
+	if len(clFloor) > 0 {
+		fmt.Fprintf(w, "| Connection: close: floor F/A (median of %d; pairs %s) | %.3f | | |\n", len(clFloor), spread(clFloor), median(clFloor))
+	}
 	fmt.Fprintf(w, "| tracer CPU per 1,000 connections (%d connections in B) | %s | | |\n", conns, perK)
 	fmt.Fprintf(w, "| tracer CPU during the load (%% of a core); idle, no load; whole life | %s; %s; %.2f s | | |\n", share, idleShare, cpuTotal)
 	fmt.Fprintf(w, "| tracer max RSS; start-up (median) | %.1f MiB; %.0f ms | | |\n", rss, median(starts))
@@ -806,6 +829,9 @@ func busyTable(w io.Writer, o *busyOptions, arms []busyArm, idle float64) {
 	fmt.Fprintf(w, "| events with cause remote | %d | 0 | %s |\n", remote, verdict(remote == 0))
 	fmt.Fprintf(w, "| records lost | %s | 0 | %s |\n", lostStr, verdict(lost == 0 && lostKnown))
 	fmt.Fprintf(w, "\n(B rounds only for counts; records from other namespaces on the host, ignored: %d)\n", foreign)
+	if len(kaFloor) > 0 {
+		fmt.Fprintf(w, "(F: the floor, `%s`, in every round next to A and B)\n", o.floorCmd)
+	}
 }
 
 // spread is the range of the per-pair ratios, for judging the median.
