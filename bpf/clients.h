@@ -140,7 +140,7 @@ static __always_inline void client_refused(const struct sock *sk)
 		       p.dport);
 	conn_key_of(&ck, p.family, p.saddr, p.sport, p.daddr, p.dport);
 	if (!d)
-		d = decided(&ck) & ~DECIDED_ACTIVE;
+		d = decided(&ck);
 	switch (d) {
 	case DECIDED_SUMMARIZED:
 		summary_count(&sk_key, SIDE_CLIENT_LOCAL);

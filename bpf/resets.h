@@ -87,7 +87,7 @@ static __always_inline void rst_out_nosock(const struct sock *sk,
 		__u8 sd;
 
 		conn_key_of(&self, p->family, p->daddr, p->dport, p->saddr, p->sport);
-		sd = decided(&self) & ~DECIDED_ACTIVE;
+		sd = decided(&self);
 		self_abort = sd == (DECIDED_BY_RECEIVER | DECIDED_WRITTEN);
 		if (sd == (DECIDED_BY_RECEIVER | DECIDED_SUMMARIZED) ||
 		    sd == (DECIDED_BY_RECEIVER | DECIDED_LOST))
@@ -97,7 +97,7 @@ static __always_inline void rst_out_nosock(const struct sock *sk,
 	conn_key_of(&ck, p->family, p->saddr, p->sport, p->daddr, p->dport);
 	summary_key_of(&sk_key, SUMMARY_RESET, net_inum(net, btf), p->family,
 		       p->daddr, p->dport);
-	d = decided(&ck);
+	d = decided_marked(&ck);
 	if (d & DECIDED_ACTIVE) {
 		/* This host reset the connection already and its receiver has
 		 * not seen that RST yet: left for it, as decided. */
@@ -162,7 +162,7 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 	conn_key_of(&ck, p.family, p.daddr, p.dport, p.saddr, p.sport);
 	summary_key_of(&sk_key, SUMMARY_RESET, netns, p.family, p.saddr,
 		       p.sport);
-	d = decided(&ck) & ~DECIDED_ACTIVE;
+	d = decided(&ck);
 	if (d & DECIDED_BY_RECEIVER) {
 		/* The receiver ran first: the connection is written or
 		 * counted as it said, once. */
@@ -221,7 +221,7 @@ static __always_inline void rst_in(const struct sock *sk, __u8 state)
 		       p.daddr, p.dport);
 	conn_key_of(&ck, p.family, p.saddr, p.sport, p.daddr, p.dport);
 	/* A local sender decided for both sides of the connection. */
-	d = decided(&ck) & ~DECIDED_ACTIVE;
+	d = decided(&ck);
 	switch (d) {
 	case DECIDED_SUMMARIZED:
 		summary_count(&sk_key, SIDE_CLIENT_LOCAL);

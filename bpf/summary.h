@@ -301,9 +301,11 @@ static __always_inline void decide(const struct conn_key *k, __u8 d)
 	bpf_map_update_elem(&decisions, k, &d, BPF_ANY);
 }
 
-/* The sender's decision for the receiver's connection k, taken out of
- * the table; 0 if no local sender decided (the RST came from elsewhere). */
-static __always_inline __u8 decided(const struct conn_key *k)
+/* The sender's decision for the receiver's connection k as written, with
+ * the DECIDED_ACTIVE mark, taken out of the table; 0 if no local sender
+ * decided (the RST came from elsewhere). Only the second RST of an active
+ * reset (rst_out_nosock) reads the mark. */
+static __always_inline __u8 decided_marked(const struct conn_key *k)
 {
 	__u8 *v = bpf_map_lookup_elem(&decisions, k);
 	__u8 d;
@@ -313,6 +315,13 @@ static __always_inline __u8 decided(const struct conn_key *k)
 	d = *v;
 	bpf_map_delete_elem(&decisions, k);
 	return d;
+}
+
+/* The sender's decision for the receiver's connection k, taken out of
+ * the table; 0 if no local sender decided (the RST came from elsewhere). */
+static __always_inline __u8 decided(const struct conn_key *k)
+{
+	return decided_marked(k) & ~DECIDED_ACTIVE;
 }
 
 /*
