@@ -242,9 +242,8 @@ func main() {
 	}
 }
 
-// run traces until ctx is done, the duration passes or out is closed.
 // tracingProcs runs Go code on one thread from here on, unless GOMAXPROCS
-// says otherwise. Start-up (BTF, loading, the /proc snapshot) uses every CPU;
+// says otherwise. Start-up (BTF, maps, verification) uses every CPU;
 // tracing is one goroutine reading the ring, and a second P only adds a
 // thread the scheduler wakes (and spins) at every handoff to the metrics
 // server, the output and the timers: context switches onto the CPUs of
@@ -257,6 +256,7 @@ func tracingProcs() {
 	}
 }
 
+// run traces until ctx is done, the duration passes or out is closed.
 func run(ctx context.Context, cfg config, out *os.File) error {
 	var w io.Writer = out
 	var file *output.File
