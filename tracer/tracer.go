@@ -310,8 +310,9 @@ func (t *Tracer) Written() uint64 {
 // resetting ~350 connections a second (bench/busy.sh's mix, keep-alive, two
 // CPUs, 6 interleaved pairs per run), 10 ms (with the held-record ticks,
 // ~470 context switches a second across the tracer's threads) left the
-// server 91-92% of its requests, 100 ms 95-98%; the tracer's CPU fell from
-// 2.2% to 0.3% of a core, its context switches to ~55 a second. 100 ms is
+// server 91-92% of its requests, 100 ms 95-98%; with Go on one thread as
+// well (cmd/rsttrace), the tracer's CPU fell from 2.2% to 0.3% of a core,
+// its context switches to ~55 a second. 100 ms is
 // also the most an event waits in the ring once the tracer is busy; held
 // records are paired by record time, so the pause changes no pairing. The
 // 8 MiB ring (~37,000 records before its half, where the kernel starts
