@@ -30,11 +30,11 @@ static __always_inline void connect_started(const struct sock *sk)
 		return;
 	if (!port_traced(bpf_ntohs(sk->__sk_common.skc_dport)))
 		return;
-	current_proc_of(&v.proc, true);
+	current_proc_of(&v.proc, true, sk_cgroup_id(sk));
 	/* The entry is also the socket's owner record (owner_fill reads it)
 	 * until it closes: one map update per connection. */
 	if (caps & CAP_F_CONNECT_FAILURES)
-		v.ts = bpf_ktime_get_ns();
+		v.ts = coarse_ms();
 	bpf_map_update_elem(&connecting, &key, &v, BPF_ANY);
 }
 
@@ -97,7 +97,7 @@ static __always_inline bool connect_failed(const struct sock *sk)
 	record_net(e, sk_net_of(sk, true), true);
 	e->sk = key;
 	e->ret = -err;
-	ms = (bpf_ktime_get_ns() - c->ts) / 1000000;
+	ms = coarse_ms() - c->ts;
 	if (ms > 0xffffff)
 		ms = 0xffffff;
 	e->aux = ((__u32)retrans << 24) | (__u32)ms;

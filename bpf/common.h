@@ -25,6 +25,16 @@
 const volatile bool filter_ports = false;
 /* enum cap_flag: what the tp_btf programs do (see rsttrace.h). */
 const volatile __u32 caps = 0;
+/*
+ * Ticks a second of jiffies (CONFIG_HZ) where tracing programs may call
+ * bpf_jiffies64(); 0 where they may not (5.10: the helper is not among
+ * the tracing helpers), and the clock is read instead. Reading the clock
+ * (bpf_ktime_get_ns -> ktime_get_mono_fast_ns) reads the clocksource: on
+ * a paravirtualized guest (kvm-clock, pvclock) that was ~150 ns, twice per
+ * refusal; jiffies_64 is one load. For what needs no finer time than a
+ * tick: which second a rate counts in, how long a connect() waited.
+ */
+const volatile __u32 jiffies_hz = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -50,7 +60,7 @@ struct {
 /* A local connect() in progress: who called it, and when. */
 struct conn {
 	struct proc_info proc;
-	__u64 ts; /* bpf_ktime_get_ns() at connect(); 0 unless connect_failures */
+	__u64 ts; /* coarse_ms() at connect(); 0 unless connect_failures */
 	__u32 fw; /* enum conn_fw: what became of its SYNs' firewall drops */
 	/* enum decision: a refusing side on this host found this entry by
 	 * its SYN (syn_client in summary.h) and decided here, not in the
@@ -84,6 +94,22 @@ struct {
 	__type(key, __u64);
 	__type(value, struct conn);
 } connecting SEC(".maps");
+
+/* Monotonic milliseconds, to a tick (jiffies_hz). */
+static __always_inline __u64 coarse_ms(void)
+{
+	if (jiffies_hz)
+		return bpf_jiffies64() * 1000 / jiffies_hz;
+	return bpf_ktime_get_ns() / 1000000;
+}
+
+/* Monotonic seconds, to a tick: which second a rate counts in. */
+static __always_inline __u64 coarse_sec(void)
+{
+	if (jiffies_hz)
+		return bpf_jiffies64() / jiffies_hz;
+	return bpf_ktime_get_ns() / 1000000000ULL;
+}
 
 static __always_inline bool port_traced(__u16 port)
 {
@@ -121,21 +147,23 @@ static __always_inline struct record *reserve(__u8 type)
 }
 
 /*
- * The current task, for the owner tables. `btf`: the caller is a tp_btf or
+ * The current task, for the owner tables; its cgroup is cgroup_id where the
+ * caller knows it (sk_cgroup_id), else read. `btf`: the caller is a tp_btf or
  * fentry program, where the mount namespace is read with plain loads from
  * bpf_get_current_task_btf() (5.11+; the CO-RE check below is a constant
  * at load, so older kernels never see the call): three
  * bpf_probe_read_kernel calls cost ~100 ns on every connect() otherwise.
  * nsproxy is NULL once exit_task_namespaces() ran: either read gives 0.
  */
-static __always_inline void current_proc_of(struct proc_info *p, bool btf)
+static __always_inline void current_proc_of(struct proc_info *p, bool btf,
+					    __u64 cgroup_id)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
 	p->pid = id >> 32;
 	p->tid = (__u32)id;
 	bpf_get_current_comm(p->comm, sizeof(p->comm));
-	p->cgroup_id = bpf_get_current_cgroup_id();
+	p->cgroup_id = cgroup_id ? cgroup_id : bpf_get_current_cgroup_id();
 	if (btf && bpf_core_enum_value_exists(enum bpf_func_id,
 					      BPF_FUNC_get_current_task_btf)) {
 		struct task_struct *t = bpf_get_current_task_btf();
@@ -148,9 +176,32 @@ static __always_inline void current_proc_of(struct proc_info *p, bool btf)
 	}
 }
 
+/*
+ * The cgroup (v2) sk was made in: cgroup_sk_alloc() stores it when the
+ * socket is made and holds a reference while the socket lives (a field
+ * of its own where the kernel has sock_cgroup_data.cgroup; before, a
+ * union that cgroup v1's net_cls and net_prio could turn into their data,
+ * and the task's is read instead). For the connect()
+ * that follows it is the caller's cgroup, read from the socket the
+ * program already has in cache: bpf_get_current_cgroup_id() walks
+ * task -> css_set -> cgroup -> kernfs node, three loads that missed the
+ * cache on every connect() under a storm (~140 ns). 0 if not known.
+ */
+static __always_inline __u64 sk_cgroup_id(const struct sock *sk)
+{
+	struct cgroup *cg;
+
+	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		return 0;
+	cg = sk->sk_cgrp_data.cgroup;
+	if (!cg)
+		return 0;
+	return cg->kn->id;
+}
+
 static __always_inline void current_proc(struct proc_info *p)
 {
-	current_proc_of(p, false);
+	current_proc_of(p, false, 0);
 }
 
 /*

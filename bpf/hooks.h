@@ -164,7 +164,7 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 	if ((caps & CAP_F_OWNERS) && newstate == TCP_LISTEN) {
 		struct proc_info o = {};
 
-		current_proc_of(&o, true);
+		current_proc_of(&o, true, sk_cgroup_id(sk));
 		owner_record(sk, &o);
 	}
 	if (caps & CAP_F_LISTENERS)

@@ -76,7 +76,8 @@ type Attempt struct {
 	Errno string `json:"errno,omitempty"`
 	// Retransmits counts the SYNs sent again after the first.
 	Retransmits uint32 `json:"retransmits"`
-	// WaitedMs is the time from connect() to the end of the attempt.
+	// WaitedMs is the time from connect() to the end of the attempt, to
+	// a kernel tick (1-10 ms).
 	WaitedMs int64 `json:"waited_ms"`
 	// StillWaiting: the attempt had not ended when the event was written
 	// (at shutdown, or after 10 minutes).

@@ -126,6 +126,12 @@ type RsttraceRateKey struct {
 	Pad  uint32
 }
 
+type RsttraceRateMemo struct {
+	_      structs.HostLayout
+	Dest   RsttraceSummaryKey
+	Second uint64
+}
+
 type RsttraceRateVal struct {
 	_      structs.HostLayout
 	Second uint64
@@ -323,6 +329,7 @@ type RsttraceMapSpecs struct {
 	NetnsMemo     *ebpf.MapSpec `ebpf:"netns_memo"`
 	Owners        *ebpf.MapSpec `ebpf:"owners"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
+	RateMemos     *ebpf.MapSpec `ebpf:"rate_memos"`
 	Rates         *ebpf.MapSpec `ebpf:"rates"`
 	Records       *ebpf.MapSpec `ebpf:"records"`
 	RstInNote     *ebpf.MapSpec `ebpf:"rst_in_note"`
@@ -337,6 +344,7 @@ type RsttraceMapSpecs struct {
 type RsttraceVariableSpecs struct {
 	Caps                 *ebpf.VariableSpec `ebpf:"caps"`
 	FilterPorts          *ebpf.VariableSpec `ebpf:"filter_ports"`
+	JiffiesHz            *ebpf.VariableSpec `ebpf:"jiffies_hz"`
 	NetfilterDropReason  *ebpf.VariableSpec `ebpf:"netfilter_drop_reason"`
 	NfRangeCount         *ebpf.VariableSpec `ebpf:"nf_range_count"`
 	NfRanges             *ebpf.VariableSpec `ebpf:"nf_ranges"`
@@ -389,6 +397,7 @@ type RsttraceMaps struct {
 	NetnsMemo     *ebpf.Map `ebpf:"netns_memo"`
 	Owners        *ebpf.Map `ebpf:"owners"`
 	Ports         *ebpf.Map `ebpf:"ports"`
+	RateMemos     *ebpf.Map `ebpf:"rate_memos"`
 	Rates         *ebpf.Map `ebpf:"rates"`
 	Records       *ebpf.Map `ebpf:"records"`
 	RstInNote     *ebpf.Map `ebpf:"rst_in_note"`
@@ -412,6 +421,7 @@ func (m *RsttraceMaps) Close() error {
 		m.NetnsMemo,
 		m.Owners,
 		m.Ports,
+		m.RateMemos,
 		m.Rates,
 		m.Records,
 		m.RstInNote,
@@ -427,6 +437,7 @@ func (m *RsttraceMaps) Close() error {
 type RsttraceVariables struct {
 	Caps                 *ebpf.Variable `ebpf:"caps"`
 	FilterPorts          *ebpf.Variable `ebpf:"filter_ports"`
+	JiffiesHz            *ebpf.Variable `ebpf:"jiffies_hz"`
 	NetfilterDropReason  *ebpf.Variable `ebpf:"netfilter_drop_reason"`
 	NfRangeCount         *ebpf.Variable `ebpf:"nf_range_count"`
 	NfRanges             *ebpf.Variable `ebpf:"nf_ranges"`

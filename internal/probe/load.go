@@ -10,9 +10,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
@@ -221,6 +224,7 @@ func (o *Objects) Prepare(kernelBTF *btf.Spec, plan Plan) error {
 		{"summary threshold", vars.SummaryAbove, set.SummaryAbove},
 		{"port filter", vars.FilterPorts, set.FilterPorts},
 		{"rate per destination", vars.RateLimit, perCPURate(set.RatePerSecond)},
+		{"jiffies a second", vars.JiffiesHz, jiffiesHz()},
 		{"capabilities of the shared programs", vars.Caps, plan.Caps(SendResetHasReason(kernelBTF))},
 	}
 	if plan.Kind(CapOverflowFinalAck) == "tp_btf" {
@@ -250,6 +254,30 @@ func (o *Objects) Prepare(kernelBTF *btf.Spec, plan Plan) error {
 		}
 	}
 	return nil
+}
+
+// jiffiesHz is the kernel's tick rate (CONFIG_HZ) where tracing programs
+// may call bpf_jiffies64 (probed: not every kernel lists it among the
+// tracing helpers), else 0 and the programs read the clock instead. The
+// coarse clocks' resolution is one tick (TICK_NSEC).
+func jiffiesHz() uint32 {
+	if features.HaveProgramHelper(ebpf.TracePoint, asm.FnJiffies64) != nil {
+		return 0
+	}
+	var ts unix.Timespec
+	if unix.ClockGetres(unix.CLOCK_MONOTONIC_COARSE, &ts) != nil {
+		return 0
+	}
+	return hzOfTick(ts.Nano())
+}
+
+// hzOfTick is the tick rate of a tick of tick ns, 0 if that is no kernel's
+// tick (CONFIG_HZ is 100 to 1000; a wider range costs nothing).
+func hzOfTick(tick int64) uint32 {
+	if tick < int64(time.Second)/10000 || tick > int64(time.Second)/10 {
+		return 0
+	}
+	return uint32((int64(time.Second) + tick/2) / tick)
 }
 
 // perCPURate is each CPU's share of rate full records a second (0: no

@@ -3,6 +3,7 @@ package probe
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -77,5 +78,22 @@ func TestProgramGroupsWritableData(t *testing.T) {
 	spec.Programs["c"] = prog(".bss")
 	if got := len(programGroups(spec, 2)); got != 1 {
 		t.Errorf("a program writes .bss: %d groups, want 1", got)
+	}
+}
+
+// The kernel's TICK_NSEC, (NSEC_PER_SEC + HZ/2) / HZ, for every HZ Kconfig
+// offers, gives back HZ; what no tick is gives 0 (the programs then read
+// the clock).
+func TestHzOfTick(t *testing.T) {
+	for _, hz := range []int64{100, 250, 300, 1000} {
+		tick := (int64(time.Second) + hz/2) / hz
+		if got := hzOfTick(tick); int64(got) != hz {
+			t.Errorf("hzOfTick(%d) = %d, want %d", tick, got, hz)
+		}
+	}
+	for _, tick := range []int64{0, 1, int64(time.Second)} {
+		if got := hzOfTick(tick); got != 0 {
+			t.Errorf("hzOfTick(%d) = %d, want 0", tick, got)
+		}
 	}
 }
