@@ -35,7 +35,7 @@ static __always_inline void connect_started(const struct sock *sk)
 	 * until it closes: one map update per connection. */
 	if (caps & CAP_F_CONNECT_FAILURES)
 		v.ts = coarse_ms();
-	bpf_map_update_elem(&connecting, &key, &v, BPF_ANY);
+	conn_add(key, &v);
 }
 
 /*
@@ -57,7 +57,7 @@ static __always_inline bool connect_failed(const struct sock *sk)
 	__u64 ms;
 	int err;
 
-	c = bpf_map_lookup_elem(&connecting, &key);
+	c = conn_find(key);
 	if (!c)
 		return false;
 	err = sk->sk_err;
@@ -125,7 +125,7 @@ static __always_inline void client_refused(const struct sock *sk)
 	__u32 netns;
 	__u8 d;
 
-	c = bpf_map_lookup_elem(&connecting, &key);
+	c = conn_find(key);
 	if (!c && filter_ports)
 		return; /* not traced at connect() */
 	/* The server side decided for both when it ran on this host: in
@@ -173,7 +173,7 @@ static __always_inline void client_refused(const struct sock *sk)
 	}
 out:
 	if (c)
-		bpf_map_delete_elem(&connecting, &key);
+		conn_delete(key);
 }
 
 /* A SYN of a local connect() was retransmitted: no answer yet (timer, in
@@ -187,7 +187,7 @@ static __always_inline int handle_syn_retransmit(const struct sock *sk)
 
 	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
 		return 0;
-	c = bpf_map_lookup_elem(&connecting, &key);
+	c = conn_find(key);
 	if (!c || c->fw == CONN_FW_SUMMARIZED)
 		return 0; /* the attempt was counted, not written */
 	sk_pkt(sk, &p);

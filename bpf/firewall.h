@@ -111,7 +111,7 @@ static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 	sk = BPF_CORE_READ(skb, sk);
 	if (sk) {
 		skey = (__u64)sk;
-		c = bpf_map_lookup_elem(&connecting, &skey);
+		c = conn_find(skey);
 	}
 	summary_key_of(&sk_key, SUMMARY_FILTERED, net_inum(net, false),
 		       p.family, p.daddr, p.dport);

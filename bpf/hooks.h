@@ -143,7 +143,7 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 		if ((caps & CAP_F_CONNECT_FAILURES) && newstate == TCP_CLOSE &&
 		    !connect_failed(sk))
 			return 0;
-		bpf_map_delete_elem(&connecting, &key);
+		conn_delete(key);
 		return 0;
 	}
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {

@@ -41,7 +41,8 @@ static __always_inline void owner_record(const struct sock *sk,
  * connection costs one map update, not two); that entry is deleted here
  * too, unless the socket is leaving SYN_SENT, whose handler still reads it
  * and deletes it (a socket in SYN_SENT has no owners entry: connect() made
- * it, and a listener's entry went when it stopped listening).
+ * it, and a listener's entry went when it stopped listening). A socket has
+ * one or the other: the client's, usually in its slot, is looked at first.
  *
  * Looked up before deleted: a delete takes the bucket lock (with
  * interrupts off) even when the key is absent, a lookup takes none, and
@@ -53,12 +54,10 @@ static __always_inline void owner_forget(const struct sock *sk, int oldstate)
 
 	if (oldstate == TCP_SYN_SENT)
 		return;
-	if (bpf_map_lookup_elem(&owners, &key)) {
-		bpf_map_delete_elem(&owners, &key);
+	if (conn_delete(key))
 		return;
-	}
-	if (bpf_map_lookup_elem(&connecting, &key))
-		bpf_map_delete_elem(&connecting, &key);
+	if (bpf_map_lookup_elem(&owners, &key))
+		bpf_map_delete_elem(&owners, &key);
 }
 
 /* Puts sk's owner in e->proc if the table has it. */
@@ -72,7 +71,7 @@ static __always_inline bool owner_fill(const struct sock *sk, struct record *e)
 	o = bpf_map_lookup_elem(&owners, &key);
 	if (!o) {
 		/* A client socket: its owner was recorded at connect(). */
-		struct conn *c = bpf_map_lookup_elem(&connecting, &key);
+		struct conn *c = conn_find(key);
 
 		if (!c)
 			return false;

@@ -454,7 +454,7 @@ static __always_inline struct conn *syn_client(const struct sk_buff *skb,
 		return NULL;
 	key = s->sk;
 	s->skb = 0;
-	return bpf_map_lookup_elem(&connecting, &key);
+	return conn_find(key);
 }
 
 /* The sender's decision d for connection k: in its client's entry when

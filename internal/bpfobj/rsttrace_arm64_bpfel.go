@@ -61,6 +61,12 @@ type RsttraceConnKey struct {
 	Rport  uint16
 }
 
+type RsttraceConnectSlot struct {
+	_  structs.HostLayout
+	Sk uint64
+	C  RsttraceConn
+}
+
 type RsttraceListenArgs struct {
 	_            structs.HostLayout
 	Fd           int32
@@ -316,26 +322,29 @@ type RsttraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RsttraceMapSpecs struct {
-	Binds         *ebpf.MapSpec `ebpf:"binds"`
-	Connecting    *ebpf.MapSpec `ebpf:"connecting"`
-	Decisions     *ebpf.MapSpec `ebpf:"decisions"`
-	FwIcmpSkbs    *ebpf.MapSpec `ebpf:"fw_icmp_skbs"`
-	LastSyn       *ebpf.MapSpec `ebpf:"last_syn"`
-	ListenCalls   *ebpf.MapSpec `ebpf:"listen_calls"`
-	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
-	Lost          *ebpf.MapSpec `ebpf:"lost"`
-	NatFlows      *ebpf.MapSpec `ebpf:"nat_flows"`
-	NatPorts      *ebpf.MapSpec `ebpf:"nat_ports"`
-	NetnsMemo     *ebpf.MapSpec `ebpf:"netns_memo"`
-	Owners        *ebpf.MapSpec `ebpf:"owners"`
-	Ports         *ebpf.MapSpec `ebpf:"ports"`
-	RateMemos     *ebpf.MapSpec `ebpf:"rate_memos"`
-	Rates         *ebpf.MapSpec `ebpf:"rates"`
-	Records       *ebpf.MapSpec `ebpf:"records"`
-	RstInNote     *ebpf.MapSpec `ebpf:"rst_in_note"`
-	SummaryA      *ebpf.MapSpec `ebpf:"summary_a"`
-	SummaryB      *ebpf.MapSpec `ebpf:"summary_b"`
-	SummarySlot   *ebpf.MapSpec `ebpf:"summary_slot"`
+	AddrScratch       *ebpf.MapSpec `ebpf:"addr_scratch"`
+	Binds             *ebpf.MapSpec `ebpf:"binds"`
+	ConnectSlots      *ebpf.MapSpec `ebpf:"connect_slots"`
+	Connecting        *ebpf.MapSpec `ebpf:"connecting"`
+	ConnectingSpilled *ebpf.MapSpec `ebpf:"connecting_spilled"`
+	Decisions         *ebpf.MapSpec `ebpf:"decisions"`
+	FwIcmpSkbs        *ebpf.MapSpec `ebpf:"fw_icmp_skbs"`
+	LastSyn           *ebpf.MapSpec `ebpf:"last_syn"`
+	ListenCalls       *ebpf.MapSpec `ebpf:"listen_calls"`
+	ListenerStats     *ebpf.MapSpec `ebpf:"listener_stats"`
+	Lost              *ebpf.MapSpec `ebpf:"lost"`
+	NatFlows          *ebpf.MapSpec `ebpf:"nat_flows"`
+	NatPorts          *ebpf.MapSpec `ebpf:"nat_ports"`
+	NetnsMemo         *ebpf.MapSpec `ebpf:"netns_memo"`
+	Owners            *ebpf.MapSpec `ebpf:"owners"`
+	Ports             *ebpf.MapSpec `ebpf:"ports"`
+	RateMemos         *ebpf.MapSpec `ebpf:"rate_memos"`
+	Rates             *ebpf.MapSpec `ebpf:"rates"`
+	Records           *ebpf.MapSpec `ebpf:"records"`
+	RstInNote         *ebpf.MapSpec `ebpf:"rst_in_note"`
+	SummaryA          *ebpf.MapSpec `ebpf:"summary_a"`
+	SummaryB          *ebpf.MapSpec `ebpf:"summary_b"`
+	SummarySlot       *ebpf.MapSpec `ebpf:"summary_slot"`
 }
 
 // RsttraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -344,6 +353,7 @@ type RsttraceMapSpecs struct {
 type RsttraceVariableSpecs struct {
 	Caps                 *ebpf.VariableSpec `ebpf:"caps"`
 	FilterPorts          *ebpf.VariableSpec `ebpf:"filter_ports"`
+	HaveCmpxchg          *ebpf.VariableSpec `ebpf:"have_cmpxchg"`
 	JiffiesHz            *ebpf.VariableSpec `ebpf:"jiffies_hz"`
 	NetfilterDropReason  *ebpf.VariableSpec `ebpf:"netfilter_drop_reason"`
 	NfRangeCount         *ebpf.VariableSpec `ebpf:"nf_range_count"`
@@ -384,32 +394,38 @@ func (o *RsttraceObjects) Close() error {
 //
 // It can be passed to LoadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RsttraceMaps struct {
-	Binds         *ebpf.Map `ebpf:"binds"`
-	Connecting    *ebpf.Map `ebpf:"connecting"`
-	Decisions     *ebpf.Map `ebpf:"decisions"`
-	FwIcmpSkbs    *ebpf.Map `ebpf:"fw_icmp_skbs"`
-	LastSyn       *ebpf.Map `ebpf:"last_syn"`
-	ListenCalls   *ebpf.Map `ebpf:"listen_calls"`
-	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
-	Lost          *ebpf.Map `ebpf:"lost"`
-	NatFlows      *ebpf.Map `ebpf:"nat_flows"`
-	NatPorts      *ebpf.Map `ebpf:"nat_ports"`
-	NetnsMemo     *ebpf.Map `ebpf:"netns_memo"`
-	Owners        *ebpf.Map `ebpf:"owners"`
-	Ports         *ebpf.Map `ebpf:"ports"`
-	RateMemos     *ebpf.Map `ebpf:"rate_memos"`
-	Rates         *ebpf.Map `ebpf:"rates"`
-	Records       *ebpf.Map `ebpf:"records"`
-	RstInNote     *ebpf.Map `ebpf:"rst_in_note"`
-	SummaryA      *ebpf.Map `ebpf:"summary_a"`
-	SummaryB      *ebpf.Map `ebpf:"summary_b"`
-	SummarySlot   *ebpf.Map `ebpf:"summary_slot"`
+	AddrScratch       *ebpf.Map `ebpf:"addr_scratch"`
+	Binds             *ebpf.Map `ebpf:"binds"`
+	ConnectSlots      *ebpf.Map `ebpf:"connect_slots"`
+	Connecting        *ebpf.Map `ebpf:"connecting"`
+	ConnectingSpilled *ebpf.Map `ebpf:"connecting_spilled"`
+	Decisions         *ebpf.Map `ebpf:"decisions"`
+	FwIcmpSkbs        *ebpf.Map `ebpf:"fw_icmp_skbs"`
+	LastSyn           *ebpf.Map `ebpf:"last_syn"`
+	ListenCalls       *ebpf.Map `ebpf:"listen_calls"`
+	ListenerStats     *ebpf.Map `ebpf:"listener_stats"`
+	Lost              *ebpf.Map `ebpf:"lost"`
+	NatFlows          *ebpf.Map `ebpf:"nat_flows"`
+	NatPorts          *ebpf.Map `ebpf:"nat_ports"`
+	NetnsMemo         *ebpf.Map `ebpf:"netns_memo"`
+	Owners            *ebpf.Map `ebpf:"owners"`
+	Ports             *ebpf.Map `ebpf:"ports"`
+	RateMemos         *ebpf.Map `ebpf:"rate_memos"`
+	Rates             *ebpf.Map `ebpf:"rates"`
+	Records           *ebpf.Map `ebpf:"records"`
+	RstInNote         *ebpf.Map `ebpf:"rst_in_note"`
+	SummaryA          *ebpf.Map `ebpf:"summary_a"`
+	SummaryB          *ebpf.Map `ebpf:"summary_b"`
+	SummarySlot       *ebpf.Map `ebpf:"summary_slot"`
 }
 
 func (m *RsttraceMaps) Close() error {
 	return _RsttraceClose(
+		m.AddrScratch,
 		m.Binds,
+		m.ConnectSlots,
 		m.Connecting,
+		m.ConnectingSpilled,
 		m.Decisions,
 		m.FwIcmpSkbs,
 		m.LastSyn,
@@ -437,6 +453,7 @@ func (m *RsttraceMaps) Close() error {
 type RsttraceVariables struct {
 	Caps                 *ebpf.Variable `ebpf:"caps"`
 	FilterPorts          *ebpf.Variable `ebpf:"filter_ports"`
+	HaveCmpxchg          *ebpf.Variable `ebpf:"have_cmpxchg"`
 	JiffiesHz            *ebpf.Variable `ebpf:"jiffies_hz"`
 	NetfilterDropReason  *ebpf.Variable `ebpf:"netfilter_drop_reason"`
 	NfRangeCount         *ebpf.Variable `ebpf:"nf_range_count"`

@@ -55,6 +55,9 @@ type Objects struct {
 	parsed  chan struct{} // spec (or specErr) is set
 	spec    *ebpf.CollectionSpec
 	specErr error
+	// cmpxchg: the kernel has BPF compare-and-exchange; the programs
+	// then keep connect() owners in lock-free slots.
+	cmpxchg bool
 
 	made    chan struct{} // every map in maps is made (or mapsErr is set)
 	maps    map[string]*ebpf.Map
@@ -100,7 +103,32 @@ func (o *Objects) parse() (*ebpf.CollectionSpec, error) {
 		return nil, fmt.Errorf("reading BPF object: %w", err)
 	}
 	objs.Records.MaxEntries = uint32(o.set.RingSize)
+	if o.cmpxchg = haveCmpxchg(); !o.cmpxchg {
+		objs.ConnectSlots.MaxEntries = 1 // unused: every entry goes to the hash
+	}
 	return spec, nil
+}
+
+// haveCmpxchg: the verifier takes BPF_ATOMIC compare-and-exchange (older
+// kernels know only BPF_XADD, and refuse its other operations).
+func haveCmpxchg() bool {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.SocketFilter,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R0, 0),
+			asm.StoreMem(asm.R10, -8, asm.R0, asm.DWord),
+			asm.Mov.Imm(asm.R1, 1),
+			asm.CmpXchg.Mem(asm.R10, asm.R1, asm.DWord, -8),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return false
+	}
+	prog.Close()
+	return true
 }
 
 // makeMaps creates every map of spec but the global data sections (whose
@@ -225,6 +253,7 @@ func (o *Objects) Prepare(kernelBTF *btf.Spec, plan Plan) error {
 		{"port filter", vars.FilterPorts, set.FilterPorts},
 		{"rate per destination", vars.RateLimit, perCPURate(set.RatePerSecond)},
 		{"jiffies a second", vars.JiffiesHz, jiffiesHz()},
+		{"compare-and-exchange", vars.HaveCmpxchg, o.cmpxchg},
 		{"capabilities of the shared programs", vars.Caps, plan.Caps(SendResetHasReason(kernelBTF))},
 	}
 	if plan.Kind(CapOverflowFinalAck) == "tp_btf" {
