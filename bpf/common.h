@@ -116,6 +116,8 @@ struct {
 #define CONNECT_SLOTS_SHIFT 16
 
 const volatile bool have_cmpxchg = false;
+/* connect_slots' size less one (a power of two); userspace sets it. */
+const volatile __u32 connect_slots_mask = (1 << CONNECT_SLOTS_SHIFT) - 1;
 
 struct connect_slot {
 	__u64 sk; /* the socket holding the slot; 0: free */
@@ -125,7 +127,7 @@ struct connect_slot {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	/* userspace shrinks it to one slot where have_cmpxchg is false */
-	__uint(max_entries, 1 << CONNECT_SLOTS_SHIFT);
+	__uint(max_entries, 1 << CONNECT_SLOTS_SHIFT); /* at most */
 	__type(key, __u32);
 	__type(value, struct connect_slot);
 } connect_slots SEC(".maps");
@@ -171,6 +173,7 @@ static __always_inline struct connect_slot *connect_slot_of(__u64 key)
 	/* Fibonacci hashing: socket addresses are slab objects a few KiB
 	 * apart, their low bits alike. */
 	i = (n * 0x9E3779B97F4A7C15ULL) >> (64 - CONNECT_SLOTS_SHIFT);
+	i &= connect_slots_mask;
 	return bpf_map_lookup_elem(&connect_slots, &i);
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
@@ -92,12 +93,19 @@ func TestPrivRefusalStorm(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		cfg  Config
+		// named: every refused event names its client (nothing is
+		// lost, so no client record is).
+		named bool
 	}{
 		// The port filter keeps the clients' bind() records (one per
 		// connect here) out of the ring: they would be lost with the
 		// refusals and counted with them.
-		{"rate", Config{Ports: []uint16{2099}}},
-		{"small-ring", Config{Ports: []uint16{2099}, RingSize: 64 << 10, RatePerSecond: -1}},
+		{"rate", Config{Ports: []uint16{2099}}, true},
+		{"small-ring", Config{Ports: []uint16{2099}, RingSize: 64 << 10, RatePerSecond: -1}, false},
+		// One lock-free slot for connect() owners: four threads
+		// connecting at once share it, and the others' owners go to
+		// the hash (where the kernel has slots at all).
+		{"one-slot", Config{Ports: []uint16{2099}, connectSlots: 1}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			n := newNetns(t)
@@ -132,7 +140,7 @@ func TestPrivRefusalStorm(t *testing.T) {
 			}
 			var written, summarized uint64
 			seen := map[uint16]int{}
-			remote := 0
+			remote, nameless := 0, 0
 			for _, e := range s.all(func(e *events.Event) bool { return e.Netns == n.ino }) {
 				switch {
 				case e.Type == events.TypeRefused:
@@ -140,6 +148,9 @@ func TestPrivRefusalStorm(t *testing.T) {
 					seen[e.Src.Port]++
 					if e.Cause == events.CauseRemote {
 						remote++
+					}
+					if e.Client == nil || e.Client.Pid != uint32(os.Getpid()) {
+						nameless++
 					}
 				case e.Type == events.TypeSummary && e.SummaryOf == "refused":
 					summarized += e.Refusals
@@ -167,6 +178,9 @@ func TestPrivRefusalStorm(t *testing.T) {
 			}
 			if twice != 0 {
 				t.Errorf("%d connections reported twice", twice)
+			}
+			if c.named && nameless != 0 {
+				t.Errorf("%d of %d refused events without this process as their client", nameless, written)
 			}
 		})
 	}

@@ -68,6 +68,10 @@ type Config struct {
 	// DefaultRatePerSecond; negative: every event is written (while the
 	// ring buffer has room).
 	RatePerSecond int
+
+	// connectSlots: the kernel's lock-free table of connect() owners
+	// (probe.Settings.ConnectSlots); tests shrink it.
+	connectSlots int
 }
 
 // DefaultRatePerSecond is how many events of a kind per destination are
@@ -145,6 +149,7 @@ func New(cfg Config) (*Tracer, error) {
 	objs := probe.Open(probe.Settings{
 		RingSize: cfg.RingSize, Summary: cfg.Summary, SummaryAbove: uint64(cfg.RingSize / 2),
 		FilterPorts: len(cfg.Ports) > 0, Proc: cfg.Proc, RatePerSecond: cfg.RatePerSecond,
+		ConnectSlots: cfg.connectSlots,
 	}, kernel)
 	defer objs.Close()
 	kernelBTF, err := kernel()

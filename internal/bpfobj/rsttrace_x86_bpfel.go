@@ -352,6 +352,7 @@ type RsttraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type RsttraceVariableSpecs struct {
 	Caps                 *ebpf.VariableSpec `ebpf:"caps"`
+	ConnectSlotsMask     *ebpf.VariableSpec `ebpf:"connect_slots_mask"`
 	FilterPorts          *ebpf.VariableSpec `ebpf:"filter_ports"`
 	HaveCmpxchg          *ebpf.VariableSpec `ebpf:"have_cmpxchg"`
 	JiffiesHz            *ebpf.VariableSpec `ebpf:"jiffies_hz"`
@@ -452,6 +453,7 @@ func (m *RsttraceMaps) Close() error {
 // It can be passed to LoadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RsttraceVariables struct {
 	Caps                 *ebpf.Variable `ebpf:"caps"`
+	ConnectSlotsMask     *ebpf.Variable `ebpf:"connect_slots_mask"`
 	FilterPorts          *ebpf.Variable `ebpf:"filter_ports"`
 	HaveCmpxchg          *ebpf.Variable `ebpf:"have_cmpxchg"`
 	JiffiesHz            *ebpf.Variable `ebpf:"jiffies_hz"`

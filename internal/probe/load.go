@@ -40,6 +40,10 @@ type Settings struct {
 	// each second, the rest counted (0: no limit). The kernel counts per
 	// CPU, so each CPU gets an equal share (at least one).
 	RatePerSecond int
+	// ConnectSlots: how many lock-free slots hold connect() owners
+	// before the hash does (a power of two below the default, or 0 for
+	// the default); tests make it small to make sockets share slots.
+	ConnectSlots int
 }
 
 // Objects is the BPF object on its way into the kernel. Start-up is mostly
@@ -105,6 +109,8 @@ func (o *Objects) parse() (*ebpf.CollectionSpec, error) {
 	objs.Records.MaxEntries = uint32(o.set.RingSize)
 	if o.cmpxchg = haveCmpxchg(); !o.cmpxchg {
 		objs.ConnectSlots.MaxEntries = 1 // unused: every entry goes to the hash
+	} else if n := o.set.ConnectSlots; n > 0 && n < int(objs.ConnectSlots.MaxEntries) && n&(n-1) == 0 {
+		objs.ConnectSlots.MaxEntries = uint32(n)
 	}
 	return spec, nil
 }
@@ -254,6 +260,7 @@ func (o *Objects) Prepare(kernelBTF *btf.Spec, plan Plan) error {
 		{"rate per destination", vars.RateLimit, perCPURate(set.RatePerSecond)},
 		{"jiffies a second", vars.JiffiesHz, jiffiesHz()},
 		{"compare-and-exchange", vars.HaveCmpxchg, o.cmpxchg},
+		{"connect slots", vars.ConnectSlotsMask, objs.ConnectSlots.MaxEntries - 1},
 		{"capabilities of the shared programs", vars.Caps, plan.Caps(SendResetHasReason(kernelBTF))},
 	}
 	if plan.Kind(CapOverflowFinalAck) == "tp_btf" {
