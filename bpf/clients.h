@@ -30,7 +30,11 @@ static __always_inline void connect_started(const struct sock *sk)
 		return;
 	if (!port_traced(bpf_ntohs(sk->__sk_common.skc_dport)))
 		return;
-	current_proc_of(&v.proc, true, sk_cgroup_id(sk));
+	current_proc_of(&v.proc, true);
+	/* Read from the socket when a record needs it (conn_proc_to),
+	 * where the kernel keeps it there. */
+	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		v.proc.cgroup_id = bpf_get_current_cgroup_id();
 	/* The entry is also the socket's owner record (owner_fill reads it)
 	 * until it closes: one map update per connection. */
 	if (caps & CAP_F_CONNECT_FAILURES)
@@ -101,8 +105,7 @@ static __always_inline bool connect_failed(const struct sock *sk)
 	if (ms > 0xffffff)
 		ms = 0xffffff;
 	e->aux = ((__u32)retrans << 24) | (__u32)ms;
-	e->proc = c->proc;
-	e->flags |= RECORD_F_PROC_KNOWN;
+	conn_proc_to(e, c, sk, true);
 	bpf_ringbuf_submit(e, 0);
 	return true;
 }
@@ -165,10 +168,8 @@ static __always_inline void client_refused(const struct sock *sk)
 		e->sk = key;
 		if (d == DECIDED_WRITTEN)
 			e->flags |= RECORD_F_SENDER_SEEN;
-		if (c) {
-			e->proc = c->proc;
-			e->flags |= RECORD_F_PROC_KNOWN;
-		}
+		if (c)
+			conn_proc_to(e, c, sk, true);
 		bpf_ringbuf_submit(e, 0);
 	}
 out:
@@ -199,8 +200,7 @@ static __always_inline int handle_syn_retransmit(const struct sock *sk)
 	record_net(e, sk_net_of(sk, true), true);
 	e->sk = key;
 	e->aux = syn_retransmits(sk);
-	e->proc = c->proc;
-	e->flags |= RECORD_F_PROC_KNOWN;
+	conn_proc_to(e, c, sk, true);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -310,23 +310,21 @@ static __always_inline struct record *reserve(__u8 type)
 }
 
 /*
- * The current task, for the owner tables; its cgroup is cgroup_id where the
- * caller knows it (sk_cgroup_id), else read. `btf`: the caller is a tp_btf or
+ * The current task, for the owner tables, but its cgroup (the caller's
+ * choice: current_proc reads the task's). `btf`: the caller is a tp_btf or
  * fentry program, where the mount namespace is read with plain loads from
  * bpf_get_current_task_btf() (5.11+; the CO-RE check below is a constant
  * at load, so older kernels never see the call): three
  * bpf_probe_read_kernel calls cost ~100 ns on every connect() otherwise.
  * nsproxy is NULL once exit_task_namespaces() ran: either read gives 0.
  */
-static __always_inline void current_proc_of(struct proc_info *p, bool btf,
-					    __u64 cgroup_id)
+static __always_inline void current_proc_of(struct proc_info *p, bool btf)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
 	p->pid = id >> 32;
 	p->tid = (__u32)id;
 	bpf_get_current_comm(p->comm, sizeof(p->comm));
-	p->cgroup_id = cgroup_id ? cgroup_id : bpf_get_current_cgroup_id();
 	if (btf && bpf_core_enum_value_exists(enum bpf_func_id,
 					      BPF_FUNC_get_current_task_btf)) {
 		struct task_struct *t = bpf_get_current_task_btf();
@@ -348,23 +346,42 @@ static __always_inline void current_proc_of(struct proc_info *p, bool btf,
  * that follows it is the caller's cgroup, read from the socket the
  * program already has in cache: bpf_get_current_cgroup_id() walks
  * task -> css_set -> cgroup -> kernfs node, three loads that missed the
- * cache on every connect() under a storm (~140 ns). 0 if not known.
+ * cache on every connect() under a storm (~140 ns); the socket's own two
+ * loads missed as well (~90 ns), so a connect() records none and a record
+ * reads it (conn_proc_to). 0 if not known.
  */
-static __always_inline __u64 sk_cgroup_id(const struct sock *sk)
+static __always_inline __u64 sk_cgroup_id(const struct sock *sk, bool btf)
 {
 	struct cgroup *cg;
 
 	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
 		return 0;
+	if (!btf)
+		return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 	cg = sk->sk_cgrp_data.cgroup;
 	if (!cg)
 		return 0;
 	return cg->kn->id;
 }
 
+/*
+ * Who connected: c's process into e. The cgroup, where connect() left it
+ * 0, is read from the socket now (sk_cgroup_id): it holds a reference to
+ * the cgroup it was made in while it lives, and only a record needs it.
+ */
+static __always_inline void conn_proc_to(struct record *e, const struct conn *c,
+					 const struct sock *sk, bool btf)
+{
+	e->proc = c->proc;
+	if (!e->proc.cgroup_id)
+		e->proc.cgroup_id = sk_cgroup_id(sk, btf);
+	e->flags |= RECORD_F_PROC_KNOWN;
+}
+
 static __always_inline void current_proc(struct proc_info *p)
 {
-	current_proc_of(p, false, 0);
+	current_proc_of(p, false);
+	p->cgroup_id = bpf_get_current_cgroup_id();
 }
 
 /*

@@ -162,8 +162,7 @@ static __always_inline int handle_fw_drop(void *ctx, const struct sk_buff *skb,
 		if (c && BPF_CORE_READ(sk, sk_err_soft) == ECONNREFUSED)
 			e->flags |= RECORD_F_FW_ICMP;
 		if (c) {
-			e->proc = c->proc;
-			e->flags |= RECORD_F_PROC_KNOWN;
+			conn_proc_to(e, c, sk, false);
 			c->fw |= CONN_FW_WRITTEN;
 		}
 		e->sk = skey;

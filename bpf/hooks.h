@@ -164,7 +164,10 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 	if ((caps & CAP_F_OWNERS) && newstate == TCP_LISTEN) {
 		struct proc_info o = {};
 
-		current_proc_of(&o, true, sk_cgroup_id(sk));
+		current_proc_of(&o, true);
+		o.cgroup_id = sk_cgroup_id(sk, true);
+		if (!o.cgroup_id)
+			o.cgroup_id = bpf_get_current_cgroup_id();
 		owner_record(sk, &o);
 	}
 	if (caps & CAP_F_LISTENERS)

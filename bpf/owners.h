@@ -61,23 +61,25 @@ static __always_inline void owner_forget(const struct sock *sk, int oldstate)
 }
 
 /* Puts sk's owner in e->proc if the table has it. */
-static __always_inline bool owner_fill(const struct sock *sk, struct record *e)
+static __always_inline bool owner_fill(const struct sock *sk, struct record *e,
+				       bool btf)
 {
 	__u64 key = (__u64)sk;
 	struct proc_info *o;
+	struct conn *c;
 
 	if (!(caps & CAP_F_OWNERS))
 		return false;
 	o = bpf_map_lookup_elem(&owners, &key);
-	if (!o) {
+	if (o) {
+		e->proc = *o;
+	} else {
 		/* A client socket: its owner was recorded at connect(). */
-		struct conn *c = conn_find(key);
-
+		c = conn_find(key);
 		if (!c)
 			return false;
-		o = &c->proc;
+		conn_proc_to(e, c, sk, btf);
 	}
-	e->proc = *o;
 	e->flags |= RECORD_F_PROC_KNOWN | RECORD_F_OWNER_KNOWN;
 	return true;
 }

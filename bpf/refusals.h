@@ -77,7 +77,7 @@ static __always_inline void refusal_sent(const struct sock *sk,
 	if (sk) {
 		e->flags |= RECORD_F_HAS_SK;
 		e->sk = (__u64)sk;
-		owner_fill(sk, e); /* the listener's owner */
+		owner_fill(sk, e, btf); /* the listener's owner */
 	}
 	/* Address translation: the connection as the client made it. */
 	if (nat) {

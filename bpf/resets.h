@@ -192,7 +192,7 @@ static __always_inline void rst_out_active(const struct sock *sk, __u32 reason)
 	e->reason = reason;
 	/* proc is the owner where the table has it; RECORD_F_CURRENT says
 	 * it is (also) the task that sent the RST. */
-	if (owner_fill(sk, e)) {
+	if (owner_fill(sk, e, true)) {
 		if (e->proc.pid == bpf_get_current_pid_tgid() >> 32)
 			e->flags |= RECORD_F_CURRENT;
 	} else {
@@ -259,7 +259,7 @@ static __always_inline void rst_in(const struct sock *sk, __u8 state)
 	e->ino = sk_ino(sk);
 	/* Softirq: `current` is whoever was on the CPU; the owner table
 	 * names the socket's owner. */
-	owner_fill(sk, e);
+	owner_fill(sk, e, true);
 	bpf_ringbuf_submit(e, 0);
 }
 
