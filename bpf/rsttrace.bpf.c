@@ -47,6 +47,7 @@ const struct listen_stats *unused_listen_stats __attribute__((unused));
 const struct summary_key *unused_summary_key __attribute__((unused));
 const struct summary_val *unused_summary_val __attribute__((unused));
 const enum summary_kind *unused_summary_kind __attribute__((unused));
+const enum summary_cell_tag *unused_summary_cell_tag __attribute__((unused));
 const enum nf_hook_id *unused_nf_hook_id __attribute__((unused));
 const struct code_range *unused_code_range __attribute__((unused));
 

@@ -19,19 +19,27 @@ import (
 // sleeping), then retires the other one by flipping the slot. Each count
 // is read exactly once, one interval late; at shutdown both maps are read.
 // Where the kernel allocates them on demand the maps are per-CPU: a key's
-// counts are the sum over CPUs.
+// counts are the sum over CPUs. Where it has BPF compare-and-exchange,
+// counts go first to per-CPU cells (summary_cells_a, summary_cells_b: a
+// small array per CPU, indexed by a hash of the key) that take turns with
+// the maps and are read and zeroed with them; a key counted in both has
+// its counts added.
 
 // summaryBatch is how many entries one batch lookup reads.
 const summaryBatch = 4096
 
 // summaryReader empties the summary maps into reusable buffers.
 type summaryReader struct {
-	maps [2]*ebpf.Map
-	slot *ebpf.Map
+	maps  [2]*ebpf.Map
+	cells [2]*ebpf.Map
+	slot  *ebpf.Map
 	cur  uint32 // the slot the programs count in
 	// Batch buffers (a key's per-CPU values side by side).
 	bkeys []bpfobj.RsttraceSummaryKey
 	bvals []bpfobj.RsttraceSummaryVal
+	// The cells of one array, every CPU's side by side, and zeroes to
+	// write back.
+	cellv, cellz []bpfobj.RsttraceSummaryCell
 	// What the correlator reads, converted.
 	ckeys []correlate.SummaryKey
 	cvals []correlate.SummaryCount
@@ -48,8 +56,14 @@ func (s *summaryReader) poll(sum *correlate.Summarizer, c *correlate.Correlator,
 	if err := s.drain(s.maps[retired]); err != nil {
 		return err
 	}
+	if err := s.drainCells(s.cells[retired]); err != nil {
+		return err
+	}
 	if final {
 		if err := s.drain(s.maps[s.cur]); err != nil {
+			return err
+		}
+		if err := s.drainCells(s.cells[s.cur]); err != nil {
 			return err
 		}
 	} else {
@@ -70,6 +84,44 @@ func (s *summaryReader) add(k *bpfobj.RsttraceSummaryKey, perCPU []bpfobj.Rsttra
 	}
 	s.ckeys = append(s.ckeys, correlate.SummaryKey{Netns: k.Netns, Dport: k.Dport, Family: k.Family, Kind: correlate.SummaryKind(k.Kind), Daddr: k.Daddr})
 	s.cvals = append(s.cvals, n)
+}
+
+// drainCells reads every CPU's keyed cells of one cell array, appending to
+// ckeys and cvals, and zeroes the cells it read (a program takes a cell
+// only while it is zero). Nil: the kernel counts in the maps only.
+func (s *summaryReader) drainCells(m *ebpf.Map) error {
+	if m == nil {
+		return nil
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("reading the summary cells: %w", err)
+	}
+	if len(s.cellv) != ncpu {
+		s.cellv = make([]bpfobj.RsttraceSummaryCell, ncpu)
+		s.cellz = make([]bpfobj.RsttraceSummaryCell, ncpu)
+	}
+	one := make([]bpfobj.RsttraceSummaryVal, 1)
+	for i := range m.MaxEntries() {
+		if err := m.Lookup(i, s.cellv); err != nil {
+			return fmt.Errorf("reading the summary cells: %w", err)
+		}
+		keyed := false
+		for c := range s.cellv {
+			if s.cellv[c].Tag != uint64(bpfobj.RsttraceSummaryCellTagCELL_KEYED) {
+				continue
+			}
+			keyed = true
+			one[0] = s.cellv[c].Val
+			s.add(&s.cellv[c].Key, one)
+		}
+		if keyed {
+			if err := m.Put(i, s.cellz); err != nil {
+				return fmt.Errorf("emptying the summary cells: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // drain reads and deletes every entry of m, appending to ckeys and cvals:

@@ -60,7 +60,9 @@ func kernelWarnings(t *testing.T) func() []string {
 // Summary counts go to hash maps allocated on demand where the kernel has
 // the BPF memory allocator: loading and counting must not make the kernel
 // warn (before 6.1 the verifier WARNs for a tracing program using such a
-// map, which would take a panic_on_warn host down).
+// map, which would take a panic_on_warn host down). Where the kernel has
+// per-CPU summary cells (256 a CPU), 700 more destinations fill them and
+// spill to the maps: every one is still counted once.
 func TestPrivSummary(t *testing.T) {
 	requireRoot(t)
 	warnings := kernelWarnings(t)
@@ -68,6 +70,11 @@ func TestPrivSummary(t *testing.T) {
 	s := startTracer(t, Config{Summary: true}, n)
 	dsts := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:2095"), netip.MustParseAddrPort("[::1]:2096")}
 	want := map[netip.AddrPort]uint64{dsts[0]: 300, dsts[1]: 120}
+	for p := range uint16(700) {
+		d := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 21000+p)
+		dsts = append(dsts, d)
+		want[d] = 1
+	}
 	for _, d := range dsts {
 		for range want[d] {
 			if err, _ := n.connect(t, d); !errors.Is(err, syscall.ECONNREFUSED) {

@@ -222,7 +222,8 @@ func (t *Tracer) load(objs *probe.Objects, kernelBTF *btf.Spec, began time.Time)
 	t.corr.SeesFirewallDrops = t.plan.Serves(probe.CapFirewall)
 	t.corr.SeesLocalAnswers = t.plan.Serves(probe.CapRefusals) && t.plan.Serves(probe.CapFirewall)
 	t.sum = correlate.NewSummarizer(cfg.Summary, cfg.RatePerSecond, time.Now())
-	t.sumr = summaryReader{maps: [2]*ebpf.Map{t.maps.SummaryA, t.maps.SummaryB}, slot: t.maps.SummarySlot}
+	t.sumr = summaryReader{maps: [2]*ebpf.Map{t.maps.SummaryA, t.maps.SummaryB},
+		cells: [2]*ebpf.Map{t.maps.SummaryCellsA, t.maps.SummaryCellsB}, slot: t.maps.SummarySlot}
 
 	var mono unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {

@@ -216,6 +216,21 @@ type RsttraceRstInCounted struct {
 	_     [4]byte
 }
 
+type RsttraceSummaryCell struct {
+	_   structs.HostLayout
+	Tag uint64
+	Key RsttraceSummaryKey
+	Val RsttraceSummaryVal
+}
+
+type RsttraceSummaryCellTag uint32
+
+const (
+	RsttraceSummaryCellTagCELL_FREE  RsttraceSummaryCellTag = 0
+	RsttraceSummaryCellTagCELL_BUSY  RsttraceSummaryCellTag = 1
+	RsttraceSummaryCellTagCELL_KEYED RsttraceSummaryCellTag = 2
+)
+
 type RsttraceSummaryKey struct {
 	_      structs.HostLayout
 	Netns  uint32
@@ -344,6 +359,8 @@ type RsttraceMapSpecs struct {
 	RstInNote         *ebpf.MapSpec `ebpf:"rst_in_note"`
 	SummaryA          *ebpf.MapSpec `ebpf:"summary_a"`
 	SummaryB          *ebpf.MapSpec `ebpf:"summary_b"`
+	SummaryCellsA     *ebpf.MapSpec `ebpf:"summary_cells_a"`
+	SummaryCellsB     *ebpf.MapSpec `ebpf:"summary_cells_b"`
 	SummarySlot       *ebpf.MapSpec `ebpf:"summary_slot"`
 }
 
@@ -370,6 +387,7 @@ type RsttraceVariableSpecs struct {
 	UnusedEventType      *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedListenStats    *ebpf.VariableSpec `ebpf:"unused_listen_stats"`
 	UnusedNfHookId       *ebpf.VariableSpec `ebpf:"unused_nf_hook_id"`
+	UnusedSummaryCellTag *ebpf.VariableSpec `ebpf:"unused_summary_cell_tag"`
 	UnusedSummaryKey     *ebpf.VariableSpec `ebpf:"unused_summary_key"`
 	UnusedSummaryKind    *ebpf.VariableSpec `ebpf:"unused_summary_kind"`
 	UnusedSummaryVal     *ebpf.VariableSpec `ebpf:"unused_summary_val"`
@@ -417,6 +435,8 @@ type RsttraceMaps struct {
 	RstInNote         *ebpf.Map `ebpf:"rst_in_note"`
 	SummaryA          *ebpf.Map `ebpf:"summary_a"`
 	SummaryB          *ebpf.Map `ebpf:"summary_b"`
+	SummaryCellsA     *ebpf.Map `ebpf:"summary_cells_a"`
+	SummaryCellsB     *ebpf.Map `ebpf:"summary_cells_b"`
 	SummarySlot       *ebpf.Map `ebpf:"summary_slot"`
 }
 
@@ -444,6 +464,8 @@ func (m *RsttraceMaps) Close() error {
 		m.RstInNote,
 		m.SummaryA,
 		m.SummaryB,
+		m.SummaryCellsA,
+		m.SummaryCellsB,
 		m.SummarySlot,
 	)
 }
@@ -471,6 +493,7 @@ type RsttraceVariables struct {
 	UnusedEventType      *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedListenStats    *ebpf.Variable `ebpf:"unused_listen_stats"`
 	UnusedNfHookId       *ebpf.Variable `ebpf:"unused_nf_hook_id"`
+	UnusedSummaryCellTag *ebpf.Variable `ebpf:"unused_summary_cell_tag"`
 	UnusedSummaryKey     *ebpf.Variable `ebpf:"unused_summary_key"`
 	UnusedSummaryKind    *ebpf.Variable `ebpf:"unused_summary_kind"`
 	UnusedSummaryVal     *ebpf.Variable `ebpf:"unused_summary_val"`

@@ -108,11 +108,42 @@ func (o *Objects) parse() (*ebpf.CollectionSpec, error) {
 	}
 	objs.Records.MaxEntries = uint32(o.set.RingSize)
 	if o.cmpxchg = haveCmpxchg(); !o.cmpxchg {
-		objs.ConnectSlots.MaxEntries = 1 // unused: every entry goes to the hash
+		// Unused: every entry goes to the hashes.
+		objs.ConnectSlots.MaxEntries = 1
+		objs.SummaryCellsA.MaxEntries = 1
+		objs.SummaryCellsB.MaxEntries = 1
+		for _, p := range spec.Programs {
+			withoutExchanges(p.Instructions)
+		}
 	} else if n := o.set.ConnectSlots; n > 0 && n < int(objs.ConnectSlots.MaxEntries) && n&(n-1) == 0 {
 		objs.ConnectSlots.MaxEntries = uint32(n)
 	}
 	return spec, nil
+}
+
+// withoutExchanges replaces every atomic exchange and compare-and-exchange
+// in insns by a move of 0 into the register it would write. The programs
+// reach them only where have_cmpxchg is set; a verifier without them
+// refuses them even where the program cannot reach them (5.10 checks the
+// reserved fields of every instruction before it follows any branch).
+func withoutExchanges(insns asm.Instructions) {
+	for i, ins := range insns {
+		if ins.OpCode.Class() != asm.StXClass || ins.OpCode.Mode() != asm.AtomicMode {
+			continue
+		}
+		var dst asm.Register
+		switch ins.OpCode.AtomicOp() {
+		case asm.CmpXchg:
+			dst = asm.R0
+		case asm.Xchg:
+			dst = ins.Src
+		default:
+			continue
+		}
+		nop := asm.Mov.Imm(dst, 0)
+		nop.Metadata = ins.Metadata
+		insns[i] = nop
+	}
 }
 
 // haveCmpxchg: the verifier takes BPF_ATOMIC compare-and-exchange (older
@@ -356,7 +387,36 @@ func (o *Objects) Load(kernelBTF *btf.Spec) (*ebpf.Collection, error) {
 			opts.Programs.ExtraRelocationTargets = []*btf.Spec{m}
 		}
 	}
-	groups := programGroups(o.spec, runtime.NumCPU())
+	coll, err := loadGroups(o.spec, opts)
+	if err != nil && o.cmpxchg {
+		// Debian's 5.10 takes compare-and-exchange in a program made
+		// for the probe, and refuses the same instruction in these
+		// ("BPF_STX uses reserved fields"): the verifier's answer on
+		// the real programs is the probe that counts.
+		if e := o.spec.Variables["have_cmpxchg"].Set(false); e != nil {
+			return nil, fmt.Errorf("setting compare-and-exchange: %w", e)
+		}
+		for _, p := range o.spec.Programs {
+			withoutExchanges(p.Instructions)
+		}
+		o.cmpxchg = false
+		slog.Debug("the verifier refused BPF exchanges in the programs; loading them without", "error", err)
+		coll, err = loadGroups(o.spec, opts)
+	}
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("loading BPF programs (verifier): %+v", ve)
+		}
+		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	}
+	return coll, nil
+}
+
+// loadGroups verifies spec's programs in parallel groups (programGroups)
+// and gathers them in one collection.
+func loadGroups(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions) (*ebpf.Collection, error) {
+	groups := programGroups(spec, runtime.NumCPU())
 	colls := make([]*ebpf.Collection, len(groups))
 	errs := make([]error, len(groups))
 	var wg sync.WaitGroup
@@ -370,11 +430,7 @@ func (o *Objects) Load(kernelBTF *btf.Spec) (*ebpf.Collection, error) {
 				c.Close()
 			}
 		}
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("loading BPF programs (verifier): %+v", ve)
-		}
-		return nil, fmt.Errorf("loading BPF programs: %w", err)
+		return nil, err
 	}
 	coll := colls[0]
 	for _, c := range colls[1:] {

@@ -97,3 +97,50 @@ func TestHzOfTick(t *testing.T) {
 		}
 	}
 }
+
+// Where the kernel has no BPF exchanges the loader takes them out of the
+// programs: the compare-and-exchange and the exchange become moves of 0
+// into the register each writes; other atomics (the add every kernel
+// has) stay.
+func TestWithoutExchanges(t *testing.T) {
+	insns := asm.Instructions{
+		asm.CmpXchg.Mem(asm.R1, asm.R2, asm.DWord, 8),
+		asm.Xchg.Mem(asm.R3, asm.R4, asm.DWord, 0),
+		asm.AddAtomic.Mem(asm.R1, asm.R2, asm.DWord, 0),
+		asm.Return(),
+	}
+	withoutExchanges(insns)
+	want := asm.Instructions{
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.AddAtomic.Mem(asm.R1, asm.R2, asm.DWord, 0),
+		asm.Return(),
+	}
+	for i := range want {
+		if insns[i].OpCode != want[i].OpCode || insns[i].Dst != want[i].Dst || insns[i].Src != want[i].Src || insns[i].Constant != want[i].Constant {
+			t.Errorf("instruction %d = %v, want %v", i, insns[i], want[i])
+		}
+	}
+	// The generated object has both, or the test says nothing.
+	spec, err := bpfobj.LoadRsttrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[asm.AtomicOp]bool{}
+	for _, p := range spec.Programs {
+		for _, ins := range p.Instructions {
+			if ins.OpCode.Class() == asm.StXClass && ins.OpCode.Mode() == asm.AtomicMode {
+				found[ins.OpCode.AtomicOp()] = true
+			}
+		}
+		withoutExchanges(p.Instructions)
+		for _, ins := range p.Instructions {
+			if op := ins.OpCode.AtomicOp(); ins.OpCode.Class() == asm.StXClass && ins.OpCode.Mode() == asm.AtomicMode && (op == asm.CmpXchg || op == asm.Xchg) {
+				t.Fatalf("%s: %v left", p.Name, ins)
+			}
+		}
+	}
+	if !found[asm.CmpXchg] || !found[asm.Xchg] {
+		t.Errorf("the programs have compare-and-exchange %v, exchange %v: want both", found[asm.CmpXchg], found[asm.Xchg])
+	}
+}
