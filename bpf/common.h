@@ -27,8 +27,8 @@ const volatile bool filter_ports = false;
 const volatile __u32 caps = 0;
 /*
  * Ticks a second of jiffies (CONFIG_HZ) where tracing programs may call
- * bpf_jiffies64(); 0 where they may not (5.10: the helper is not among
- * the tracing helpers), and the clock is read instead. Reading the clock
+ * bpf_jiffies64() (userspace probes it); 0 where they may not, and the
+ * clock is read instead. Reading the clock
  * (bpf_ktime_get_ns -> ktime_get_mono_fast_ns) reads the clocksource: on
  * a paravirtualized guest (kvm-clock, pvclock) that was ~150 ns, twice per
  * refusal; jiffies_64 is one load. For what needs no finer time than a
@@ -209,7 +209,7 @@ static __always_inline void conn_add(__u64 key, const struct conn *v)
 		struct connect_slot *s = connect_slot_of(key);
 
 		if (s) {
-			/* Taken, or left held by this address's previous
+			/* Free, or left held by this address's previous
 			 * socket (its close was not seen): ours. */
 			__u64 old = __sync_val_compare_and_swap(&s->sk, 0, key);
 
