@@ -33,7 +33,7 @@ type summaryReader struct {
 	maps  [2]*ebpf.Map
 	cells [2]*ebpf.Map
 	slot  *ebpf.Map
-	cur  uint32 // the slot the programs count in
+	cur   uint32 // the slot the programs count in
 	// Batch buffers (a key's per-CPU values side by side).
 	bkeys []bpfobj.RsttraceSummaryKey
 	bvals []bpfobj.RsttraceSummaryVal
