@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * bind() errors are why a service is not listening (EADDRINUSE: another
- * process holds the port). The arguments are taken at the syscall's entry,
- * the result at its exit: no kernel tracepoint reports a failed inet_bind.
+ * process holds the port). No kernel tracepoint reports a failed inet_bind:
+ * fexit on inet_bind/inet6_bind where the kernel allows it, else the
+ * syscall's arguments at its entry and the result at its exit.
  */
 #ifndef RSTTRACE_BINDS_H
 #define RSTTRACE_BINDS_H
@@ -22,66 +23,74 @@ struct {
 	__type(value, struct bind_args);
 } binds SEC(".maps");
 
+/* The address bind() was given, from user memory (the syscall's argument)
+ * or kernel memory (inet_bind's copy); false if it is not AF_INET/AF_INET6
+ * or cannot be read. */
+static __always_inline long read_from(void *dst, __u32 n, const void *src,
+				      bool user)
+{
+	return user ? bpf_probe_read_user(dst, n, src) :
+		      bpf_probe_read_kernel(dst, n, src);
+}
+
+static __always_inline bool bind_args_of(struct bind_args *a, const void *uaddr,
+					 bool user)
+{
+	if (read_from(&a->family, sizeof(a->family), uaddr, user))
+		return false;
+	if (a->family == AF_INET) {
+		struct sockaddr_in sin;
+
+		if (read_from(&sin, sizeof(sin), uaddr, user))
+			return false;
+		a->port = bpf_ntohs(sin.sin_port);
+		__builtin_memcpy(a->addr, &sin.sin_addr, 4);
+	} else if (a->family == AF_INET6) {
+		struct sockaddr_in6 sin6;
+
+		if (read_from(&sin6, sizeof(sin6), uaddr, user))
+			return false;
+		a->port = bpf_ntohs(sin6.sin6_port);
+		__builtin_memcpy(a->addr, &sin6.sin6_addr, 16);
+	} else {
+		return false;
+	}
+	return true;
+}
+
 static __always_inline int handle_bind_enter(int fd, struct sockaddr *uaddr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct bind_args a = {};
 
-	if (bpf_probe_read_user(&a.family, sizeof(a.family), &uaddr->sa_family))
-		return 0;
-	if (a.family == AF_INET) {
-		struct sockaddr_in sin;
-
-		if (bpf_probe_read_user(&sin, sizeof(sin), uaddr))
-			return 0;
-		a.port = bpf_ntohs(sin.sin_port);
-		__builtin_memcpy(a.addr, &sin.sin_addr, 4);
-	} else if (a.family == AF_INET6) {
-		struct sockaddr_in6 sin6;
-
-		if (bpf_probe_read_user(&sin6, sizeof(sin6), uaddr))
-			return 0;
-		a.port = bpf_ntohs(sin6.sin6_port);
-		__builtin_memcpy(a.addr, &sin6.sin6_addr, 16);
-	} else {
-		return 0;
-	}
-	if (!port_traced(a.port))
+	if (!bind_args_of(&a, uaddr, true) || !port_traced(a.port))
 		return 0;
 	a.fd = fd;
 	bpf_map_update_elem(&binds, &id, &a, BPF_ANY);
 	return 0;
 }
 
-static __always_inline int handle_bind_exit(long ret)
+/* bind() on the socket of file f returned ret: a record for a TCP socket,
+ * unless it bound an ephemeral port (holding nothing anyone asked for). */
+static __always_inline void bind_done(const struct bind_args *a, long ret,
+				      struct file *f)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct bind_args *a;
 	struct socket *sock;
 	struct sock *sk;
-	struct file *f;
 	struct record *e;
 
-	a = bpf_map_lookup_elem(&binds, &id);
-	if (!a)
-		return 0;
-	/* A successful bind to port 0 (ephemeral) holds nothing anyone asked for. */
 	if (ret == 0 && a->port == 0)
-		goto out;
-	f = fd_file(a->fd);
-	if (!f)
-		goto out;
-	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
-		goto out;
+		return;
+	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return;
 	sock = BPF_CORE_READ(f, private_data);
 	sk = BPF_CORE_READ(sock, sk);
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
 	    BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
-		goto out;
-
+		return;
 	e = reserve(RECORD_BIND);
 	if (!e)
-		goto out;
+		return;
 	e->family = a->family;
 	__builtin_memcpy(e->daddr, a->addr, 16);
 	e->dport = a->port;
@@ -91,8 +100,36 @@ static __always_inline int handle_bind_exit(long ret)
 	e->sk = (__u64)sk;
 	current_proc(&e->proc);
 	bpf_ringbuf_submit(e, 0);
-out:
+}
+
+static __always_inline int handle_bind_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct bind_args *a;
+
+	a = bpf_map_lookup_elem(&binds, &id);
+	if (!a)
+		return 0;
+	bind_done(a, ret, fd_file(a->fd));
 	bpf_map_delete_elem(&binds, &id);
+	return 0;
+}
+
+/*
+ * inet_bind()/inet6_bind() returned ret (fexit): the socket, the address
+ * (the kernel's copy) and the result in one place, with no syscall
+ * tracepoint (which puts every syscall of every task on the traced path)
+ * and no walk of the file table. Also sees binds that are not bind(2)
+ * (io_uring's). A socket with no file is the kernel's own.
+ */
+static __always_inline int handle_inet_bind_exit(struct socket *sock,
+						 const void *uaddr, long ret)
+{
+	struct bind_args a = {};
+
+	if (!bind_args_of(&a, uaddr, false) || !port_traced(a.port))
+		return 0;
+	bind_done(&a, ret, BPF_CORE_READ(sock, file));
 	return 0;
 }
 

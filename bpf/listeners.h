@@ -6,7 +6,7 @@
 #ifndef RSTTRACE_LISTENERS_H
 #define RSTTRACE_LISTENERS_H
 
-/* listen() arguments between sys_enter_listen and sys_exit_listen. */
+/* listen() arguments between its entry and its return, per thread. */
 struct listen_args {
 	__s32 fd;
 	__u32 backlog;
@@ -44,7 +44,7 @@ static __always_inline void listener_change(const struct sock *sk, int newstate)
 	e->backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
 	current_proc(&e->proc);
 	if (newstate == TCP_LISTEN) {
-		/* In listen()'s context: the argument saved at sys_enter_listen. */
+		/* In listen()'s context: the argument saved at its entry. */
 		__u64 id = bpf_get_current_pid_tgid();
 		struct listen_args *a = bpf_map_lookup_elem(&listen_calls, &id);
 
@@ -68,49 +68,38 @@ static __always_inline void listener_change(const struct sock *sk, int newstate)
  * listen(): the backlog the program asked for, before net.core.somaxconn
  * clamps it. CLOSE->LISTEN (listener_change) picks it up in the same
  * call; a listen() on a socket already listening only changes the
- * backlog, which no state change reports: the exit of listen() does.
+ * backlog, which no state change reports: the return of listen() does.
+ * Entry and return come from fentry/fexit on the syscall's wrapper where
+ * the kernel allows them, else from the syscall tracepoints.
  */
-static __always_inline int handle_listen_enter(int fd, __u32 backlog)
+static __always_inline void listen_called(const struct sock *sk, __s32 fd,
+					  __u32 backlog)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct listen_args a = {};
-	struct sock *sk;
-	__u64 ino;
 
 	a.fd = fd;
 	a.backlog = backlog;
-	sk = fd_tcp_sock(a.fd, &ino);
-	if (!sk)
-		return 0;
 	a.was_listening = BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN;
 	bpf_map_update_elem(&listen_calls, &id, &a, BPF_ANY);
-	return 0;
 }
 
-static __always_inline int handle_listen_exit(long ret)
+/* listen() returned ret on sk (socket inode ino), called as a says. */
+static __always_inline void listen_returned(const struct sock *sk, __u64 ino,
+					    const struct listen_args *a, long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct listen_args *a;
 	struct pkt p = {};
 	__u32 flags = 0;
-	struct sock *sk;
 	struct record *e;
-	__u64 ino;
 
-	a = bpf_map_lookup_elem(&listen_calls, &id);
-	if (!a)
-		return 0;
 	if (ret != 0 || !a->was_listening)
-		goto out;
-	sk = fd_tcp_sock(a->fd, &ino);
-	if (!sk)
-		goto out;
+		return;
 	sk_local(sk, &p, &flags);
 	if (!port_traced(p.dport))
-		goto out;
+		return;
 	e = reserve(RECORD_LISTEN_UPDATE);
 	if (!e)
-		goto out;
+		return;
 	pkt_to_event(&p, e);
 	e->flags |= flags;
 	e->state = TCP_LISTEN;
@@ -121,7 +110,34 @@ static __always_inline int handle_listen_exit(long ret)
 	e->backlog_req = a->backlog;
 	current_proc(&e->proc);
 	bpf_ringbuf_submit(e, 0);
-out:
+}
+
+static __always_inline int handle_listen_enter(int fd, __u32 backlog)
+{
+	struct sock *sk;
+	__u64 ino;
+
+	sk = fd_tcp_sock(fd, &ino);
+	if (sk)
+		listen_called(sk, fd, backlog);
+	return 0;
+}
+
+static __always_inline int handle_listen_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct listen_args *a;
+	struct sock *sk;
+	__u64 ino;
+
+	a = bpf_map_lookup_elem(&listen_calls, &id);
+	if (!a)
+		return 0;
+	if (ret == 0 && a->was_listening) {
+		sk = fd_tcp_sock(a->fd, &ino);
+		if (sk)
+			listen_returned(sk, ino, a, ret);
+	}
 	bpf_map_delete_elem(&listen_calls, &id);
 	return 0;
 }

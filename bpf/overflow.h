@@ -102,20 +102,39 @@ static __always_inline int handle_syn_recv_sock(const struct sock *sk,
  * accept(): when the owner last took a connection off a listener's queue,
  * to tell "stopped accepting" from "accepts, but too slowly".
  */
-static __always_inline int handle_accept(int fd)
+/* The owner of listener sk (socket inode ino) takes a connection off its
+ * queue, or waits for one. */
+static __always_inline void accept_called(const struct sock *sk, __u64 ino)
 {
 	struct listen_stats *s;
+
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN)
+		return;
+	if (!listener_traced(sk))
+		return;
+	s = stats_of(ino);
+	if (s)
+		s->last_accept = bpf_ktime_get_ns();
+}
+
+/* accept()/accept4() entered (syscall tracepoint): the listener by fd. */
+static __always_inline int handle_accept(int fd)
+{
 	struct sock *sk;
 	__u64 ino;
 
 	sk = fd_tcp_sock(fd, &ino);
-	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN)
-		return 0;
-	if (!listener_traced(sk))
-		return 0;
-	s = stats_of(ino);
-	if (s)
-		s->last_accept = bpf_ktime_get_ns();
+	if (sk)
+		accept_called(sk, ino);
+	return 0;
+}
+
+/* inet_csk_accept(sk, ...) entered (fentry): every accept of a TCP
+ * listener, by any caller (accept(2), io_uring), sk in hand. */
+static __always_inline int handle_inet_csk_accept(const struct sock *sk)
+{
+	if (sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP)
+		accept_called(sk, sk_ino(sk));
 	return 0;
 }
 

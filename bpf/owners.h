@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The owner table: which process made a socket, recorded in process
+ * The owner tables: which process made a socket, recorded in process
  * context when the socket is made (connect(), accept(), listen()) and
  * forgotten when it reaches TCP_CLOSE. RSTs arrive in softirq, where
- * `current` is whoever was on the CPU; the table names the socket's owner
- * there without userspace walking /proc for every reset.
+ * `current` is whoever was on the CPU; the tables name the socket's owner
+ * there without userspace walking /proc for every reset. Connected and
+ * accepted sockets, a connection each, have their entry in `connecting`
+ * (common.h: a slot of a lock-free table, else its LRU hash); listeners,
+ * few and long-lived, theirs in `owners`.
  */
 #ifndef RSTTRACE_OWNERS_H
 #define RSTTRACE_OWNERS_H
@@ -38,11 +41,12 @@ static __always_inline void owner_record(const struct sock *sk,
 /*
  * sk is closing: its owner goes. A client socket's owner is its entry in
  * `connecting` (recorded at connect(), kept past the handshake so that a
- * connection costs one map update, not two); that entry is deleted here
- * too, unless the socket is leaving SYN_SENT, whose handler still reads it
- * and deletes it (a socket in SYN_SENT has no owners entry: connect() made
- * it, and a listener's entry went when it stopped listening). A socket has
- * one or the other: the client's, usually in its slot, is looked at first.
+ * connection costs one map update, not two), as is an accepted socket's;
+ * that entry is deleted here, unless the socket is leaving SYN_SENT, whose
+ * handler still reads it and deletes it (a socket in SYN_SENT has no
+ * owners entry: connect() made it, and a listener's entry went when it
+ * stopped listening). A socket has one or the other: `connecting`, usually
+ * a slot, is looked at first.
  *
  * Looked up before deleted: a delete takes the bucket lock (with
  * interrupts off) even when the key is absent, a lookup takes none, and
@@ -60,7 +64,8 @@ static __always_inline void owner_forget(const struct sock *sk, int oldstate)
 		bpf_map_delete_elem(&owners, &key);
 }
 
-/* Puts sk's owner in e->proc if the table has it. */
+/* Puts sk's owner in e->proc if the tables have it: a client's or an
+ * accepted socket's entry in `connecting`, else a listener's in `owners`. */
 static __always_inline bool owner_fill(const struct sock *sk, struct record *e,
 				       bool btf)
 {
@@ -70,41 +75,63 @@ static __always_inline bool owner_fill(const struct sock *sk, struct record *e,
 
 	if (!(caps & CAP_F_OWNERS))
 		return false;
-	o = bpf_map_lookup_elem(&owners, &key);
-	if (o) {
-		e->proc = *o;
-	} else {
-		/* A client socket: its owner was recorded at connect(). */
-		c = conn_find(key);
-		if (!c)
-			return false;
+	c = conn_find(key);
+	if (c) {
 		conn_proc_to(e, c, sk, btf);
+	} else {
+		o = bpf_map_lookup_elem(&owners, &key);
+		if (!o)
+			return false;
+		e->proc = *o;
 	}
 	e->flags |= RECORD_F_PROC_KNOWN | RECORD_F_OWNER_KNOWN;
 	return true;
 }
 
-/*
- * accept() returned fd (fd_install ran before the syscall returns): the
- * caller owns the connection. Before this the child sat in the accept
- * queue with no owner.
- */
+/* The caller of accept() owns the connection sk it took off a listener's
+ * queue. Before this the child sat in the accept queue with no owner. */
+static __always_inline void accepted(const struct sock *sk)
+{
+	struct conn v = {};
+
+	if (!port_traced(BPF_CORE_READ(sk, __sk_common.skc_num)) &&
+	    !port_traced(bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
+		return;
+	/* The acceptor's cgroup, not the socket's: a child socket keeps the
+	 * listener's (sk_clone_lock copies sk_cgrp_data). */
+	current_proc(&v.proc);
+	/* In the table connect() uses (a slot, one compare-and-exchange; an
+	 * LRU update took a bucket lock with interrupts off on every accepted
+	 * connection, and its close another): the socket never enters
+	 * SYN_SENT, so nothing reads the entry as a connect attempt, and
+	 * owner_forget frees it at close. */
+	conn_add((__u64)sk, &v);
+}
+
+/* accept() returned fd (syscall tracepoint; fd_install ran before the
+ * syscall returns). */
 static __always_inline int handle_accept_exit(long ret)
 {
-	struct proc_info o = {};
 	struct sock *sk;
 	__u64 ino;
 
 	if (!(caps & CAP_F_OWNERS) || ret < 0)
 		return 0;
 	sk = fd_tcp_sock(ret, &ino);
-	if (!sk)
+	if (sk)
+		accepted(sk);
+	return 0;
+}
+
+/* inet_csk_accept returned newsk (fexit; NULL on error), in the context of
+ * whoever accepted it: no file table walk, no syscall tracepoint. */
+static __always_inline int handle_inet_csk_accept_exit(const struct sock *newsk)
+{
+	if (!(caps & CAP_F_OWNERS) || !newsk)
 		return 0;
-	if (!port_traced(BPF_CORE_READ(sk, __sk_common.skc_num)) &&
-	    !port_traced(bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
+	if (BPF_CORE_READ(newsk, sk_protocol) != IPPROTO_TCP)
 		return 0;
-	current_proc(&o);
-	owner_record(sk, &o);
+	accepted(newsk);
 	return 0;
 }
 

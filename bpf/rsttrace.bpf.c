@@ -182,6 +182,27 @@ int tp_sys_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	return handle_bind_exit(ctx->ret);
 }
 
+/*
+ * inet_bind(sock, uaddr, addr_len) / inet6_bind: every bind of an inet
+ * socket, through its proto_ops (exported, never inlined), with the same
+ * arguments on every kernel; the result is the return value. Where fexit
+ * is allowed these replace the bind() syscall tracepoints, which slow
+ * every syscall on the host while attached.
+ */
+SEC("fexit/inet_bind")
+int BPF_PROG(fexit_inet_bind, struct socket *sock, void *uaddr, int addr_len,
+	     int ret)
+{
+	return handle_inet_bind_exit(sock, uaddr, ret);
+}
+
+SEC("fexit/inet6_bind")
+int BPF_PROG(fexit_inet6_bind, struct socket *sock, void *uaddr, int addr_len,
+	     int ret)
+{
+	return handle_inet_bind_exit(sock, uaddr, ret);
+}
+
 /* listen() (syscalls:sys_enter_listen/sys_exit_listen): the backlog asked
  * for, and a listen() on a socket already listening, which changes no
  * state inet_sock_set_state would report. */
@@ -195,6 +216,34 @@ SEC("tracepoint/syscalls/sys_exit_listen")
 int tp_sys_exit_listen(struct trace_event_raw_sys_exit *ctx)
 {
 	return handle_listen_exit(ctx->ret);
+}
+
+/*
+ * The listen() syscall itself (fentry/fexit on its wrapper, which takes
+ * the caller's registers): the backlog as the program asked for it, which
+ * __sys_listen clamps to net.core.somaxconn before inet_listen sees it.
+ * Where fentry is allowed this replaces the listen() syscall tracepoints,
+ * which put every syscall of every task on the traced path while
+ * attached; 32-bit callers on a 64-bit kernel (__ia32_sys_listen,
+ * socketcall) are not seen.
+ */
+#if defined(__TARGET_ARCH_arm64)
+#define SYSCALL_WRAPPER(name) "__arm64_sys_" #name
+#else
+#define SYSCALL_WRAPPER(name) "__x64_sys_" #name
+#endif
+
+SEC("fentry/" SYSCALL_WRAPPER(listen))
+int BPF_PROG(fentry_sys_listen, const struct pt_regs *regs)
+{
+	return handle_listen_enter(PT_REGS_PARM1_CORE_SYSCALL(regs),
+				   PT_REGS_PARM2_CORE_SYSCALL(regs));
+}
+
+SEC("fexit/" SYSCALL_WRAPPER(listen))
+int BPF_PROG(fexit_sys_listen, const struct pt_regs *regs, long ret)
+{
+	return handle_listen_exit(ret);
 }
 
 /* tcp_conn_request(rsk_ops, af_ops, sk, skb): exported, every kernel; the
@@ -272,4 +321,37 @@ SEC("tracepoint/syscalls/sys_exit_accept")
 int tp_sys_exit_accept(struct trace_event_raw_sys_exit *ctx)
 {
 	return handle_accept_exit(ctx->ret);
+}
+
+/*
+ * inet_csk_accept(sk, ...): every accept of a TCP listener (accept(2),
+ * accept4(2), io_uring), through sk_prot->accept (exported, never
+ * inlined). Where fentry is allowed these replace the accept syscall
+ * tracepoints: no file table walk, and no traced path for every syscall.
+ */
+SEC("fentry/inet_csk_accept")
+int BPF_PROG(fentry_inet_csk_accept, struct sock *sk)
+{
+	return handle_inet_csk_accept(sk);
+}
+
+/*
+ * Its return value, the accepted socket, follows the arguments: 6.10
+ * made them (sk, struct proto_accept_arg *arg), before (sk, flags, err,
+ * kern). The read the verifier would refuse is pruned by the CO-RE check.
+ */
+SEC("fexit/inet_csk_accept")
+int fexit_inet_csk_accept(unsigned long long *ctx)
+{
+	const struct sock *newsk;
+
+	/* Loads at constant offsets, in asm: clang would otherwise pick the
+	 * offset and add it to ctx, which the verifier refuses. */
+	if (bpf_core_type_exists(struct proto_accept_arg))
+		asm volatile("%[r] = *(u64 *)(%[ctx] + 16)"
+			     : [r] "=r"(newsk) : [ctx] "r"(ctx));
+	else
+		asm volatile("%[r] = *(u64 *)(%[ctx] + 32)"
+			     : [r] "=r"(newsk) : [ctx] "r"(ctx));
+	return handle_inet_csk_accept_exit(newsk);
 }

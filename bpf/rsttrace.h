@@ -73,7 +73,7 @@ enum record_flag {
 	/* RECORD_RST_OUT: proc is the task that sent the RST (process
 	 * context, e.g. close()); meaningful for close-type reasons only. */
 	RECORD_F_CURRENT = 1 << 10,
-	/* proc is the socket's owner from the owner table (map owners): the
+	/* proc is the socket's owner from the owner tables (owners.h): the
 	 * task that made the socket in process context (connect(), accept(),
 	 * listen()), not the interrupted context. RECORD_F_PROC_KNOWN is set
 	 * with it. RECORD_RST_IN, RECORD_RST_OUT and RECORD_RESET_SENT from a
@@ -126,11 +126,11 @@ enum cap_flag {
 	/* Not a capability: tcp:tcp_send_reset has its reason argument
 	 * (6.10+); before, the program must not read it. */
 	CAP_F_RST_REASON = 1 << 7,
-	/* Keep the owner table (map owners): record a socket's owner at
+	/* Keep the owner tables (owners.h): record a socket's owner at
 	 * connect (tp_btf/inet_sock_set_state CLOSE->SYN_SENT), listen
-	 * (CLOSE->LISTEN) and accept (syscalls:sys_exit_accept,
-	 * sys_exit_accept4), forget it at TCP_CLOSE. Needs those programs
-	 * attached; resets read it. */
+	 * (CLOSE->LISTEN) and accept (fexit/inet_csk_accept, else
+	 * syscalls:sys_exit_accept, sys_exit_accept4), forget it at
+	 * TCP_CLOSE. Needs those programs attached; resets read it. */
 	CAP_F_OWNERS = 1 << 8,
 	/* tp_btf/net_dev_queue records translated first SYNs (map
 	 * nat_flows); the refused-SYN path looks them up (RECORD_F_NAT). */

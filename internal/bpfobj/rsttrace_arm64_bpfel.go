@@ -306,11 +306,17 @@ type RsttraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RsttraceProgramSpecs struct {
+	FentryInetCskAccept    *ebpf.ProgramSpec `ebpf:"fentry_inet_csk_accept"`
+	FentrySysListen        *ebpf.ProgramSpec `ebpf:"fentry_sys_listen"`
 	FentryTcpConnRequest   *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
 	FentryTcpV4SendReset   *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_send_reset"`
 	FentryTcpV4SynRecvSock *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
 	FentryTcpV6SendReset   *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_send_reset"`
 	FentryTcpV6SynRecvSock *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	FexitInet6Bind         *ebpf.ProgramSpec `ebpf:"fexit_inet6_bind"`
+	FexitInetBind          *ebpf.ProgramSpec `ebpf:"fexit_inet_bind"`
+	FexitInetCskAccept     *ebpf.ProgramSpec `ebpf:"fexit_inet_csk_accept"`
+	FexitSysListen         *ebpf.ProgramSpec `ebpf:"fexit_sys_listen"`
 	KprobeTcpConnRequest   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
 	KprobeTcpV4SendReset   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_send_reset"`
 	KprobeTcpV4SynRecvSock *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
@@ -503,11 +509,17 @@ type RsttraceVariables struct {
 //
 // It can be passed to LoadRsttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RsttracePrograms struct {
+	FentryInetCskAccept    *ebpf.Program `ebpf:"fentry_inet_csk_accept"`
+	FentrySysListen        *ebpf.Program `ebpf:"fentry_sys_listen"`
 	FentryTcpConnRequest   *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
 	FentryTcpV4SendReset   *ebpf.Program `ebpf:"fentry_tcp_v4_send_reset"`
 	FentryTcpV4SynRecvSock *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
 	FentryTcpV6SendReset   *ebpf.Program `ebpf:"fentry_tcp_v6_send_reset"`
 	FentryTcpV6SynRecvSock *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	FexitInet6Bind         *ebpf.Program `ebpf:"fexit_inet6_bind"`
+	FexitInetBind          *ebpf.Program `ebpf:"fexit_inet_bind"`
+	FexitInetCskAccept     *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
+	FexitSysListen         *ebpf.Program `ebpf:"fexit_sys_listen"`
 	KprobeTcpConnRequest   *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
 	KprobeTcpV4SendReset   *ebpf.Program `ebpf:"kprobe_tcp_v4_send_reset"`
 	KprobeTcpV4SynRecvSock *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
@@ -532,11 +544,17 @@ type RsttracePrograms struct {
 
 func (p *RsttracePrograms) Close() error {
 	return _RsttraceClose(
+		p.FentryInetCskAccept,
+		p.FentrySysListen,
 		p.FentryTcpConnRequest,
 		p.FentryTcpV4SendReset,
 		p.FentryTcpV4SynRecvSock,
 		p.FentryTcpV6SendReset,
 		p.FentryTcpV6SynRecvSock,
+		p.FexitInet6Bind,
+		p.FexitInetBind,
+		p.FexitInetCskAccept,
+		p.FexitSysListen,
 		p.KprobeTcpConnRequest,
 		p.KprobeTcpV4SendReset,
 		p.KprobeTcpV4SynRecvSock,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/rsttrace/rsttrace/internal/bpfobj"
@@ -90,10 +91,19 @@ var capabilities = []capability{
 		{"tp_btf/tcp_receive_reset", "tp_btf", []string{"tp_btf_tcp_receive_reset", "tp_btf_inet_sock_set_state"},
 			probeTPs("btf_trace_tcp_receive_reset", "btf_trace_inet_sock_set_state"), attachTracing},
 	}},
+	// bind(), listen() and accept() from the kernel functions where fentry
+	// is allowed; the syscall tracepoints otherwise, which put every
+	// syscall of every task on the kernel's traced entry and exit path
+	// while attached.
 	{name: CapBindErrors, options: []option{
+		{"fexit/inet_bind+inet6_bind", "fentry", []string{"fexit_inet_bind", "fexit_inet6_bind"}, probeFentry("inet_bind", "inet6_bind"), attachTracing},
 		{"tracepoint/syscalls/sys_{enter,exit}_bind", "tracepoint", []string{"tp_sys_enter_bind", "tp_sys_exit_bind"}, nil, attachSyscallTP},
 	}},
 	{name: CapListenCalls, options: []option{
+		// The syscall's own function: inet_listen gets the backlog after
+		// net.core.somaxconn clamped it.
+		{"fentry+fexit/" + syscallWrapper("listen"), "fentry", []string{"fentry_sys_listen", "fexit_sys_listen"},
+			probeFentry(syscallWrapper("listen")), attachTracing},
 		{"tracepoint/syscalls/sys_{enter,exit}_listen", "tracepoint", []string{"tp_sys_enter_listen", "tp_sys_exit_listen"}, nil, attachSyscallTP},
 	}},
 	{name: CapOverflow, options: []option{
@@ -112,6 +122,7 @@ var capabilities = []capability{
 			[]string{"kprobe_tcp_v4_syn_recv_sock", "kprobe_tcp_v6_syn_recv_sock"}, probeKprobe(synRecvFns...), attachKprobe},
 	}, fallback: "final-ACK drops are counted with the SYN drops"},
 	{name: CapAcceptCalls, options: []option{
+		{"fentry/inet_csk_accept", "fentry", []string{"fentry_inet_csk_accept"}, probeFentry("inet_csk_accept"), attachTracing},
 		{"tracepoint/syscalls/sys_enter_accept{,4}", "tracepoint", []string{"tp_sys_enter_accept", "tp_sys_enter_accept4"}, nil, attachSyscallTP},
 	}},
 
@@ -133,10 +144,17 @@ var capabilities = []capability{
 		// (connect and listen in inet_sock_set_state, accept() on exit)
 		// and forgotten at TCP_CLOSE, so the process a RST reaches is
 		// named without walking /proc per reset.
+		// Accepted sockets' owners from fexit on inet_csk_accept where
+		// the kernel allows it, else from the accept syscalls' exits.
+		{"tp_btf/tcp_send_reset+tcp_receive_reset+fexit/inet_csk_accept", "tp_btf", resetProgramsFexit,
+			all(probeSendResetTP, probeFentry("inet_csk_accept")), attachMixed},
 		{"tp_btf/tcp_send_reset+tcp_receive_reset", "tp_btf", resetPrograms, probeSendResetTP, attachMixed},
 		// Before 6.10 tcp:tcp_send_reset still fires for active resets
 		// (they always have a full socket), without a reason: the same
 		// program, which reads no reason there (CAP_F_RST_REASON clear).
+		{"tp_btf/tcp_send_reset(no reason)+tcp_receive_reset+fexit/inet_csk_accept", "tp_btf", resetProgramsFexit,
+			all(probeTPs("btf_trace_tcp_send_reset", "btf_trace_tcp_receive_reset", "btf_trace_inet_sock_set_state"),
+				probeFentry("inet_csk_accept")), attachMixed},
 		{"tp_btf/tcp_send_reset(no reason)+tcp_receive_reset", "tp_btf", resetPrograms,
 			probeTPs("btf_trace_tcp_send_reset", "btf_trace_tcp_receive_reset", "btf_trace_inet_sock_set_state"), attachMixed},
 	}},
@@ -147,8 +165,34 @@ var capabilities = []capability{
 }
 
 // resetPrograms serve the resets capability: the RSTs, and the owner table.
-var resetPrograms = []string{"tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset",
-	"tp_btf_inet_sock_set_state", "tp_sys_exit_accept", "tp_sys_exit_accept4"}
+var (
+	resetPrograms = []string{"tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset",
+		"tp_btf_inet_sock_set_state", "tp_sys_exit_accept", "tp_sys_exit_accept4"}
+	resetProgramsFexit = []string{"tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset",
+		"tp_btf_inet_sock_set_state", "fexit_inet_csk_accept"}
+)
+
+// syscallWrapper is the kernel function of syscall name on this
+// architecture (arch/*/include/asm/syscall_wrapper.h), which the programs'
+// sections name.
+func syscallWrapper(name string) string {
+	if runtime.GOARCH == "arm64" {
+		return "__arm64_sys_" + name
+	}
+	return "__x64_sys_" + name
+}
+
+// all passes when every probe passes; the first failure otherwise.
+func all(probes ...func(*btf.Spec) error) func(*btf.Spec) error {
+	return func(s *btf.Spec) error {
+		for _, p := range probes {
+			if err := p(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
 
 var (
 	sendResetFns = []string{"tcp_v4_send_reset", "tcp_v6_send_reset"}
