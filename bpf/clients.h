@@ -38,7 +38,7 @@ static __always_inline void connect_started(const struct sock *sk)
 	/* The entry is also the socket's owner record (owner_fill reads it)
 	 * until it closes: one map update per connection. */
 	if (caps & CAP_F_CONNECT_FAILURES)
-		v.ts = coarse_ms();
+		v.ts = coarse_ticks();
 	conn_add(key, &v);
 }
 
@@ -101,7 +101,7 @@ static __always_inline bool connect_failed(const struct sock *sk)
 	record_net(e, sk_net_of(sk, true), true);
 	e->sk = key;
 	e->ret = -err;
-	ms = coarse_ms() - c->ts;
+	ms = ticks_ms(coarse_ticks() - c->ts);
 	if (ms > 0xffffff)
 		ms = 0xffffff;
 	e->aux = ((__u32)retrans << 24) | (__u32)ms;

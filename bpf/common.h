@@ -35,6 +35,9 @@ const volatile __u32 caps = 0;
  * tick: which second a rate counts in, how long a connect() waited.
  */
 const volatile __u32 jiffies_hz = 0;
+/* 2^32 / jiffies_hz (userspace sets both): the second of a jiffy is a
+ * multiply and a shift, not a division (tens of cycles, on every refusal). */
+const volatile __u64 jiffies_sec_mult = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -60,7 +63,7 @@ struct {
 /* A local connect() in progress: who called it, and when. */
 struct conn {
 	struct proc_info proc;
-	__u64 ts; /* coarse_ms() at connect(); 0 unless connect_failures */
+	__u64 ts; /* coarse_ticks() at connect(); 0 unless connect_failures */
 	__u32 fw; /* enum conn_fw: what became of its SYNs' firewall drops */
 	/* enum decision: a refusing side on this host found this entry by
 	 * its SYN (syn_client in summary.h) and decided here, not in the
@@ -258,19 +261,28 @@ static __always_inline bool conn_delete(__u64 key)
 	return true;
 }
 
-/* Monotonic milliseconds, to a tick (jiffies_hz). */
-static __always_inline __u64 coarse_ms(void)
+/* Monotonic time in ticks: jiffies, or milliseconds where jiffies cannot
+ * be read. Differences become milliseconds with ticks_ms, on the record
+ * path only. */
+static __always_inline __u64 coarse_ticks(void)
 {
 	if (jiffies_hz)
-		return bpf_jiffies64() * 1000 / jiffies_hz;
+		return bpf_jiffies64();
 	return bpf_ktime_get_ns() / 1000000;
+}
+
+static __always_inline __u64 ticks_ms(__u64 ticks)
+{
+	if (jiffies_hz)
+		return ticks * 1000 / jiffies_hz;
+	return ticks;
 }
 
 /* Monotonic seconds, to a tick: which second a rate counts in. */
 static __always_inline __u64 coarse_sec(void)
 {
-	if (jiffies_hz)
-		return bpf_jiffies64() / jiffies_hz;
+	if (jiffies_hz && jiffies_sec_mult)
+		return (bpf_jiffies64() * jiffies_sec_mult) >> 32;
 	return bpf_ktime_get_ns() / 1000000000ULL;
 }
 

@@ -131,7 +131,7 @@ static __always_inline bool summary_key_eq(const struct summary_key *a,
  */
 static __always_inline bool summarize(const struct summary_key *k)
 {
-	struct rate_key rk = { .dest = *k, .cpu = bpf_get_smp_processor_id() };
+	struct rate_key rk = {};
 	struct rate_memo *memo = NULL;
 	struct rate_val *v = NULL;
 	__u32 zero = 0;
@@ -144,6 +144,9 @@ static __always_inline bool summarize(const struct summary_key *k)
 		memo = bpf_map_lookup_elem(&rate_memos, &zero);
 		if (memo && memo->second == sec && summary_key_eq(&memo->dest, k))
 			return true;
+		/* Past the memo only: a helper call and a key copy. */
+		rk.dest = *k;
+		rk.cpu = bpf_get_smp_processor_id();
 		v = bpf_map_lookup_elem(&rates, &rk);
 		if (v && v->second == sec && v->n >= rate_limit) {
 			if (memo) {

@@ -379,6 +379,7 @@ type RsttraceVariableSpecs struct {
 	FilterPorts          *ebpf.VariableSpec `ebpf:"filter_ports"`
 	HaveCmpxchg          *ebpf.VariableSpec `ebpf:"have_cmpxchg"`
 	JiffiesHz            *ebpf.VariableSpec `ebpf:"jiffies_hz"`
+	JiffiesSecMult       *ebpf.VariableSpec `ebpf:"jiffies_sec_mult"`
 	NetfilterDropReason  *ebpf.VariableSpec `ebpf:"netfilter_drop_reason"`
 	NfRangeCount         *ebpf.VariableSpec `ebpf:"nf_range_count"`
 	NfRanges             *ebpf.VariableSpec `ebpf:"nf_ranges"`
@@ -485,6 +486,7 @@ type RsttraceVariables struct {
 	FilterPorts          *ebpf.Variable `ebpf:"filter_ports"`
 	HaveCmpxchg          *ebpf.Variable `ebpf:"have_cmpxchg"`
 	JiffiesHz            *ebpf.Variable `ebpf:"jiffies_hz"`
+	JiffiesSecMult       *ebpf.Variable `ebpf:"jiffies_sec_mult"`
 	NetfilterDropReason  *ebpf.Variable `ebpf:"netfilter_drop_reason"`
 	NfRangeCount         *ebpf.Variable `ebpf:"nf_range_count"`
 	NfRanges             *ebpf.Variable `ebpf:"nf_ranges"`

@@ -280,6 +280,7 @@ func (o *Objects) Prepare(kernelBTF *btf.Spec, plan Plan) error {
 	}
 	set := o.set
 	vars := &objs.RsttraceVariableSpecs
+	hz := jiffiesHz()
 	settings := []struct {
 		what string
 		v    *ebpf.VariableSpec
@@ -289,7 +290,8 @@ func (o *Objects) Prepare(kernelBTF *btf.Spec, plan Plan) error {
 		{"summary threshold", vars.SummaryAbove, set.SummaryAbove},
 		{"port filter", vars.FilterPorts, set.FilterPorts},
 		{"rate per destination", vars.RateLimit, perCPURate(set.RatePerSecond)},
-		{"jiffies a second", vars.JiffiesHz, jiffiesHz()},
+		{"jiffies a second", vars.JiffiesHz, hz},
+		{"seconds of a jiffy", vars.JiffiesSecMult, secMult(hz)},
 		{"compare-and-exchange", vars.HaveCmpxchg, o.cmpxchg},
 		{"connect slots", vars.ConnectSlotsMask, objs.ConnectSlots.MaxEntries - 1},
 		{"capabilities of the shared programs", vars.Caps, plan.Caps(SendResetHasReason(kernelBTF))},
@@ -336,6 +338,16 @@ func jiffiesHz() uint32 {
 		return 0
 	}
 	return hzOfTick(ts.Nano())
+}
+
+// secMult is 2^32/hz rounded down: a jiffy count times it, shifted right
+// by 32, is seconds, each hz jiffies long or one more now and then (only
+// which second a rate counts in depends on it); 0 for no jiffies.
+func secMult(hz uint32) uint64 {
+	if hz == 0 {
+		return 0
+	}
+	return (uint64(1) << 32) / uint64(hz)
 }
 
 // hzOfTick is the tick rate of a tick of tick ns, 0 if that is no kernel's

@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"math/bits"
 	"slices"
 	"testing"
 	"time"
@@ -142,5 +143,37 @@ func TestWithoutExchanges(t *testing.T) {
 	}
 	if !found[asm.CmpXchg] || !found[asm.Xchg] {
 		t.Errorf("the programs have compare-and-exchange %v, exchange %v: want both", found[asm.CmpXchg], found[asm.Xchg])
+	}
+}
+
+// The programs' second of a jiffy count j is (j*secMult(hz))>>32: every
+// second is hz jiffies long, or hz+1, from jiffies' start value (2^32 -
+// 300*hz, INITIAL_JIFFIES) to ten years of uptime, without overflow.
+func TestSecMult(t *testing.T) {
+	for _, hz := range []uint64{100, 250, 300, 1000} {
+		m := secMult(uint32(hz))
+		sec := func(j uint64) uint64 { return (j * m) >> 32 }
+		for _, start := range []uint64{1<<32 - 300*hz, 1<<32 + 10*365*24*3600*hz} {
+			if hi, _ := bits.Mul64(start+20*hz, m); hi != 0 {
+				t.Fatalf("hz %d: jiffies %d overflow", hz, start)
+			}
+			last, lastJ := sec(start), uint64(0)
+			for j := start; j < start+20*hz; j++ {
+				s := sec(j)
+				if s == last {
+					continue
+				}
+				if s != last+1 {
+					t.Fatalf("hz %d: second %d after %d at jiffy %d", hz, s, last, j)
+				}
+				if lastJ != 0 && (j-lastJ < hz || j-lastJ > hz+1) {
+					t.Errorf("hz %d: a second of %d jiffies at %d", hz, j-lastJ, j)
+				}
+				last, lastJ = s, j
+			}
+		}
+	}
+	if secMult(0) != 0 {
+		t.Error("secMult(0) != 0")
 	}
 }
