@@ -361,6 +361,7 @@ func TestPrivResetReachesAcceptor(t *testing.T) {
 	n := newNetns(t)
 	s := startTracer(t, Config{}, n)
 	requireCap(t, s, probe.CapResets)
+	t.Logf("resets and owners from %s", s.hook(probe.CapResets))
 	srv := netip.MustParseAddrPort("127.0.0.1:2094")
 	h, local, fd := n.acceptedConn(t, "acceptor", srv)
 	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {

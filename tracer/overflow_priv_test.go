@@ -213,6 +213,7 @@ func TestPrivOverflowSomaxconn(t *testing.T) {
 	n := newNetns(t)
 	n.sysctl(t, "net.core.somaxconn", "4")
 	s := startTracer(t, Config{OverflowInterval: testOverflowInterval}, n)
+	t.Logf("listen calls from %s", s.hook(probe.CapListenCalls))
 	ap := netip.MustParseAddrPort("127.0.0.1:8080")
 	h := n.mustStart(t, "clamped", "listen", ap, "RSTTRACE_TEST_BACKLOG=64")
 	lev := s.waitFor("listen", ofType(n, events.TypeListen, ap.Port()))
@@ -339,6 +340,7 @@ func waitWritable(t *testing.T, fd int) {
 func TestPrivOverflowSlowAccept(t *testing.T) {
 	n := newNetns(t)
 	s := startTracer(t, Config{OverflowInterval: testOverflowInterval}, n)
+	t.Logf("accept calls from %s", s.hook(probe.CapAcceptCalls))
 	ap := netip.MustParseAddrPort("[::1]:8080")
 	h := n.mustStart(t, "slowserver", "listen", ap, "RSTTRACE_TEST_BACKLOG=2")
 	s.waitFor("listen", ofType(n, events.TypeListen, ap.Port()))

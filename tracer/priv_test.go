@@ -201,6 +201,7 @@ func TestPrivBindFailed(t *testing.T) {
 	families(t, func(t *testing.T, lo netip.Addr) {
 		n := newNetns(t)
 		s := startTracer(t, Config{}, n)
+		t.Logf("bind errors from %s", s.hook(probe.CapBindErrors))
 		held := netip.AddrPortFrom(lo, 2084)
 		// The holder binds the port without listening: the port is taken
 		// but nothing accepts connections on it.

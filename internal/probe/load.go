@@ -509,8 +509,10 @@ func (o *Objects) Close() {
 
 // Attach attaches the programs of every capability the plan serves. A
 // capability whose attach fails although its probe passed (a function
-// ftrace cannot patch, for one) is degraded in the plan, with the kernel's
-// reason, rather than failing the tracer.
+// ftrace cannot patch, for one) is served by its next alternate (a
+// tracepoint: syscall tracepoints for bind, listen and accept), else
+// degraded in the plan with the kernel's reason, rather than failing the
+// tracer.
 //
 // A program shared by several capabilities is attached once: by the first
 // capability that needs it. If another of that capability's programs
@@ -530,39 +532,57 @@ func Attach(coll *ebpf.Collection, plan Plan, log *slog.Logger) []link.Link {
 			}
 			continue
 		}
-		var links []link.Link
-		var made []string
-		var aerr error
-		for _, name := range c.Programs() {
-			if attached[name] {
+		for {
+			links, aerr := attachChoice(coll, c, attached, failed)
+			if aerr == nil {
+				all = append(all, links...)
+				break
+			}
+			refused := c.Hook()
+			if c.fallBack() {
+				log.Info("capability served by its next hook", "capability", c.Capability, "refused", refused, "reason", aerr.Error(), "hook", c.Hook())
 				continue
-			}
-			if err, ok := failed[name]; ok {
-				aerr = fmt.Errorf("attaching %s: %w", c.Hook(), err)
-				break
-			}
-			l, err := c.Attach(name, coll.Programs[name])
-			if err != nil {
-				failed[name] = fmt.Errorf("%s: %w", name, err)
-				aerr = fmt.Errorf("attaching %s (%s): %w", c.Hook(), name, err)
-				break
-			}
-			attached[name] = true
-			links = append(links, l)
-			made = append(made, name)
-		}
-		if aerr != nil {
-			for j, l := range links {
-				l.Close()
-				delete(attached, made[j])
 			}
 			plan.Degrade(c.Capability, aerr.Error())
 			log.Warn("capability degraded", "capability", c.Capability, "reason", aerr.Error())
-			continue
+			break
 		}
-		all = append(all, links...)
 	}
 	return all
+}
+
+// attachChoice attaches c's programs not attached yet; on a failure it
+// closes the links it made and says why.
+func attachChoice(coll *ebpf.Collection, c *Choice, attached map[string]bool, failed map[string]error) ([]link.Link, error) {
+	var links []link.Link
+	var made []string
+	var aerr error
+	for _, name := range c.Programs() {
+		if attached[name] {
+			continue
+		}
+		if err, ok := failed[name]; ok {
+			aerr = fmt.Errorf("attaching %s: %w", c.Hook(), err)
+			break
+		}
+		l, err := c.Attach(name, coll.Programs[name])
+		if err != nil {
+			failed[name] = fmt.Errorf("%s: %w", name, err)
+			aerr = fmt.Errorf("attaching %s (%s): %w", c.Hook(), name, err)
+			break
+		}
+		attached[name] = true
+		links = append(links, l)
+		made = append(made, name)
+	}
+	if aerr != nil {
+		for j, l := range links {
+			l.Close()
+			delete(attached, made[j])
+		}
+		return nil, aerr
+	}
+	return links, nil
 }
 
 // RSTReasonNames resolves RST reason values by their names in this

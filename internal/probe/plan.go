@@ -309,6 +309,9 @@ func SendResetHasReason(s *btf.Spec) bool {
 type Choice struct {
 	Capability string
 	option     *option // nil: degraded
+	// alternates: later options whose probes passed, tried in order if
+	// the kernel refuses to attach option; their programs are loaded too.
+	alternates []*option
 	// Degraded is why no hook serves it; Fallback what rsttrace does
 	// instead.
 	Degraded string
@@ -340,8 +343,16 @@ func Choose(s *btf.Spec, force map[string]string) Plan {
 					continue
 				}
 			}
-			ch.option = o
-			break
+			if ch.option == nil {
+				ch.option = o
+				continue
+			}
+			// A later option that can always be attached once loaded
+			// (no function for ftrace to patch), kept in case the
+			// chosen one's attach is refused after its probe passed.
+			if o.kind == "tracepoint" || o.kind == "tp_btf" {
+				ch.alternates = append(ch.alternates, o)
+			}
 		}
 		if ch.option == nil {
 			ch.Degraded = strings.Join(why, "; ")
@@ -405,15 +416,30 @@ func (p Plan) Kind(name string) string {
 	return ""
 }
 
-// Programs are every program the plan attaches: the ones to load.
+// Programs are every program the plan may attach: the ones to load (the
+// chosen options' and their alternates').
 func (p Plan) Programs() map[string]bool {
 	keep := map[string]bool{}
 	for i := range p {
 		for _, name := range p[i].Programs() {
 			keep[name] = true
 		}
+		for _, o := range p[i].alternates {
+			for _, name := range o.progs {
+				keep[name] = true
+			}
+		}
 	}
 	return keep
+}
+
+// fallBack makes the next alternate the choice; false if none is left.
+func (c *Choice) fallBack() bool {
+	if len(c.alternates) == 0 {
+		return false
+	}
+	c.option, c.alternates = c.alternates[0], c.alternates[1:]
+	return true
 }
 
 // Degrade marks capability name as not served, with reason: a probe said
@@ -424,6 +450,7 @@ func (p Plan) Degrade(name, reason string) {
 			continue
 		}
 		p[i].option = nil
+		p[i].alternates = nil
 		p[i].Degraded = reason
 		for _, c := range capabilities {
 			if c.name == name {

@@ -101,3 +101,26 @@ func TestKallsymsRanges(t *testing.T) {
 		t.Errorf("ranges = %+v, want %+v", got, want)
 	}
 }
+
+// A choice's alternates are loaded with it, and take its place, in order,
+// when the kernel refuses to attach it.
+func TestChoiceAlternates(t *testing.T) {
+	fentry := &option{hook: "fexit/inet_bind", kind: "fentry", progs: []string{"fexit_inet_bind"}}
+	tp := &option{hook: "tracepoint/syscalls/sys_{enter,exit}_bind", kind: "tracepoint", progs: []string{"tp_sys_enter_bind", "tp_sys_exit_bind"}}
+	p := Plan{{Capability: CapBindErrors, option: fentry, alternates: []*option{tp}}}
+	want := map[string]bool{"fexit_inet_bind": true, "tp_sys_enter_bind": true, "tp_sys_exit_bind": true}
+	if got := p.Programs(); len(got) != len(want) || !got["fexit_inet_bind"] || !got["tp_sys_exit_bind"] {
+		t.Errorf("programs to load %v, want %v", got, want)
+	}
+	if !p[0].fallBack() || p[0].Hook() != tp.hook || p[0].Kind() != "tracepoint" {
+		t.Fatalf("after a refused attach: hook %q, want %q", p[0].Hook(), tp.hook)
+	}
+	if p[0].fallBack() {
+		t.Error("a second fallback with no alternate left")
+	}
+	p[0].alternates = []*option{tp}
+	p.Degrade(CapBindErrors, "refused")
+	if p[0].Served() || len(p[0].alternates) != 0 || p.Programs()["tp_sys_exit_bind"] {
+		t.Error("a degraded choice keeps programs to load")
+	}
+}
