@@ -64,6 +64,32 @@ func probeFunc(s *btf.Spec, fns ...string) error {
 	return nil
 }
 
+// probeStructArgs: every pointer argument of fn points to a struct in the
+// kernel's BTF. A tracing program reads its arguments through the
+// function's BTF, and the verifier before 6.x refuses a pointer to a
+// forward declaration ("arg0 type FWD is not a struct"): Debian's 5.10
+// declares the syscall wrappers' struct pt_regs so.
+func probeStructArgs(s *btf.Spec, fn string) error {
+	var f *btf.Func
+	if err := s.TypeByName(fn, &f); err != nil {
+		return fmt.Errorf("no function %s in kernel BTF", fn)
+	}
+	proto, ok := f.Type.(*btf.FuncProto)
+	if !ok {
+		return fmt.Errorf("%s has no prototype in kernel BTF", fn)
+	}
+	for i, p := range proto.Params {
+		ptr, ok := btf.UnderlyingType(p.Type).(*btf.Pointer)
+		if !ok {
+			continue
+		}
+		if _, ok := btf.UnderlyingType(ptr.Target).(*btf.Struct); !ok {
+			return fmt.Errorf("%s: argument %d points to a %T in kernel BTF, which the verifier refuses to read", fn, i, btf.UnderlyingType(ptr.Target))
+		}
+	}
+	return nil
+}
+
 // dropReason returns the value of SKB_DROP_REASON_<name> in this kernel:
 // the numbering differs between versions (NO_SOCKET is 2 on 6.1, 3 on 6.2).
 func dropReason(s *btf.Spec, name string) (uint32, bool) {

@@ -103,7 +103,8 @@ var capabilities = []capability{
 		// The syscall's own function: inet_listen gets the backlog after
 		// net.core.somaxconn clamped it.
 		{"fentry+fexit/" + syscallWrapper("listen"), "fentry", []string{"fentry_sys_listen", "fexit_sys_listen"},
-			probeFentry(syscallWrapper("listen")), attachTracing},
+			all(probeFentry(syscallWrapper("listen")), func(s *btf.Spec) error { return probeStructArgs(s, syscallWrapper("listen")) }),
+			attachTracing},
 		{"tracepoint/syscalls/sys_{enter,exit}_listen", "tracepoint", []string{"tp_sys_enter_listen", "tp_sys_exit_listen"}, nil, attachSyscallTP},
 	}},
 	{name: CapOverflow, options: []option{
