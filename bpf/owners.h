@@ -94,6 +94,10 @@ static __always_inline void accepted(const struct sock *sk)
 {
 	struct conn v = {};
 
+	/* Reset while it waited in the queue: closed already, and no state
+	 * change is left to free an entry made now. */
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE)
+		return;
 	if (!port_traced(BPF_CORE_READ(sk, __sk_common.skc_num)) &&
 	    !port_traced(bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
 		return;
