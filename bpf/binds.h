@@ -23,9 +23,6 @@ struct {
 	__type(value, struct bind_args);
 } binds SEC(".maps");
 
-/* The address bind() was given, from user memory (the syscall's argument)
- * or kernel memory (inet_bind's copy); false if it is not AF_INET/AF_INET6
- * or cannot be read. */
 static __always_inline long read_from(void *dst, __u32 n, const void *src,
 				      bool user)
 {
@@ -33,6 +30,9 @@ static __always_inline long read_from(void *dst, __u32 n, const void *src,
 		      bpf_probe_read_kernel(dst, n, src);
 }
 
+/* The address bind() was given, from user memory (the syscall's argument)
+ * or kernel memory (inet_bind's copy); false if it is not AF_INET/AF_INET6
+ * or cannot be read. */
 static __always_inline bool bind_args_of(struct bind_args *a, const void *uaddr,
 					 bool user)
 {

@@ -72,34 +72,47 @@ static __always_inline void listener_change(const struct sock *sk, int newstate)
  * Entry and return come from fentry/fexit on the syscall's wrapper where
  * the kernel allows them, else from the syscall tracepoints.
  */
-static __always_inline void listen_called(const struct sock *sk, __s32 fd,
-					  __u32 backlog)
+static __always_inline int handle_listen_enter(int fd, __u32 backlog)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct listen_args a = {};
+	struct sock *sk;
+	__u64 ino;
 
 	a.fd = fd;
 	a.backlog = backlog;
+	sk = fd_tcp_sock(a.fd, &ino);
+	if (!sk)
+		return 0;
 	a.was_listening = BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN;
 	bpf_map_update_elem(&listen_calls, &id, &a, BPF_ANY);
+	return 0;
 }
 
-/* listen() returned ret on sk (socket inode ino), called as a says. */
-static __always_inline void listen_returned(const struct sock *sk, __u64 ino,
-					    const struct listen_args *a, long ret)
+static __always_inline int handle_listen_exit(long ret)
 {
+	__u64 id = bpf_get_current_pid_tgid();
+	struct listen_args *a;
 	struct pkt p = {};
 	__u32 flags = 0;
+	struct sock *sk;
 	struct record *e;
+	__u64 ino;
 
+	a = bpf_map_lookup_elem(&listen_calls, &id);
+	if (!a)
+		return 0;
 	if (ret != 0 || !a->was_listening)
-		return;
+		goto out;
+	sk = fd_tcp_sock(a->fd, &ino);
+	if (!sk)
+		goto out;
 	sk_local(sk, &p, &flags);
 	if (!port_traced(p.dport))
-		return;
+		goto out;
 	e = reserve(RECORD_LISTEN_UPDATE);
 	if (!e)
-		return;
+		goto out;
 	pkt_to_event(&p, e);
 	e->flags |= flags;
 	e->state = TCP_LISTEN;
@@ -110,34 +123,7 @@ static __always_inline void listen_returned(const struct sock *sk, __u64 ino,
 	e->backlog_req = a->backlog;
 	current_proc(&e->proc);
 	bpf_ringbuf_submit(e, 0);
-}
-
-static __always_inline int handle_listen_enter(int fd, __u32 backlog)
-{
-	struct sock *sk;
-	__u64 ino;
-
-	sk = fd_tcp_sock(fd, &ino);
-	if (sk)
-		listen_called(sk, fd, backlog);
-	return 0;
-}
-
-static __always_inline int handle_listen_exit(long ret)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct listen_args *a;
-	struct sock *sk;
-	__u64 ino;
-
-	a = bpf_map_lookup_elem(&listen_calls, &id);
-	if (!a)
-		return 0;
-	if (ret == 0 && a->was_listening) {
-		sk = fd_tcp_sock(a->fd, &ino);
-		if (sk)
-			listen_returned(sk, ino, a, ret);
-	}
+out:
 	bpf_map_delete_elem(&listen_calls, &id);
 	return 0;
 }

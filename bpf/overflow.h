@@ -100,10 +100,10 @@ static __always_inline int handle_syn_recv_sock(const struct sock *sk,
 
 /*
  * accept(): when the owner last took a connection off a listener's queue,
- * to tell "stopped accepting" from "accepts, but too slowly".
+ * to tell "stopped accepting" from "accepts, but too slowly". The owner of
+ * listener sk (socket inode ino) takes a connection off its queue, or
+ * waits for one.
  */
-/* The owner of listener sk (socket inode ino) takes a connection off its
- * queue, or waits for one. */
 static __always_inline void accept_called(const struct sock *sk, __u64 ino)
 {
 	struct listen_stats *s;
