@@ -338,6 +338,13 @@ func Choose(s *btf.Spec, force map[string]string) Plan {
 				why = append(why, o.kind+": not the forced hook kind")
 				continue
 			}
+			// Past the choice only alternates are wanted: options that
+			// can always be attached once loaded (no function for
+			// ftrace to patch), kept in case the chosen one's attach
+			// is refused after its probe passed.
+			if ch.option != nil && o.kind != "tracepoint" && o.kind != "tp_btf" {
+				continue
+			}
 			if o.probe != nil {
 				if err := o.probe(s); err != nil {
 					why = append(why, o.kind+": "+err.Error())
@@ -346,12 +353,7 @@ func Choose(s *btf.Spec, force map[string]string) Plan {
 			}
 			if ch.option == nil {
 				ch.option = o
-				continue
-			}
-			// A later option that can always be attached once loaded
-			// (no function for ftrace to patch), kept in case the
-			// chosen one's attach is refused after its probe passed.
-			if o.kind == "tracepoint" || o.kind == "tp_btf" {
+			} else {
 				ch.alternates = append(ch.alternates, o)
 			}
 		}
