@@ -40,6 +40,9 @@ static __always_inline void connect_started(const struct sock *sk)
 	if (caps & CAP_F_CONNECT_FAILURES)
 		v.ts = coarse_ticks();
 	conn_add(key, &v);
+	/* For a refusing side on this CPU (syn_client, summary.h). */
+	if (caps & CAP_F_CLIENTS)
+		connect_on_cpu(key);
 }
 
 /*

@@ -112,7 +112,8 @@ struct {
  * A slot is taken at connect() before the first SYN leaves, and read and
  * given back only by the socket's own later events, which its lock
  * serializes; the one reader from elsewhere, the refusing side's
- * syn_client, runs inside the connect() that holds it. So no program reads
+ * syn_client, runs while the socket waits in SYN_SENT for the very SYN it
+ * answers (on loopback and veth, inside the connect()). So no program reads
  * a slot while another fills or frees it for the same socket, and a
  * socket whose address a slot does not hold finds nothing there.
  */
@@ -534,6 +535,7 @@ struct pkt {
 	__u16 dport;
 	__u8 family;
 	__u8 tcp_flags;
+	__u32 seq; /* the segment's sequence number (skb_parse only) */
 };
 
 static __always_inline void pkt_to_event(const struct pkt *p, struct record *e)
@@ -692,6 +694,7 @@ static __always_inline int skb_parse(const struct sk_buff *skb, bool btf,
 	p->sport = bpf_ntohs(t->source);
 	p->dport = bpf_ntohs(t->dest);
 	p->tcp_flags = ((const __u8 *)t)[13];
+	p->seq = bpf_ntohl(t->seq);
 	return 0;
 }
 

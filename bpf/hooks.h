@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * One handler per hook that several capabilities share (tcp_send_reset,
- * inet_sock_set_state, tcp_receive_reset, kfree_skb, net_dev_queue): it
+ * inet_sock_set_state, tcp_receive_reset, kfree_skb): it
  * does the work of all of them, dispatching on what the hook saw and on
  * `caps`. A second program on the same hook would pay the tracepoint's
  * dispatch, the argument reads and the packet parse again on every event;
@@ -215,16 +215,12 @@ static __always_inline int handle_kfree_skb(__u64 *ctx, struct sk_buff *skb, voi
 }
 
 /*
- * A packet leaves a device (net:net_dev_queue): a connecting socket's SYN,
- * for the refusing side on this CPU (syn_transmitted, summary.h), and the
- * address translation of a first SYN (nat.h).
+ * A packet leaves a device (net:net_dev_queue): the address translation of
+ * a first SYN (nat.h). Attached only while the kernel can translate
+ * (userspace waits for nf_nat): every packet of the host comes here.
  */
 static __always_inline int handle_dev_queue(const struct sk_buff *skb)
 {
-	/* Whichever program sends refusals (tp_btf, fentry, kprobe) reads
-	 * it; the client's tcp_receive_reset takes what it decided. */
-	if (caps & CAP_F_CLIENTS)
-		syn_transmitted(skb);
 	if (caps & CAP_F_NAT)
 		nat_syn_seen(skb);
 	return 0;

@@ -44,7 +44,7 @@ static __always_inline void refusal_sent(const struct sock *sk,
 			conn_key_of(&ck, p->family, p->saddr, p->sport,
 				    p->daddr, p->dport);
 		if (!nat && (caps & CAP_F_CLIENTS))
-			client = syn_client(skb, &ck);
+			client = syn_client(p);
 		summary_key_of(&sk_key, SUMMARY_REFUSED, netns, p->family,
 			       p->daddr, p->dport);
 		if (summarize(&sk_key)) {

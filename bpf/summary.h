@@ -477,83 +477,66 @@ static __always_inline __u8 decided(const struct conn_key *k)
 }
 
 /*
- * The last SYN this CPU transmitted from a connecting socket
- * (net:net_dev_queue): the packet, its socket and the connection as its
- * receiving side keys it. Loopback and veth hand a packet to the receiving
- * stack on the CPU that sent it (loopback_xmit, veth_xmit -> netif_rx into
- * this CPU's backlog, run when the sender re-enables bottom halves), and
- * with nothing listening tcp_v4_send_reset/tcp_v6_send_reset answer that
- * same skb there. The refusing side then finds the client's `connecting`
- * entry through this slot and writes its decision into it (conn.decided),
- * where the client's tcp_receive_reset reads it with the entry it looks up
- * anyway: no decisions entry made, looked up and deleted, three bucket
- * locks taken with interrupts off, on every local refusal. Anything else
- * (another CPU, a queueing discipline holding the SYN, a translated one)
- * finds no match and goes through the decisions map.
+ * The socket that last began a connect() on this CPU (CLOSE->SYN_SENT, in
+ * the caller's context: connect_started). Loopback and veth hand a packet
+ * to the receiving stack on the CPU that sent it (loopback_xmit, veth_xmit
+ * -> netif_rx into this CPU's backlog, run when the sender re-enables
+ * bottom halves at the end of __dev_queue_xmit, still inside that
+ * connect()), and with nothing listening tcp_v4_send_reset and
+ * tcp_v6_send_reset answer the SYN there. The refusing side then finds
+ * the client's `connecting` entry through this slot and writes its
+ * decision into it (conn.decided), where the client's tcp_receive_reset
+ * reads it with the entry it looks up anyway: no decisions entry made,
+ * looked up and deleted, three bucket locks taken with interrupts off, on
+ * every local refusal; and no program on every packet a device sends to
+ * learn which SYN is whose. Anything else (another CPU, a queueing
+ * discipline or ksoftirqd holding the SYN, a retransmitted or translated
+ * one) finds no match and goes through the decisions map.
  */
-struct syn_slot {
-	__u64 skb;
-	__u64 sk;
-	struct conn_key ck;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct syn_slot);
-} last_syn SEC(".maps");
+	__type(value, __u64);
+} cpu_connecting SEC(".maps");
 
-/* skb leaves a device (net:net_dev_queue): keep it if it is a connecting
- * socket's SYN (the only segments a socket sends in SYN_SENT). */
-static __always_inline void syn_transmitted(const struct sk_buff *skb)
+/* sk begins a connect() on this CPU (connect_started). */
+static __always_inline void connect_on_cpu(__u64 sk)
 {
-	const struct sock *sk = skb->sk;
-	struct syn_slot *s;
-	struct pkt p = {};
 	__u32 zero = 0;
+	__u64 *s = bpf_map_lookup_elem(&cpu_connecting, &zero);
 
-	if (!sk || sk->__sk_common.skc_state != TCP_SYN_SENT ||
-	    sk->sk_protocol != IPPROTO_TCP)
-		return;
-	s = bpf_map_lookup_elem(&last_syn, &zero);
-	if (!s)
-		return;
-	sk_pkt(sk, &p);
-	conn_key_of(&s->ck, p.family, p.saddr, p.sport, p.daddr, p.dport);
-	s->skb = (__u64)skb;
-	s->sk = (__u64)sk;
-}
-
-static __always_inline bool conn_key_eq(const struct conn_key *a,
-					const struct conn_key *b)
-{
-	const __u16 *x = (const __u16 *)a, *y = (const __u16 *)b;
-
-#pragma unroll
-	for (int i = 0; i < sizeof(*a) / 2; i++)
-		if (x[i] != y[i])
-			return false;
-	return true;
+	if (s)
+		*s = sk;
 }
 
 /*
- * The `connecting` entry of the local client whose SYN skb is, the
- * connection being k; NULL if this CPU did not just send it. The address
- * alone is not proof: an skb freed and reused for a packet received from
- * elsewhere can have it, hence the tuple too. The slot is emptied.
+ * The `connecting` entry of the local client whose SYN p is (as the
+ * refusing side parsed it: saddr/sport the client); NULL if it is not the
+ * socket that last began a connect() on this CPU. The address alone is no
+ * proof (another connect() on the CPU since, a socket freed and its memory
+ * reused): the socket must still wait in SYN_SENT, on the SYN's ports,
+ * with the SYN's sequence number as its first (snd_una stays at the
+ * initial sequence number until the SYN is acknowledged; tcp_connect_init).
+ * The slot is emptied.
  */
-static __always_inline struct conn *syn_client(const struct sk_buff *skb,
-					       const struct conn_key *k)
+static __always_inline struct conn *syn_client(const struct pkt *p)
 {
 	__u32 zero = 0;
-	struct syn_slot *s = bpf_map_lookup_elem(&last_syn, &zero);
+	__u64 *s = bpf_map_lookup_elem(&cpu_connecting, &zero);
+	const struct sock *sk;
 	__u64 key;
 
-	if (!s || s->skb != (__u64)skb || !conn_key_eq(&s->ck, k))
+	if (!s || !*s)
 		return NULL;
-	key = s->sk;
-	s->skb = 0;
+	key = *s;
+	sk = (const struct sock *)key;
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT ||
+	    BPF_CORE_READ(sk, __sk_common.skc_num) != p->sport ||
+	    bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != p->dport ||
+	    BPF_CORE_READ((const struct tcp_sock *)sk, snd_una) != p->seq)
+		return NULL;
+	*s = 0;
 	return conn_find(key);
 }
 

@@ -548,8 +548,9 @@ func TestPrivIdentity(t *testing.T) {
 }
 
 // TestPrivRefusalDecidedInPlace: the refusing side of a local refusal
-// finds its client through the SYN this CPU just transmitted (last_syn)
-// and leaves its decision in the client's connecting entry; when the
+// finds its client through the socket that last began a connect() on this
+// CPU (cpu_connecting), proven by the SYN's ports and sequence number, and
+// leaves its decision in the client's connecting entry; when the
 // server's stack runs on another CPU (RPS steers the veth's receive
 // there), the decision goes through the decisions map instead. Either
 // way each refusal is one RESET_SENT and one CLIENT_REFUSED that says the
@@ -565,8 +566,7 @@ func TestPrivRefusalDecidedInPlace(t *testing.T) {
 	l := load(t, map[string]any{
 		"caps": uint32(RsttraceCapFlagCAP_F_REFUSALS | RsttraceCapFlagCAP_F_CLIENTS |
 			RsttraceCapFlagCAP_F_RST_REASON),
-	}, "tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset", "tp_btf_inet_sock_set_state",
-		"tp_btf_net_dev_queue")
+	}, "tp_btf_tcp_send_reset", "tp_btf_tcp_receive_reset", "tp_btf_inet_sock_set_state")
 
 	const n = 20
 	const port = 5356
@@ -581,10 +581,10 @@ func TestPrivRefusalDecidedInPlace(t *testing.T) {
 		}
 	}
 	// refuse dials n times from a thread pinned to CPU 0 and returns CPU
-	// 0's SYN slot as the last refusal left it (read at once: any other
-	// connect on CPU 0 replaces it).
-	refuse := func(t *testing.T, ns *netns, dial func() error) RsttraceSynSlot {
-		var slots []RsttraceSynSlot
+	// 0's connecting slot as the last refusal left it (read at once: any
+	// other connect on CPU 0 replaces it).
+	refuse := func(t *testing.T, ns *netns, dial func() error) uint64 {
+		var slots []uint64
 		ns.do(t, func() error {
 			var all, one unix.CPUSet
 			if err := unix.SchedGetaffinity(0, &all); err != nil {
@@ -604,15 +604,15 @@ func TestPrivRefusalDecidedInPlace(t *testing.T) {
 					return fmt.Errorf("connect to port %d: %v, want ECONNREFUSED", port, err)
 				}
 			}
-			return l.coll.Maps["last_syn"].Lookup(uint32(0), &slots)
+			return l.coll.Maps["cpu_connecting"].Lookup(uint32(0), &slots)
 		})
 		return slots[0]
 	}
 	// check: n refusals, each written once by each side (the server's
 	// in server, the client's in client), the client's saying the sender
 	// was seen; the decisions map empty; CPU 0's slot consumed (the
-	// sender found it) or not.
-	check := func(t *testing.T, client, server *netns, slot RsttraceSynSlot, wantConsumed bool) {
+	// sender found it) or still naming the last connecting socket.
+	check := func(t *testing.T, client, server *netns, slot uint64, wantConsumed bool) {
 		t.Helper()
 		sent, refused := 0, 0
 		for _, r := range l.drain(t, 500*time.Millisecond, 5*time.Second) {
@@ -642,17 +642,19 @@ func TestPrivRefusalDecidedInPlace(t *testing.T) {
 		if it := l.coll.Maps["decisions"].Iterate(); it.Next(&k, &d) {
 			t.Errorf("a decision was left behind: %+v -> %d", k, d)
 		}
-		if slot.Ck.Rport != port || slot.Sk == 0 {
-			t.Fatalf("CPU 0's SYN slot holds %+v, not the test's last SYN to port %d", slot, port)
-		}
-		if consumed := slot.Skb == 0; consumed != wantConsumed {
-			t.Errorf("CPU 0's SYN slot consumed by the refusing side: %v, want %v", consumed, wantConsumed)
+		if consumed := slot == 0; consumed != wantConsumed {
+			t.Errorf("CPU 0's connecting slot (%#x) consumed by the refusing side: %v, want %v", slot, consumed, wantConsumed)
 		}
 	}
 
 	t.Run("same CPU", func(t *testing.T) {
 		ns := newNetns(t)
 		slot := refuse(t, ns, dialTo("127.0.0.1"))
+		check(t, ns, ns, slot, true)
+	})
+	t.Run("IPv6", func(t *testing.T) {
+		ns := newNetns(t)
+		slot := refuse(t, ns, dialTo("::1"))
 		check(t, ns, ns, slot, true)
 	})
 	// An AF_INET6 socket connecting to a v4-mapped address sends IPv4: its

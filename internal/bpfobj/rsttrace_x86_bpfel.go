@@ -256,14 +256,6 @@ type RsttraceSummaryVal struct {
 	ClientLocal uint64
 }
 
-type RsttraceSynSlot struct {
-	_   structs.HostLayout
-	Skb uint64
-	Sk  uint64
-	Ck  RsttraceConnKey
-	_   [4]byte
-}
-
 // LoadRsttrace returns the embedded CollectionSpec for Rsttrace.
 func LoadRsttrace() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_RsttraceBytes)
@@ -348,9 +340,9 @@ type RsttraceMapSpecs struct {
 	ConnectSlots      *ebpf.MapSpec `ebpf:"connect_slots"`
 	Connecting        *ebpf.MapSpec `ebpf:"connecting"`
 	ConnectingSpilled *ebpf.MapSpec `ebpf:"connecting_spilled"`
+	CpuConnecting     *ebpf.MapSpec `ebpf:"cpu_connecting"`
 	Decisions         *ebpf.MapSpec `ebpf:"decisions"`
 	FwIcmpSkbs        *ebpf.MapSpec `ebpf:"fw_icmp_skbs"`
-	LastSyn           *ebpf.MapSpec `ebpf:"last_syn"`
 	ListenCalls       *ebpf.MapSpec `ebpf:"listen_calls"`
 	ListenerStats     *ebpf.MapSpec `ebpf:"listener_stats"`
 	Lost              *ebpf.MapSpec `ebpf:"lost"`
@@ -425,9 +417,9 @@ type RsttraceMaps struct {
 	ConnectSlots      *ebpf.Map `ebpf:"connect_slots"`
 	Connecting        *ebpf.Map `ebpf:"connecting"`
 	ConnectingSpilled *ebpf.Map `ebpf:"connecting_spilled"`
+	CpuConnecting     *ebpf.Map `ebpf:"cpu_connecting"`
 	Decisions         *ebpf.Map `ebpf:"decisions"`
 	FwIcmpSkbs        *ebpf.Map `ebpf:"fw_icmp_skbs"`
-	LastSyn           *ebpf.Map `ebpf:"last_syn"`
 	ListenCalls       *ebpf.Map `ebpf:"listen_calls"`
 	ListenerStats     *ebpf.Map `ebpf:"listener_stats"`
 	Lost              *ebpf.Map `ebpf:"lost"`
@@ -454,9 +446,9 @@ func (m *RsttraceMaps) Close() error {
 		m.ConnectSlots,
 		m.Connecting,
 		m.ConnectingSpilled,
+		m.CpuConnecting,
 		m.Decisions,
 		m.FwIcmpSkbs,
-		m.LastSyn,
 		m.ListenCalls,
 		m.ListenerStats,
 		m.Lost,
