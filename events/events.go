@@ -245,6 +245,10 @@ type Attach struct {
 	// Fallback, with Degraded, is how rsttrace does without it (less
 	// detail, nothing missing).
 	Fallback string `json:"fallback,omitempty"`
+	// Waiting: the hook is loaded but attached only once this happens on
+	// the host (until then nothing pays for it); it goes from later
+	// records' plans once attached.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // Event is one record of output. Which fields are set depends on Type.

@@ -476,6 +476,10 @@ func appendAttach(b []byte, a *Attach) []byte {
 		b = append(b, `,"fallback":`...)
 		b = appendString(b, a.Fallback)
 	}
+	if a.Waiting != "" {
+		b = append(b, `,"waiting":`...)
+		b = appendString(b, a.Waiting)
+	}
 	return append(b, '}')
 }
 

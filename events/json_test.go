@@ -212,7 +212,7 @@ func TestJSONMatchesEncodingJSON(t *testing.T) {
 		{"empty plan and ports omitted", &Event{Time: t0, Type: TypeStart, Plan: []Attach{}, Ports: []uint16{}}},
 		{"extremes", &Event{Time: t0, Type: TypeStop, Netns: ^uint32(0), Version: -1 << 63,
 			Lost: u64p(^uint64(0)), Events: ^uint64(0), IntervalMs: -1 << 63, AcceptIdleMs: i64p(1<<63 - 1),
-			Ports: []uint16{0, 65535}, Plan: []Attach{{}, {Capability: "c", Hook: "h", Degraded: "d"}}}},
+			Ports: []uint16{0, 65535}, Plan: []Attach{{}, {Capability: "c", Hook: "h", Degraded: "d"}, {Capability: "n", Hook: "h", Waiting: "w"}}}},
 	}
 	for _, s := range sampleEvents() {
 		tests = append(tests, struct {

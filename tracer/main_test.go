@@ -493,6 +493,30 @@ func (s *session) hook(c string) string {
 	return ""
 }
 
+// waitAttached waits until capability c no longer waits for the host
+// (Choice.Waiting): Run attaches it at a housekeeping pass.
+func (s *session) waitAttached(c string) {
+	s.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		for _, a := range s.tr.Plan() {
+			if a.Capability != c {
+				continue
+			}
+			if a.Hook == "" {
+				s.t.Fatalf("capability %s is degraded: %s", c, a.Degraded)
+			}
+			if a.Waiting == "" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("capability %s still waiting after %v", c, waitTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // stop ends Run and closes the tracer; it returns Run's error.
 func (s *session) stop() {
 	if s.tr == nil {

@@ -107,6 +107,22 @@ func newNATRig(t *testing.T) *natRig {
 	return r
 }
 
+// translate loads ruleset rs into C. The NAT hook is attached once the
+// kernel's address translation is loaded, which the first nat chain does
+// if nothing did before: the connections come after that.
+func (r *natRig) translate(t *testing.T, rs string) {
+	t.Helper()
+	waited := false
+	for _, a := range r.s.tr.Plan() {
+		waited = waited || (a.Capability == probe.CapNAT && a.Waiting != "")
+	}
+	r.c.nft(t, rs)
+	r.s.waitAttached(probe.CapNAT)
+	if waited {
+		t.Logf("the NAT hook waited for %s, and was attached when the ruleset loaded it", "nf_nat")
+	}
+}
+
 // dnat is the ruleset of C: the service address's port 8080 goes to the
 // backend's port 80; with snat, the source becomes the SNAT address and a
 // port from 61000-61099 (so both source fields change).
@@ -208,7 +224,7 @@ func natFamilies(t *testing.T, f func(t *testing.T, a natAddrs)) {
 func TestPrivNATNoListener(t *testing.T) {
 	natFamilies(t, func(t *testing.T, a natAddrs) {
 		r := newNATRig(t)
-		r.c.nft(t, dnat(a, false))
+		r.translate(t, dnat(a, false))
 		local := r.refuse(t, a)
 		r.checkNAT(t, r.onlyOne(t), a, local, events.CauseNoListener)
 	})
@@ -217,7 +233,7 @@ func TestPrivNATNoListener(t *testing.T) {
 func TestPrivNATMasquerade(t *testing.T) {
 	natFamilies(t, func(t *testing.T, a natAddrs) {
 		r := newNATRig(t)
-		r.c.nft(t, dnat(a, true))
+		r.translate(t, dnat(a, true))
 		local := r.refuse(t, a)
 		e := r.onlyOne(t)
 		r.checkNAT(t, e, a, local, events.CauseNoListener)
@@ -226,7 +242,7 @@ func TestPrivNATMasquerade(t *testing.T) {
 
 func TestPrivNATListenerClosed(t *testing.T) {
 	r := newNATRig(t)
-	r.c.nft(t, dnat(natV4, false))
+	r.translate(t, dnat(natV4, false))
 	ap := netip.AddrPortFrom(natV4.backend, 80)
 	h := r.b.mustStart(t, "backend", "listen", ap)
 	r.s.waitFor("listen", ofType(r.b, events.TypeListen, 80))
@@ -241,7 +257,7 @@ func TestPrivNATListenerClosed(t *testing.T) {
 
 func TestPrivNATWrongAddress(t *testing.T) {
 	r := newNATRig(t)
-	r.c.nft(t, dnat(natV4, false))
+	r.translate(t, dnat(natV4, false))
 	ap := netip.MustParseAddrPort("127.0.0.1:80")
 	h := r.b.mustStart(t, "backend", "listen", ap)
 	r.s.waitFor("listen", ofType(r.b, events.TypeListen, 80))

@@ -116,6 +116,11 @@ type Tracer struct {
 	mu       sync.Mutex
 	lostSeen uint64 // kernel losses already reported in lost records
 	written  uint64
+	// waiting: a capability of the plan waits for the host
+	// (probe.AttachWaiting); looked for at waitLooked. The plan changes
+	// under mu.
+	waiting    bool
+	waitLooked time.Time
 }
 
 // New checks the host, loads and attaches the programs, and reads the
@@ -201,6 +206,7 @@ func (t *Tracer) load(objs *probe.Objects, kernelBTF *btf.Spec, began time.Time)
 		return err
 	}
 	t.links = probe.Attach(t.coll, t.plan, t.log)
+	t.waiting = slices.ContainsFunc(t.plan, func(c probe.Choice) bool { return c.Waiting != "" })
 	phase("attach")
 
 	procfs := host.Procfs{Root: cfg.Proc}
@@ -274,7 +280,26 @@ func (k kernelOverflow) Stages(ino uint64) correlate.StageCounts {
 func (t *Tracer) wall(ns uint64) time.Time { return time.Unix(0, int64(ns)+t.wallOffset) }
 
 // Plan says which hook serves which capability.
-func (t *Tracer) Plan() []events.Attach { return t.plan.Attaches() }
+func (t *Tracer) Plan() []events.Attach {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.plan.Attaches()
+}
+
+// waitEvery is how often a capability waiting for the host looks again.
+const waitEvery = 100 * time.Millisecond
+
+// attachWaiting attaches the capabilities whose wait is over.
+func (t *Tracer) attachWaiting() {
+	if !t.waiting || time.Since(t.waitLooked) < waitEvery {
+		return
+	}
+	t.waitLooked = time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.links = append(t.links, probe.AttachWaiting(t.coll, t.plan, t.log)...)
+	t.waiting = slices.ContainsFunc(t.plan, func(c probe.Choice) bool { return c.Waiting != "" })
+}
 
 // Kernel is the running kernel's release.
 func (t *Tracer) Kernel() string { return t.kernel }
@@ -476,10 +501,11 @@ func (t *Tracer) takeSnapshot(ctx context.Context, emit func(*events.Event) erro
 	return nil
 }
 
-// housekeep runs when the ring is empty: the overflow poll when due, held
-// refusals whose client did not come, the output flush, and the lost
-// report when due.
+// housekeep runs when the ring is empty: hooks waiting for the host, the
+// overflow poll when due, held refusals whose client did not come, the
+// output flush, and the lost report when due.
 func (t *Tracer) housekeep(emit func(*events.Event) error, out events.Encoder, lastLost *time.Time) error {
+	t.attachWaiting()
 	if t.ovf.Due(time.Now(), t.cfg.OverflowInterval) {
 		if err := t.ovf.Poll(time.Now(), t.monoNow(), t.corr.Listener, emit); err != nil {
 			return err
@@ -587,10 +613,12 @@ func (t *Tracer) Close() error {
 	if t.snapDone != nil {
 		<-t.snapDone // the snapshot reads nothing Close frees, but ends first
 	}
+	t.mu.Lock()
 	for i := len(t.links) - 1; i >= 0; i-- {
 		errs = append(errs, t.links[i].Close())
 	}
 	t.links = nil
+	t.mu.Unlock()
 	if t.ovf != nil {
 		t.ovf.Close()
 		t.ovf = nil

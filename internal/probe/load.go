@@ -532,23 +532,50 @@ func Attach(coll *ebpf.Collection, plan Plan, log *slog.Logger) []link.Link {
 			}
 			continue
 		}
-		for {
-			links, aerr := attachChoice(coll, c, attached, failed)
-			if aerr == nil {
-				all = append(all, links...)
-				break
-			}
-			refused := c.Hook()
-			if c.fallBack() {
-				log.Info("capability served by its next hook", "capability", c.Capability, "refused", refused, "reason", aerr.Error(), "hook", c.Hook())
-				continue
-			}
-			plan.Degrade(c.Capability, aerr.Error())
-			log.Warn("capability degraded", "capability", c.Capability, "reason", aerr.Error())
-			break
+		if c.Waiting != "" {
+			log.Info("capability waiting", "capability", c.Capability, "hook", c.Hook(), "until", c.Waiting)
+			continue
 		}
+		all = append(all, attachServed(coll, plan, c, attached, failed, log)...)
 	}
 	return all
+}
+
+// AttachWaiting attaches the capabilities whose wait is over (Waiting);
+// it returns the links it made. The programs were loaded with the rest.
+func AttachWaiting(coll *ebpf.Collection, plan Plan, log *slog.Logger) []link.Link {
+	var all []link.Link
+	for i := range plan {
+		c := &plan[i]
+		if c.Waiting == "" || !c.Served() || !c.needed() {
+			continue
+		}
+		log.Info("capability attached", "capability", c.Capability, "hook", c.Hook(), "after", c.Waiting)
+		c.Waiting, c.needed = "", nil
+		// Each waiting capability has its hook to itself: nothing of
+		// it is attached yet.
+		all = append(all, attachServed(coll, plan, c, map[string]bool{}, map[string]error{}, log)...)
+	}
+	return all
+}
+
+// attachServed attaches c, falling back to its alternates, else degrading
+// it in plan.
+func attachServed(coll *ebpf.Collection, plan Plan, c *Choice, attached map[string]bool, failed map[string]error, log *slog.Logger) []link.Link {
+	for {
+		links, aerr := attachChoice(coll, c, attached, failed)
+		if aerr == nil {
+			return links
+		}
+		refused := c.Hook()
+		if c.fallBack() {
+			log.Info("capability served by its next hook", "capability", c.Capability, "refused", refused, "reason", aerr.Error(), "hook", c.Hook())
+			continue
+		}
+		plan.Degrade(c.Capability, aerr.Error())
+		log.Warn("capability degraded", "capability", c.Capability, "reason", aerr.Error())
+		return nil
+	}
 }
 
 // attachChoice attaches c's programs not attached yet; on a failure it

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"errors"
+	"os"
 
 	"github.com/cilium/ebpf/btf"
 )
@@ -17,6 +18,31 @@ import (
 // conntrackModule is the module that defines struct nf_conn when it is not
 // built in.
 const conntrackModule = "nf_conntrack"
+
+// natModule is the kernel's address translation when it is not built in.
+const natModule = "nf_nat"
+
+// natNeeded: the NAT program runs for every packet every device sends,
+// and only a kernel that can translate addresses needs it. Built in
+// (nf_nat_setup_info in vmlinux BTF) or loaded already: attached at once.
+// Otherwise it waits for the module, which the first NAT rule loads
+// (nftables' nat chains, iptables' nat table: Docker, kube-proxy, a
+// port redirect); the tracer looks for it in /sys/module at each
+// housekeeping pass (a few times a second).
+func natNeeded(s *btf.Spec) (func() bool, string) {
+	var fn *btf.Func
+	if err := s.TypeByName("nf_nat_setup_info", &fn); err == nil {
+		return nil, ""
+	}
+	loaded := func() bool {
+		_, err := os.Stat("/sys/module/" + natModule)
+		return err == nil
+	}
+	if loaded() {
+		return nil, ""
+	}
+	return loaded, "the kernel's address translation (module " + natModule + ") is loaded"
+}
 
 // probeNAT: the tracepoint exists, sk_buff carries a conntrack reference
 // (CONFIG_NF_CONNTRACK) and struct nf_conn is resolvable.

@@ -41,6 +41,9 @@ type capability struct {
 	options []option
 	// fallback says what rsttrace still does when no option fits.
 	fallback string
+	// needed, if set, says whether this host needs the capability yet
+	// (nil func: always; see Choice.Waiting).
+	needed func(*btf.Spec) (now func() bool, until string)
 }
 
 // Capability names, as in the start record's plan.
@@ -159,10 +162,13 @@ var capabilities = []capability{
 		{"tp_btf/tcp_send_reset(no reason)+tcp_receive_reset", "tp_btf", resetPrograms,
 			probeTPs("btf_trace_tcp_send_reset", "btf_trace_tcp_receive_reset", "btf_trace_inet_sock_set_state"), attachMixed},
 	}},
-	// Its own hook: no other capability has a program on it.
+	// Its own hook: no other capability has a program on it. It runs for
+	// every packet every device sends, so it is attached only once the
+	// kernel can translate addresses at all.
 	{name: CapNAT, options: []option{
 		{"tp_btf/net_dev_queue", "tp_btf", []string{"tp_btf_net_dev_queue"}, probeNAT, attachTracing},
-	}, fallback: "a refusal through address translation is reported at the backend and, separately, at the client"},
+	}, fallback: "a refusal through address translation is reported at the backend and, separately, at the client",
+		needed: natNeeded},
 }
 
 // resetPrograms serve the resets capability: the RSTs, and the owner table.
@@ -317,6 +323,10 @@ type Choice struct {
 	// instead.
 	Degraded string
 	Fallback string
+	// Waiting: its programs are loaded but not attached until what it
+	// says happens (needed tells when); "" once attached.
+	Waiting string
+	needed  func() bool
 }
 
 // Plan is the attach plan: one choice per capability, in the order of the
@@ -360,6 +370,8 @@ func Choose(s *btf.Spec, force map[string]string) Plan {
 		if ch.option == nil {
 			ch.Degraded = strings.Join(why, "; ")
 			ch.Fallback = c.fallback
+		} else if c.needed != nil {
+			ch.needed, ch.Waiting = c.needed(s)
 		}
 		out = append(out, ch)
 	}
@@ -467,7 +479,8 @@ func (p Plan) Degrade(name, reason string) {
 func (p Plan) Attaches() []events.Attach {
 	out := make([]events.Attach, 0, len(p))
 	for i := range p {
-		out = append(out, events.Attach{Capability: p[i].Capability, Hook: p[i].Hook(), Degraded: p[i].Degraded, Fallback: p[i].Fallback})
+		out = append(out, events.Attach{Capability: p[i].Capability, Hook: p[i].Hook(), Degraded: p[i].Degraded,
+			Fallback: p[i].Fallback, Waiting: p[i].Waiting})
 	}
 	return out
 }
