@@ -17,10 +17,15 @@
 #      floor-hooks the counting program on every tracepoint a refusal passes
 #                 that rsttrace attaches to (mintracer -hooks=rsttrace): what
 #                 the hooks cost before any of rsttrace's work
-#   3. the table (abrun -table) the README carries.
+#   3. the table (abrun -table) the README carries;
+#   4. chopped runs (bench/chop): the storm without a break, each arm's
+#      programs attached and detached in turn every WINDOW, CYCLES times:
+#      rsttrace, floor, floor-hooks, floor-hooks+syscalls (the syscall
+#      tracepoints rsttrace falls back to where fentry is refused).
 #
 # Environment: ROUNDS (storm and floors, default 5), ROUNDS_OTHER (default 2),
-# DURATION (default 5s), OUT (default a new directory under /tmp).
+# DURATION (default 5s), CYCLES (chop, default 100), WINDOW (chop, default
+# 200ms), OUT (default a new directory under /tmp).
 # Needs root, and ./rsttrace built (make bench builds it).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -68,3 +73,9 @@ done
 args="$args floor=$floors floor-hooks=$hooks"
 # shellcheck disable=SC2086
 bench/bin/abrun -table $args | tee "$OUT/table.md"
+
+echo
+echo "== chopped: the storm without a break, programs attached and detached every ${WINDOW:-200ms}"
+go build -o bench/bin/chop ./bench/chop
+bench/bin/chop -cycles "${CYCLES:-100}" -window "${WINDOW:-200ms}" \
+	-arms rsttrace,floor,floor-hooks,floor-hooks+syscalls | tee "$OUT/chop.txt"

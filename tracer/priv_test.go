@@ -341,3 +341,22 @@ func TestPrivRingFillDuringClose(t *testing.T) {
 		t.Errorf("RingFill after Close = %v, want 0", f)
 	}
 }
+
+// TestPrivPauseResume: paused, the tracer sees nothing (its programs are
+// detached); resumed, the next refusal is reported as before.
+func TestPrivPauseResume(t *testing.T) {
+	n := newNetns(t)
+	s := startTracer(t, Config{}, n)
+	if err := s.tr.Pause(); err != nil {
+		t.Fatalf("Pause: %v", err)
+	}
+	paused := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 2081)
+	if err, _ := n.connect(t, paused); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("connect to %v while paused: %v, want ECONNREFUSED", paused, err)
+	}
+	s.tr.Resume()
+	mustRefuse(t, s, n, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 2082), events.CauseNoListener)
+	if got := s.all(refusedTo(n, paused)); len(got) != 0 {
+		t.Errorf("%d refused events for the refusal made while paused, want none: %+v", len(got), got[0])
+	}
+}

@@ -121,6 +121,7 @@ type Tracer struct {
 	// under mu.
 	waiting    bool
 	waitLooked time.Time
+	paused     bool // Pause: links detached
 }
 
 // New checks the host, loads and attaches the programs, and reads the
@@ -286,6 +287,32 @@ func (t *Tracer) Plan() []events.Attach {
 	return t.plan.Attaches()
 }
 
+// Pause detaches every program: until Resume the kernel runs none of them
+// and nothing that happens meanwhile is seen; the maps, the ring and what
+// the correlator holds stay. It is for measuring what the programs cost
+// against the same process with nothing attached (bench/chop).
+func (t *Tracer) Pause() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for i := len(t.links) - 1; i >= 0; i-- {
+		errs = append(errs, t.links[i].Close())
+	}
+	t.links = nil
+	t.paused = true
+	return errors.Join(errs...)
+}
+
+// Resume attaches again what Pause detached, as the plan says now.
+func (t *Tracer) Resume() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.paused {
+		t.links = probe.Attach(t.coll, t.plan, t.log)
+		t.paused = false
+	}
+}
+
 // waitEvery is how often a capability waiting for the host looks again.
 const waitEvery = 100 * time.Millisecond
 
@@ -297,6 +324,9 @@ func (t *Tracer) attachWaiting() {
 	t.waitLooked = time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.paused {
+		return // Resume attaches what is due
+	}
 	t.links = append(t.links, probe.AttachWaiting(t.coll, t.plan, t.log)...)
 	t.waiting = slices.ContainsFunc(t.plan, func(c probe.Choice) bool { return c.Waiting != "" })
 }
