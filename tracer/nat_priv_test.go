@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +51,11 @@ type natRig struct {
 }
 
 func newNATRig(t *testing.T) *natRig {
+	t.Helper()
+	return newNATRigWith(t, Config{})
+}
+
+func newNATRigWith(t *testing.T, cfg Config) *natRig {
 	t.Helper()
 	r := &natRig{c: newNetns(t), b: newNetns(t)}
 	var err error
@@ -100,7 +106,7 @@ func newNATRig(t *testing.T) *natRig {
 	setup(r.b, "nat1", natMACC,
 		[]netip.Prefix{pfx(natV4.backend), pfx(natV6.backend)},
 		[]netip.Addr{natV4.client, natV4.snat, natV6.client, natV6.snat})
-	r.s = startTracer(t, Config{}, r.c, r.b)
+	r.s = startTracer(t, cfg, r.c, r.b)
 	if h := r.s.hook(probe.CapNAT); h != "tp_btf/net_dev_queue" {
 		t.Fatalf("capability nat served by %q, want tp_btf/net_dev_queue; plan: %+v", h, r.s.plan)
 	}
@@ -228,6 +234,26 @@ func TestPrivNATNoListener(t *testing.T) {
 		local := r.refuse(t, a)
 		r.checkNAT(t, r.onlyOne(t), a, local, events.CauseNoListener)
 	})
+}
+
+// TestPrivNATAttachedLater: where the kernel's NAT comes after the tracer
+// (a service started at boot, Docker later), the NAT hook waits, and at
+// the end of the wait its program is loaded again (with nf_conntrack's
+// types, where a module brings them) against the tracer's maps and
+// attached: the next refusal through DNAT is one event naming both sides.
+func TestPrivNATAttachedLater(t *testing.T) {
+	var ready atomic.Bool
+	r := newNATRigWith(t, Config{natWait: ready.Load})
+	for _, a := range r.s.tr.Plan() {
+		if a.Capability == probe.CapNAT && a.Waiting == "" {
+			t.Fatalf("capability nat does not wait: %+v", a)
+		}
+	}
+	r.c.nft(t, dnat(natV4, false))
+	ready.Store(true)
+	r.s.waitAttached(probe.CapNAT)
+	local := r.refuse(t, natV4)
+	r.checkNAT(t, r.onlyOne(t), natV4, local, events.CauseNoListener)
 }
 
 func TestPrivNATMasquerade(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -72,6 +73,11 @@ type Config struct {
 	// connectSlots: the kernel's lock-free table of connect() owners
 	// (probe.Settings.ConnectSlots); tests shrink it.
 	connectSlots int
+	// natWait: tests make the NAT hook wait for this instead of the
+	// kernel's NAT module, and its program be loaded again at the end
+	// of the wait (probe.Settings.KeepNAT), as where the modules come
+	// after the tracer.
+	natWait func() bool
 }
 
 // DefaultRatePerSecond is how many events of a kind per destination are
@@ -122,6 +128,10 @@ type Tracer struct {
 	waiting    bool
 	waitLooked time.Time
 	paused     bool // Pause: links detached
+	// untyped: a program loaded without the types a module brings,
+	// loaded again before its capability attaches.
+	untyped     *probe.Untyped
+	untypedMaps map[string]*ebpf.Map // the maps it uses, by name
 }
 
 // New checks the host, loads and attaches the programs, and reads the
@@ -155,7 +165,7 @@ func New(cfg Config) (*Tracer, error) {
 	objs := probe.Open(probe.Settings{
 		RingSize: cfg.RingSize, Summary: cfg.Summary, SummaryAbove: uint64(cfg.RingSize / 2),
 		FilterPorts: len(cfg.Ports) > 0, Proc: cfg.Proc, RatePerSecond: cfg.RatePerSecond,
-		ConnectSlots: cfg.connectSlots,
+		ConnectSlots: cfg.connectSlots, KeepNAT: cfg.natWait != nil,
 	}, kernel)
 	defer objs.Close()
 	kernelBTF, err := kernel()
@@ -180,6 +190,9 @@ func (t *Tracer) load(objs *probe.Objects, kernelBTF *btf.Spec, began time.Time)
 	phase := func(what string) { t.log.Debug("start-up", "done", what, "elapsed", time.Since(began)) }
 	phase("kernel BTF")
 	t.plan = probe.Choose(kernelBTF, cfg.Force)
+	if cfg.natWait != nil {
+		t.plan.Wait(probe.CapNAT, "the test's signal", cfg.natWait)
+	}
 	if err := objs.Prepare(kernelBTF, t.plan); err != nil {
 		return err
 	}
@@ -188,7 +201,12 @@ func (t *Tracer) load(objs *probe.Objects, kernelBTF *btf.Spec, began time.Time)
 	if t.coll, err = objs.Load(kernelBTF); err != nil {
 		return err
 	}
+	t.untyped = objs.Untyped()
 	phase("load")
+	if t.untyped != nil {
+		// Assign takes the maps out of the collection.
+		t.untypedMaps = maps.Clone(t.coll.Maps)
+	}
 	if err := t.coll.Assign(&t.maps); err != nil {
 		return fmt.Errorf("reading BPF maps: %w", err)
 	}
@@ -313,6 +331,19 @@ func (t *Tracer) Resume() {
 	}
 }
 
+// reloadUntyped loads the untyped program again if progs has it: the
+// module its types come from is loaded now.
+func (t *Tracer) reloadUntyped(progs []string) error {
+	if t.untyped == nil || !slices.Contains(progs, t.untyped.Program()) {
+		return nil
+	}
+	if err := t.untyped.Reload(t.coll, t.untypedMaps); err != nil {
+		return err
+	}
+	t.untyped, t.untypedMaps = nil, nil
+	return nil
+}
+
 // waitEvery is how often a capability waiting for the host looks again.
 const waitEvery = 100 * time.Millisecond
 
@@ -327,7 +358,7 @@ func (t *Tracer) attachWaiting() {
 	if t.paused {
 		return // Resume attaches what is due
 	}
-	t.links = append(t.links, probe.AttachWaiting(t.coll, t.plan, t.log)...)
+	t.links = append(t.links, probe.AttachWaiting(t.coll, t.plan, t.log, t.reloadUntyped)...)
 	t.waiting = slices.ContainsFunc(t.plan, func(c probe.Choice) bool { return c.Waiting != "" })
 }
 

@@ -44,6 +44,10 @@ type Settings struct {
 	// before the hash does (a power of two below the default, or 0 for
 	// the default); tests make it small to make sockets share slots.
 	ConnectSlots int
+	// KeepNAT: keep the NAT program's spec for Untyped.Reload even when
+	// its types were there at load (tests: the reload path on a kernel
+	// with conntrack built in).
+	KeepNAT bool
 }
 
 // Objects is the BPF object on its way into the kernel. Start-up is mostly
@@ -69,6 +73,62 @@ type Objects struct {
 
 	symbols chan struct{} // ranges is set (nil without kallsyms)
 	ranges  []bpfobj.RsttraceCodeRange
+
+	untyped *Untyped // set by Load
+}
+
+// Untyped is a program Load loaded without the kernel types its work needs,
+// because the module that brings them was not loaded yet (struct nf_conn,
+// nf_conntrack's, for the NAT program): Reload loads it again once the
+// module is there.
+type Untyped struct {
+	name      string
+	spec      *ebpf.CollectionSpec // the program alone, with every map
+	kernelBTF *btf.Spec
+}
+
+// Untyped is the program Load loaded without its types, nil if none.
+func (o *Objects) Untyped() *Untyped { return o.untyped }
+
+// Program is its name.
+func (u *Untyped) Program() string { return u.name }
+
+// Reload loads the program again with the module's types, against maps
+// (the collection's, by name), and puts it in coll in place of the one
+// loaded without them.
+func (u *Untyped) Reload(coll *ebpf.Collection, maps map[string]*ebpf.Map) error {
+	m, err := conntrackTypes(u.kernelBTF)
+	if err != nil {
+		return err
+	}
+	opts := ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{},
+		Programs: ebpf.ProgramOptions{KernelTypes: u.kernelBTF}}
+	if m != nil {
+		opts.Programs.ExtraRelocationTargets = []*btf.Spec{m}
+	}
+	// The maps are coll's; the data sections (constants set before the
+	// first load) are made again, as for each group of loadGroups.
+	for name, mp := range maps {
+		if _, ok := u.spec.Maps[name]; ok && !strings.HasPrefix(name, ".") {
+			opts.MapReplacements[name] = mp
+		}
+	}
+	for name := range u.spec.Maps {
+		if _, ok := opts.MapReplacements[name]; !ok && !strings.HasPrefix(name, ".") {
+			return fmt.Errorf("loading %s again: map %s is not the tracer's", u.name, name)
+		}
+	}
+	c, err := ebpf.NewCollectionWithOptions(u.spec, opts)
+	if err != nil {
+		return fmt.Errorf("loading %s again with the module's types: %w", u.name, err)
+	}
+	defer c.Close()
+	if old := coll.Programs[u.name]; old != nil {
+		old.Close()
+	}
+	coll.Programs[u.name] = c.Programs[u.name]
+	delete(c.Programs, u.name)
+	return nil
 }
 
 // Open starts loading the BPF object with the settings that need no plan.
@@ -392,11 +452,19 @@ func (o *Objects) Load(kernelBTF *btf.Spec) (*ebpf.Collection, error) {
 		o.spec.Maps[name].Type, o.spec.Maps[name].Flags = m.Type(), m.Flags()
 	}
 	opts := ebpf.CollectionOptions{MapReplacements: o.maps, Programs: ebpf.ProgramOptions{KernelTypes: kernelBTF}}
-	if _, ok := o.spec.Programs["tp_btf_net_dev_queue"]; ok {
+	if p, ok := o.spec.Programs[natProgram]; ok {
 		// struct nf_conn lives in the nf_conntrack module's BTF where
-		// conntrack is not built in.
-		if m, err := conntrackTypes(kernelBTF); err == nil && m != nil {
+		// conntrack is not built in; a module not loaded yet has none
+		// (the program then does nothing: bpf_core_type_exists) and it
+		// is loaded again once the module is there.
+		m, err := conntrackTypes(kernelBTF)
+		if err == nil && m != nil {
 			opts.Programs.ExtraRelocationTargets = []*btf.Spec{m}
+		}
+		if err != nil || o.set.KeepNAT {
+			alone := *o.spec
+			alone.Programs = map[string]*ebpf.ProgramSpec{natProgram: p}
+			o.untyped = &Untyped{name: natProgram, spec: &alone, kernelBTF: kernelBTF}
 		}
 	}
 	coll, err := loadGroups(o.spec, opts)
@@ -543,15 +611,27 @@ func Attach(coll *ebpf.Collection, plan Plan, log *slog.Logger) []link.Link {
 
 // AttachWaiting attaches the capabilities whose wait is over (Waiting);
 // it returns the links it made. The programs were loaded with the rest.
-func AttachWaiting(coll *ebpf.Collection, plan Plan, log *slog.Logger) []link.Link {
+//
+// prepare, if set, runs first with the programs it is about to attach
+// (the tracer loads an Untyped one again there); its error degrades the
+// capability.
+func AttachWaiting(coll *ebpf.Collection, plan Plan, log *slog.Logger, prepare func(progs []string) error) []link.Link {
 	var all []link.Link
 	for i := range plan {
 		c := &plan[i]
 		if c.Waiting == "" || !c.Served() || !c.needed() {
 			continue
 		}
-		log.Info("capability attached", "capability", c.Capability, "hook", c.Hook(), "after", c.Waiting)
+		after := c.Waiting
 		c.Waiting, c.needed = "", nil
+		if prepare != nil {
+			if err := prepare(c.Programs()); err != nil {
+				plan.Degrade(c.Capability, err.Error())
+				log.Warn("capability degraded", "capability", c.Capability, "reason", err.Error())
+				continue
+			}
+		}
+		log.Info("capability attached", "capability", c.Capability, "hook", c.Hook(), "after", after)
 		// Each waiting capability has its hook to itself: nothing of
 		// it is attached yet.
 		all = append(all, attachServed(coll, plan, c, map[string]bool{}, map[string]error{}, log)...)

@@ -11,13 +11,17 @@ import (
 // reads the SYN's conntrack entry (skb->_nfct -> struct nf_conn). Where
 // nf_conntrack is built in, struct nf_conn is in vmlinux BTF; where it is
 // a module, in the module's BTF (/sys/kernel/btf/nf_conntrack), which the
-// CO-RE relocations then take as an extra target (conntrackTypes). A
-// module loaded after the tracer started is not seen: its types were not
-// there at load.
+// CO-RE relocations then take as an extra target (conntrackTypes). Where
+// the module was not loaded when the tracer started, the program is loaded
+// again with its types when the capability's wait for nf_nat ends
+// (Untyped.Reload): a NAT rule loads both.
 
 // conntrackModule is the module that defines struct nf_conn when it is not
 // built in.
 const conntrackModule = "nf_conntrack"
+
+// natProgram serves the nat capability.
+const natProgram = "tp_btf_net_dev_queue"
 
 // natModule is the kernel's address translation when it is not built in.
 const natModule = "nf_nat"
@@ -57,8 +61,13 @@ func probeNAT(s *btf.Spec) error {
 	if !hasMember(skb.Members, "_nfct") {
 		return errors.New("sk_buff has no _nfct: kernel built without conntrack")
 	}
-	if _, err := conntrackTypes(s); err != nil {
-		return err
+	// struct nf_conn may still be missing: nf_conntrack not loaded yet.
+	// The capability then waits for nf_nat (natNeeded), which needs it;
+	// with nf_nat there and still no types, the modules have no BTF.
+	if now, _ := natNeeded(s); now == nil {
+		if _, err := conntrackTypes(s); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -457,6 +457,16 @@ func (c *Choice) fallBack() bool {
 	return true
 }
 
+// Wait makes capability name, if served, wait until needed says so
+// (until: what it waits for, as the plan shows it).
+func (p Plan) Wait(name, until string, needed func() bool) {
+	for i := range p {
+		if p[i].Capability == name && p[i].Served() {
+			p[i].Waiting, p[i].needed = until, needed
+		}
+	}
+}
+
 // Degrade marks capability name as not served, with reason: a probe said
 // yes and the kernel still refused to attach.
 func (p Plan) Degrade(name, reason string) {

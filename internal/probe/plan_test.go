@@ -1,6 +1,9 @@
 package probe
 
 import (
+	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -122,5 +125,38 @@ func TestChoiceAlternates(t *testing.T) {
 	p.Degrade(CapBindErrors, "refused")
 	if p[0].Served() || len(p[0].alternates) != 0 || p.Programs()["tp_sys_exit_bind"] {
 		t.Error("a degraded choice keeps programs to load")
+	}
+}
+
+// TestAttachWaiting: a waiting capability is left out of Attach and shown
+// as waiting; AttachWaiting leaves it while its condition is false, and
+// when it turns true runs prepare on its programs first, degrading the
+// capability if prepare fails. (No program is attached: prepare fails or
+// the wait holds in each case.)
+func TestAttachWaiting(t *testing.T) {
+	nat := &option{hook: "tp_btf/net_dev_queue", kind: "tp_btf", progs: []string{natProgram}}
+	ready := false
+	p := Plan{{Capability: CapNAT, option: nat}}
+	p.Wait(CapNAT, "nf_nat", func() bool { return ready })
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if links := Attach(nil, p, log); len(links) != 0 {
+		t.Fatalf("Attach attached a waiting capability: %v", links)
+	}
+	if a := p.Attaches(); a[0].Waiting != "nf_nat" || a[0].Hook != nat.hook {
+		t.Errorf("plan shows %+v, want the hook waiting for nf_nat", a[0])
+	}
+	var prepared []string
+	prepare := func(progs []string) error { prepared = progs; return errors.New("no types") }
+	AttachWaiting(nil, p, log, prepare)
+	if prepared != nil || p[0].Waiting == "" {
+		t.Fatalf("the wait ended before its condition: prepared %v, waiting %q", prepared, p[0].Waiting)
+	}
+	ready = true
+	AttachWaiting(nil, p, log, prepare)
+	if len(prepared) != 1 || prepared[0] != natProgram {
+		t.Errorf("prepare got %v, want [%s]", prepared, natProgram)
+	}
+	if p[0].Served() || p[0].Waiting != "" || p[0].Degraded != "no types" {
+		t.Errorf("after a failed prepare: served %v, waiting %q, degraded %q", p[0].Served(), p[0].Waiting, p[0].Degraded)
 	}
 }
