@@ -354,7 +354,12 @@ func TestPrivPauseResume(t *testing.T) {
 	if err, _ := n.connect(t, paused); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("connect to %v while paused: %v, want ECONNREFUSED", paused, err)
 	}
-	s.tr.Resume()
+	if err := s.tr.Resume(); err != nil {
+		if errors.Is(err, syscall.ENOENT) && s.hook(probe.CapRefusals) != "tp_btf/tcp_send_reset" {
+			t.Skipf("this kernel attaches a fentry/fexit program only once (bpf_tracing_prog_attach returns ENOENT before 5.13, commit f3a95075549e), and refusals come from one: %v", err)
+		}
+		t.Fatalf("Resume: %v", err)
+	}
 	mustRefuse(t, s, n, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 2082), events.CauseNoListener)
 	if got := s.all(refusedTo(n, paused)); len(got) != 0 {
 		t.Errorf("%d refused events for the refusal made while paused, want none: %+v", len(got), got[0])

@@ -321,14 +321,19 @@ func (t *Tracer) Pause() error {
 	return errors.Join(errs...)
 }
 
-// Resume attaches again what Pause detached, as the plan says now.
-func (t *Tracer) Resume() {
+// Resume attaches again what Pause detached. A hook the kernel refuses
+// now (before 5.13 a fentry/fexit program attaches only once) leaves its
+// capability degraded in the plan, and the error says which.
+func (t *Tracer) Resume() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.paused {
-		t.links = probe.Attach(t.coll, t.plan, t.log)
-		t.paused = false
+	if !t.paused {
+		return nil
 	}
+	var err error
+	t.links, err = probe.Reattach(t.coll, t.plan)
+	t.paused = false
+	return err
 }
 
 // reloadUntyped loads the untyped program again if progs has it: the

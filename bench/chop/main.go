@@ -191,7 +191,7 @@ func loadArm(name string) (*arm, func(), error) {
 			}
 			t.Close()
 		}
-		return &arm{name: name, on: func() error { t.Resume(); return nil }, off: t.Pause}, closeArm, nil
+		return &arm{name: name, on: t.Resume, off: t.Pause}, closeArm, nil
 	case "floor", "floor-hooks", "floor-hooks+syscalls":
 		hooks := mintrace.HooksReset
 		if name != "floor" {

@@ -639,6 +639,32 @@ func AttachWaiting(coll *ebpf.Collection, plan Plan, log *slog.Logger, prepare f
 	return all
 }
 
+// Reattach attaches again, hook for hook, what Attach attached, after
+// its links were closed: no fallback to another hook. A capability whose
+// hook the kernel refuses now is degraded in plan, and the error says why:
+// kernels before 5.13 attach a fentry/fexit program only once
+// (bpf_tracing_prog_attach returns ENOENT until commit f3a95075549e).
+func Reattach(coll *ebpf.Collection, plan Plan) ([]link.Link, error) {
+	var all []link.Link
+	var errs []error
+	attached := map[string]bool{}
+	failed := map[string]error{}
+	for i := range plan {
+		c := &plan[i]
+		if !c.Served() || c.Waiting != "" {
+			continue
+		}
+		links, err := attachChoice(coll, c, attached, failed)
+		if err != nil {
+			plan.Degrade(c.Capability, "not attached again: "+err.Error())
+			errs = append(errs, fmt.Errorf("capability %s: %w", c.Capability, err))
+			continue
+		}
+		all = append(all, links...)
+	}
+	return all, errors.Join(errs...)
+}
+
 // attachServed attaches c, falling back to its alternates, else degrading
 // it in plan.
 func attachServed(coll *ebpf.Collection, plan Plan, c *Choice, attached map[string]bool, failed map[string]error, log *slog.Logger) []link.Link {
