@@ -512,29 +512,25 @@ static __always_inline void connect_on_cpu(__u64 sk)
 
 /*
  * The `connecting` entry of the local client whose SYN p is (as the
- * refusing side parsed it: saddr/sport the client); NULL if it is not the
- * socket that last began a connect() on this CPU. The address alone is no
- * proof (another connect() on the CPU since, a socket freed and its memory
- * reused): the socket must still wait in SYN_SENT, on the SYN's ports,
- * with the SYN's sequence number as its first (snd_una stays at the
- * initial sequence number until the SYN is acknowledged; tcp_connect_init).
- * The slot is emptied.
+ * refusing side parsed it); NULL if it is not the socket that last began
+ * a connect() on this CPU. The address alone is no proof (another
+ * connect() on the CPU since, a socket freed and its memory reused): the
+ * SYN's sequence number must be the socket's first (snd_una stays at the
+ * initial sequence number, random per connection, until the SYN is
+ * acknowledged; tcp_connect_init), and the socket must still have its
+ * entry. One read of the socket: each is a helper call here (the address
+ * comes from a map, not as a typed pointer), ~25 ns. The slot is emptied.
  */
 static __always_inline struct conn *syn_client(const struct pkt *p)
 {
 	__u32 zero = 0;
 	__u64 *s = bpf_map_lookup_elem(&cpu_connecting, &zero);
-	const struct sock *sk;
 	__u64 key;
 
 	if (!s || !*s)
 		return NULL;
 	key = *s;
-	sk = (const struct sock *)key;
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT ||
-	    BPF_CORE_READ(sk, __sk_common.skc_num) != p->sport ||
-	    bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != p->dport ||
-	    BPF_CORE_READ((const struct tcp_sock *)sk, snd_una) != p->seq)
+	if (BPF_CORE_READ((const struct tcp_sock *)key, snd_una) != p->seq)
 		return NULL;
 	*s = 0;
 	return conn_find(key);
