@@ -489,9 +489,9 @@ static __always_inline __u8 decided(const struct conn_key *k)
  * reads it with the entry it looks up anyway: no decisions entry made,
  * looked up and deleted, three bucket locks taken with interrupts off, on
  * every local refusal; and no program on every packet a device sends to
- * learn which SYN is whose. Anything else (another CPU, a queueing
- * discipline or ksoftirqd holding the SYN, a retransmitted or translated
- * one) finds no match and goes through the decisions map.
+ * learn which SYN is whose. Anything else (another CPU, a SYN a queueing
+ * discipline or ksoftirqd held while another connect() began, a
+ * translated one) finds no match and goes through the decisions map.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
