@@ -38,11 +38,13 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
@@ -88,6 +90,13 @@ func run() error {
 	flag.IntVar(&o.port, "port", 1, "closed port the load connects to")
 	flag.BoolVar(&o.json, "json", false, "print the result as one JSON object")
 	flag.Parse()
+	if o.cycles < 1 || o.window <= o.settle || len(o.arms) == 0 {
+		return errors.New("want -cycles >= 1, -window longer than -settle, and an arm")
+	}
+	// Interrupted, it stops at the next window and cleans up (the
+	// namespace it made, the programs it attached).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
 	}
@@ -119,6 +128,9 @@ func run() error {
 
 	// rate counts the load's refusals over one window, past its settle.
 	rate := func() (float64, error) {
+		if ctx.Err() != nil {
+			return 0, errors.New("interrupted")
+		}
 		time.Sleep(o.settle)
 		n0, t0 := l.count(), time.Now()
 		time.Sleep(o.window - o.settle)
