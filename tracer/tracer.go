@@ -361,7 +361,7 @@ func (t *Tracer) attachWaiting() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.paused {
-		return // Resume attaches what is due
+		return // the first pass after Resume attaches what is due
 	}
 	t.links = append(t.links, probe.AttachWaiting(t.coll, t.plan, t.log, t.reloadUntyped)...)
 	t.waiting = slices.ContainsFunc(t.plan, func(c probe.Choice) bool { return c.Waiting != "" })
